@@ -1,0 +1,142 @@
+"""The ``rlhf-organic`` command line. Thin: parse, validate, call one stage.
+
+Heavy libraries (torch, trl, bitsandbytes, even pyarrow) are imported inside the commands that
+use them, so ``rlhf-organic --help`` and ``validate`` start fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import __version__
+from .errors import UserError
+
+
+class _Group(click.Group):
+    """Turns a UserError into one clear message and exit status 2, without a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.secho(f"error: {exc}", err=True, fg="red")
+            sys.exit(2)
+
+
+def _log(message: str) -> None:
+    click.echo(message, err=True)
+
+
+def _progress(quiet: bool) -> bool | None:
+    return False if quiet else None  # None: a bar only on a terminal
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rlhf-organic")
+def main() -> None:
+    """Reinforcement learning from organic human feedback: learn from helpers, not from trolls."""
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+def validate(recipe: str, overrides: tuple[str, ...]) -> None:
+    """Check RECIPE (with key=value OVERRIDES) and print the resolved config."""
+    from .recipe import dump_recipe, load_recipe
+
+    resolved = load_recipe(recipe, list(overrides))
+    click.echo(dump_recipe(resolved), nl=False)
+    _log(f"{recipe}: valid")
+
+
+@main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="dataset folder to write")
+@click.option(
+    "--format",
+    "fmt",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "bb3x", "preference", "kto", "messages"]),
+    help="input format; auto picks per file by content",
+)
+@click.option("--strict", is_flag=True, help="stop at the first bad record (exit status 2)")
+@click.option("--overwrite", is_flag=True, help="replace an existing dataset folder")
+@click.option("--chunk-mb", default=32, show_default=True, type=click.IntRange(1, 4096), help="read this much at a time")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+def ingest(inputs, out, fmt, strict, overwrite, chunk_mb, quiet) -> None:
+    """Ingest organic logs (files, folders, globs; plain or gzip) into a Parquet dataset."""
+    from .data.ingest import ingest as run_ingest
+
+    run_ingest(
+        inputs, out, fmt=fmt, strict=strict, overwrite=overwrite, chunk_bytes=chunk_mb << 20,
+        progress=_progress(quiet), log=_log,
+    )
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="print the numbers as JSON")
+def inspect(dataset: str, as_json: bool) -> None:
+    """Print a readable summary of an ingested DATASET."""
+    from .data.inspect import format_report, inspect_dataset
+
+    report = inspect_dataset(dataset)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report, indent=2))
+    else:
+        click.echo(format_report(report))
+
+
+@main.command()
+@click.option("--preset", default="tiny", show_default=True, help="simulator preset (see --list-presets)")
+@click.option("--users", type=click.IntRange(min=1), help="number of users (default: the preset's)")
+@click.option("--seed", type=int, help="random seed (default 0)")
+@click.option("--out", type=click.Path(file_okay=False), help="output folder")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="any simulator setting, e.g. feedback_rate=0.1")
+@click.option("--list-presets", is_flag=True, help="list the presets and settings, then exit")
+@click.option("--overwrite", is_flag=True, help="replace a simulation already in --out")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+def simulate(preset, users, seed, out, settings, list_presets, overwrite, quiet) -> None:
+    """Simulate organic feedback (BB3x format) with known ground truth."""
+    from .data.simulate import PRESETS, SimConfig, simulate as run_simulate
+    from .recipe import SimulateSection, apply_overrides, parse_overrides, validate_settings
+
+    if list_presets:
+        for name, (description, _) in PRESETS.items():
+            click.echo(f"{name:20s} {description}")
+        click.echo("\nsettings (--set KEY=VALUE):")
+        for name, f in SimConfig.model_fields.items():
+            click.echo(f"  {name:24s} {f.description or ''}")
+        return
+    if not out:
+        raise click.UsageError("Missing option '--out'.")
+    data = apply_overrides({"preset": preset, "users": users, "seed": seed}, parse_overrides(list(settings)))
+    cfg = validate_settings(SimulateSection, data, "simulate settings").config()
+    result = run_simulate(cfg, out, overwrite=overwrite, progress=_progress(quiet))
+    c = result.counts
+    _log(
+        f"simulated {c['users']} users ({', '.join(f'{k} {v}' for k, v in c['users_by_type'].items())}), "
+        f"{c['conversations']} conversations, {c['messages']} messages, {c['labels']} thumbs "
+        f"({c['corrupted_labels']} corrupted), {c['preferences']} A/B choices -> {out}"
+    )
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("-q", "--quiet", is_flag=True, help="no progress bars")
+def run(recipe: str, overrides: tuple[str, ...], quiet: bool) -> None:
+    """Run RECIPE end to end (with key=value OVERRIDES) into its run folder."""
+    from .pipeline import run_recipe
+    from .recipe import load_recipe
+
+    run_recipe(load_recipe(recipe, list(overrides)), progress=_progress(quiet), log=_log, echo=click.echo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,1 @@
+"""Organic feedback data: readers for each source format, the columnar dataset, the simulator."""

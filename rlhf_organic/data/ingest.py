@@ -1,0 +1,227 @@
+"""``rlhf-organic ingest``: organic logs in, a folder of Parquet tables out, every bad line accounted for.
+
+Output folder (readable with pandas / pyarrow / datasets, no rlhf_organic needed):
+``conversations``, ``messages``, ``examples``, ``feedback``, ``preferences``, ``users`` (``.parquet``),
+``rejects.jsonl`` (file, line, reason, excerpt of every line that could not be used) and
+``summary.json``. The folder is assembled under a temporary name and renamed when complete, so a
+crashed ingest never leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from ..errors import InputError, UserError
+from . import tables
+from .readers import READERS, Parsed, Reject, detect
+from .readers.common import BadRecord, load_object
+from .schema import OUTPUT_TABLES
+from .sources import Chunk, ReadFailure, display_name, expand_inputs, iter_chunks
+
+FORMATS = ("auto", *READERS)
+DEFAULT_CHUNK_BYTES = 32 << 20
+_DETECT_LINES = 100
+_COMPACT_PARTIALS = 64  # auto-detection looks at up to this many lines of each file
+SUMMARY_COUNTS = (
+    "conversations",
+    "messages",
+    "examples",
+    "thumbs_up",
+    "thumbs_down",
+    "preferences",
+    "gold_labels",
+    "unsafe_user_messages",
+    "adversarial_conversations",
+    "users",
+    "rejected",
+    "read_errors",
+    "lines",
+)
+
+
+def detect_file_format(path: Path) -> str:
+    """The format of the first recognisable record among the file's first lines."""
+    keys_seen = None
+    for chunk in iter_chunks(path, 1 << 20):
+        if isinstance(chunk, ReadFailure):
+            break
+        for _, line in list(chunk.numbered())[:_DETECT_LINES]:
+            if not line.strip():
+                continue
+            try:
+                obj = load_object(line)
+            except BadRecord:
+                continue
+            name = detect(obj)
+            if name:
+                return name
+            keys_seen = keys_seen or sorted(obj)
+        break
+    what = f"its records have keys {keys_seen}" if keys_seen else "no valid JSON object in its first lines"
+    raise UserError(
+        f"cannot tell the format of {display_name(path)}: {what}. "
+        f"Expected one of: bb3x (message_history), messages (messages), preference (chosen, rejected), "
+        f"kto (completion, label); or pass --format."
+    )
+
+
+class _Writers:
+    """One streaming Parquet writer per output table, all under ``folder``."""
+
+    def __init__(self, folder: Path):
+        self.writers = {
+            name: pq.ParquetWriter(folder / f"{name}.parquet", schema, compression="zstd")
+            for name, schema in OUTPUT_TABLES.items()
+            if name != "users"
+        }
+
+    def write(self, name: str, table: pa.Table) -> None:
+        if table.num_rows:
+            self.writers[name].write_table(table.cast(OUTPUT_TABLES[name]))
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+
+
+def _reason_kind(reason: str) -> str:
+    """A reject reason without its specifics, for counting: 'field message_history[].sender'."""
+    return re.sub(r"\[\d+\]", "[]", reason.split(":")[0])
+
+
+def ingest(
+    inputs: Sequence[str],
+    out: str | os.PathLike,
+    *,
+    fmt: str = "auto",
+    strict: bool = False,
+    overwrite: bool = False,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Ingest ``inputs`` into the dataset folder ``out``; returns the summary (also saved as summary.json).
+
+    In ``strict`` mode the first bad line raises ``InputError`` naming file, line and reason, and
+    nothing is written. ``progress=None`` shows a progress bar only on a terminal.
+    """
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
+    files = expand_inputs(inputs)
+    formats = {}
+    for path in files:
+        formats[path] = fmt if fmt != "auto" else detect_file_format(path)
+        how = "auto-detected" if fmt == "auto" else "given"
+        log(f"{display_name(path)}: format {formats[path]} ({how})")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    started = time.perf_counter()
+    try:
+        summary = _ingest_into(tmp, files, formats, strict, chunk_bytes, progress)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    summary["seconds"] = round(time.perf_counter() - started, 3)
+    (tmp / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    rejected = (
+        f"rejected {summary['rejected']} (see {out / 'rejects.jsonl'})" if summary["rejected"] else "nothing rejected"
+    )
+    log(
+        f"ingested {summary['conversations']} conversations, {summary['examples']} examples, "
+        f"{summary['preferences']} preferences from {summary['lines']} lines; {rejected}"
+    )
+    return summary
+
+
+def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, progress) -> dict:
+    counts = Counter({key: 0 for key in SUMMARY_COUNTS})
+    reasons: Counter[str] = Counter()
+    partials: list[pa.Table] = []
+    writers = _Writers(tmp)
+    rejects_file = open(tmp / "rejects.jsonl", "wb")
+
+    def reject(item: Reject) -> None:
+        if strict:
+            raise InputError(item.message())
+        rejects_file.write(orjson.dumps(item.as_dict()) + b"\n")
+        reasons[_reason_kind(item.reason)] += 1
+
+    total = sum(p.stat().st_size for p in files)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=None if progress is None else not progress)
+    try:
+        for path in files:
+            reader = READERS[formats[path]]
+            for chunk in iter_chunks(path, chunk_bytes, display=display_name(path), on_progress=bar.update):
+                if isinstance(chunk, ReadFailure):
+                    counts["read_errors"] += 1
+                    reject(Reject(chunk.file, chunk.line, chunk.reason))
+                    continue
+                counts["lines"] += sum(1 for line in chunk.lines if line.strip())
+                parsed = reader.parse(chunk)
+                for item in parsed.rejects:
+                    counts["rejected"] += 1
+                    reject(item)
+                _write_parsed(parsed, formats[path], writers, counts, partials)
+                if len(partials) >= _COMPACT_PARTIALS:  # keep memory bounded by users, not by chunks
+                    partials[:] = [tables.combine_user_partials(partials)]
+    finally:
+        bar.close()
+        writers.close()
+        rejects_file.close()
+
+    users = tables.combine_user_partials(partials)
+    pq.write_table(users, tmp / "users.parquet", compression="zstd")
+    counts["users"] = users.num_rows
+    records = counts["conversations"] + counts["preferences"]
+    if records + counts["rejected"] != counts["lines"]:  # the accounting rule; a failure here is a bug
+        raise RuntimeError(f"ingest lost track of lines: {records} records + {counts['rejected']} rejected != {counts['lines']}")
+    return {
+        **{key: counts[key] for key in SUMMARY_COUNTS},
+        "reject_reasons": dict(reasons.most_common()),
+        "inputs": [{"file": display_name(p), "format": formats[p]} for p in files],
+    }
+
+
+def _write_parsed(parsed: Parsed, source_format: str, writers: _Writers, counts: Counter, partials: list) -> None:
+    for conv in parsed.conversations:
+        derived = tables.conversation_tables(conv, source_format)
+        for name in ("conversations", "messages", "examples", "feedback"):
+            writers.write(name, derived[name])
+        partials.append(derived["user_partials"])
+        examples, conversations, messages = derived["examples"], derived["conversations"], derived["messages"]
+        counts["conversations"] += conversations.num_rows
+        counts["messages"] += messages.num_rows
+        counts["examples"] += examples.num_rows
+        thumbs = examples.column("thumbs")
+        counts["thumbs_up"] += pc.sum(pc.equal(thumbs, 1)).as_py() or 0
+        counts["thumbs_down"] += pc.sum(pc.equal(thumbs, -1)).as_py() or 0
+        counts["gold_labels"] += pc.sum(pc.is_valid(examples.column("gold"))).as_py() or 0
+        counts["unsafe_user_messages"] += pc.sum(messages.column("is_unsafe")).as_py() or 0
+        counts["adversarial_conversations"] += pc.sum(conversations.column("is_adversarial")).as_py() or 0
+    for prefs in parsed.preferences:
+        derived = tables.preference_tables(prefs)
+        writers.write("preferences", derived["preferences"])
+        writers.write("feedback", derived["feedback"])
+        partials.append(derived["user_partials"])
+        counts["preferences"] += prefs.num_rows

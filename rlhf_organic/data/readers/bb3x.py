@@ -1,0 +1,258 @@
+"""The BlenderBot 3x release format: one conversation per line (Xu et al. 2023, ParlAI projects/bb3x).
+
+Fast path: a whole chunk goes through ``pyarrow.json`` with an explicit schema of the fields we use
+(the bot's memory / search internals are skipped without being parsed). A chunk the fast path
+cannot take (a broken line, a field of an unexpected type) is split in halves until the bad lines
+are isolated; those small pieces go through the per-line path, which names the line and field.
+Both paths produce the same BB3x-shaped Arrow table, and ``to_canonical`` validates and converts
+it column-wise, so the output does not depend on which path a line took.
+
+Lines whose messages carry crowdworker ``mturk`` annotations (an object with unpublished keys,
+about 0.4% of messages) take the per-line path, as an explicit schema cannot hold open keys.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from ..schema import CONVERSATION, MESSAGE, ROLE_ASSISTANT, ROLE_USER
+from ..sources import Chunk
+from .common import BadRecord, Parsed, Reject, check_type, excerpt, load_object
+
+SAFETY = pa.struct([("duo_safety", pa.string()), ("string_matcher", pa.string())])
+_FAST_MESSAGE_FIELDS = [
+    ("text", pa.string()),
+    ("sender", pa.string()),
+    ("bot_message_id", pa.string()),
+    ("human_message_id", pa.string()),
+    ("isLiked", pa.bool_()),
+    ("isDisliked", pa.bool_()),
+    ("dislike_type", pa.string()),
+    ("isSafetyControlledResponse", pa.bool_()),
+    ("previous_interaction_failure", pa.string()),
+    ("from_model_crash", pa.bool_()),
+    ("isDislikeFeedback", pa.bool_()),
+    ("safety", SAFETY),
+    ("reward", pa.string()),
+]
+FAST_MESSAGE = pa.struct(_FAST_MESSAGE_FIELDS)
+FULL_MESSAGE = pa.struct(_FAST_MESSAGE_FIELDS + [("mturk", pa.map_(pa.string(), pa.float64()))])
+
+
+def _schema(message: pa.DataType) -> pa.Schema:
+    return pa.schema(
+        [("user_pseudo_id", pa.string()), ("chat_id", pa.string()), ("message_history", pa.list_(message))]
+    )
+
+
+FAST_SCHEMA, FULL_SCHEMA = _schema(FAST_MESSAGE), _schema(FULL_MESSAGE)
+_FAST_OPTIONS = pj.ParseOptions(explicit_schema=FAST_SCHEMA, unexpected_field_behavior="ignore")
+_MTURK_OBJECT = re.compile(rb'"mturk"\s*:\s*\{')
+_SENDER_ROLE = {"bot": ROLE_ASSISTANT, "chatbot": ROLE_ASSISTANT, "human": ROLE_USER}
+_SLOW_BELOW = 256  # lines: below this, a failing piece goes line by line instead of being split
+
+
+def looks_like(obj: dict) -> bool:
+    return "message_history" in obj
+
+
+def parse(chunk: Chunk) -> Parsed:
+    parsed = Parsed()
+    fast: list[tuple[int, bytes]] = []
+    slow: list[tuple[int, bytes]] = []
+    for line_no, line in chunk.numbered():
+        if not line.strip():
+            continue
+        (slow if _MTURK_OBJECT.search(line) else fast).append((line_no, line))
+    tables = _parse_fast_or_split(fast, slow)
+    if slow:
+        slow.sort()
+        table = _parse_slow(slow, chunk, parsed.rejects)
+        if table is not None:
+            tables.append(table)
+    converted = []
+    for table in tables:
+        conversations, rejects = to_canonical(table, chunk.file)
+        converted.append(conversations)
+        parsed.rejects.extend(
+            Reject(r.file, r.line, r.reason, excerpt(chunk.lines[r.line - chunk.first_line])) for r in rejects
+        )
+    if len(converted) > 1:  # pieces took different paths: put the lines back in input order
+        converted = [pa.concat_tables(converted).sort_by("source_line")]
+    parsed.conversations.extend(converted)
+    parsed.rejects.sort(key=lambda r: r.line)
+    return parsed
+
+
+def _parse_fast_or_split(lines, slow_out) -> list[pa.Table]:
+    """Tables for the lines pyarrow can take in bulk; the rest are appended to ``slow_out``."""
+    if not lines:
+        return []
+    if len(lines) < _SLOW_BELOW:
+        table = _try_fast(lines)
+        if table is None:
+            slow_out.extend(lines)
+            return []
+        return [table]
+    table = _try_fast(lines)
+    if table is not None:
+        return [table]
+    half = len(lines) // 2
+    return _parse_fast_or_split(lines[:half], slow_out) + _parse_fast_or_split(lines[half:], slow_out)
+
+
+def _try_fast(lines: list[tuple[int, bytes]]) -> pa.Table | None:
+    data = b"\n".join(line for _, line in lines)
+    longest = max(len(line) for _, line in lines)
+    try:
+        data.decode("utf-8")  # pyarrow.json does not check: invalid text would reach the Parquet files
+    except UnicodeDecodeError:
+        return None
+    try:
+        table = pj.read_json(
+            pa.BufferReader(data),
+            read_options=pj.ReadOptions(block_size=max(1 << 22, longest + 2)),
+            parse_options=_FAST_OPTIONS,
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != len(lines):  # e.g. two objects on one line: let the per-line path say so
+        return None
+    return table.append_column("source_line", pa.array([n for n, _ in lines], pa.int64()))
+
+
+def _parse_slow(lines, chunk: Chunk, rejects: list[Reject]) -> pa.Table | None:
+    rows = []
+    last_line = chunk.first_line + len(chunk.lines) - 1
+    for line_no, line in lines:
+        try:
+            obj = load_object(line, at_eof_line=chunk.at_eof and line_no == last_line)
+            history = obj.get("message_history")
+            if isinstance(history, list):
+                for msg in history:
+                    if isinstance(msg, dict) and isinstance(msg.get("reward"), dict):
+                        msg["reward"] = _reward_from_dict(msg["reward"])
+            for f in FULL_SCHEMA:
+                check_type(obj.get(f.name), f.type, f.name)
+        except BadRecord as exc:
+            rejects.append(Reject(chunk.file, line_no, str(exc), excerpt(line)))
+            continue
+        obj["source_line"] = line_no
+        rows.append(obj)
+    if not rows:
+        return None
+    return pa.Table.from_pylist(rows, schema=FULL_SCHEMA.append(pa.field("source_line", pa.int64())))
+
+
+def _reward_from_dict(value: dict) -> str:
+    """The data card calls ``reward`` a dict although the files hold a string: keep a dict as JSON text."""
+    for item in value.values():
+        if isinstance(item, str) and item.startswith("Predicted class:"):
+            return item
+    return orjson.dumps(value).decode()
+
+
+def to_canonical(table: pa.Table, source_file: str) -> tuple[pa.Table, list[Reject]]:
+    """Validate a BB3x-shaped table column-wise and convert it to ``schema.CONVERSATION``.
+
+    Rows with a missing id, a missing or empty ``message_history``, a message without text or with an
+    unknown sender become rejects naming the line and field.
+    """
+    table = table.combine_chunks()
+    history = pa.concat_arrays(table.column("message_history").chunks) if table.num_rows else pa.array(
+        [], table.schema.field("message_history").type
+    )
+    n = table.num_rows
+    reasons: dict[int, str] = {}
+
+    def flag(mask, reason_for_row) -> None:
+        for row in np.flatnonzero(np.asarray(mask, dtype=bool)):
+            reasons.setdefault(int(row), reason_for_row(int(row)))
+
+    for name in ("user_pseudo_id", "chat_id"):
+        flag(table.column(name).is_null().to_numpy(zero_copy_only=False), lambda r, f=name: f"missing field {f}")
+    lengths = pc.list_value_length(history).fill_null(-1).to_numpy()
+    flag(lengths < 0, lambda r: "missing field message_history")
+    flag(lengths == 0, lambda r: "message_history is empty: nothing to learn from")
+
+    flat = pc.list_flatten(history)
+    parents = pc.list_parent_indices(history).to_numpy()
+    starts = np.concatenate([[0], np.cumsum(np.maximum(lengths, 0))])[:-1]
+    turns = np.arange(len(flat)) - starts[parents] if len(flat) else np.zeros(0, np.int64)
+    sender = _f(flat, "sender")
+    role = _map_values(pc.utf8_lower(sender), _SENDER_ROLE)
+    text_null = _f(flat, "text").is_null().to_numpy(zero_copy_only=False)
+    bad_sender = role.is_null().to_numpy(zero_copy_only=False)
+    for i in np.flatnonzero(text_null | bad_sender):
+        row, turn = int(parents[i]), int(turns[i])
+        if text_null[i]:
+            reason = f"field message_history[{turn}].text: missing"
+        else:
+            got = sender[i].as_py()
+            reason = (
+                f"field message_history[{turn}].sender: expected bot/human (or Chatbot/Human), got {got!r}"
+                if got is not None
+                else f"field message_history[{turn}].sender: missing"
+            )
+        reasons.setdefault(row, reason)
+
+    lines = table.column("source_line").to_numpy()
+    rejects = [Reject(source_file, int(lines[r]), reasons[r]) for r in sorted(reasons)]
+    keep_rows = np.ones(n, dtype=bool)
+    keep_rows[list(reasons)] = False
+    keep_msgs = keep_rows[parents] if len(flat) else np.zeros(0, dtype=bool)
+
+    safety = _f(flat, "safety")
+    has_mturk = flat.type.get_field_index("mturk") >= 0
+    messages = pa.StructArray.from_arrays(
+        [
+            role,
+            _f(flat, "text"),
+            pc.coalesce(_f(flat, "bot_message_id"), _f(flat, "human_message_id")),
+            _f(flat, "isLiked"),
+            _f(flat, "isDisliked"),
+            _f(flat, "dislike_type"),
+            _f(flat, "isSafetyControlledResponse"),
+            _f(flat, "previous_interaction_failure"),
+            _f(flat, "from_model_crash"),
+            _f(flat, "isDislikeFeedback"),
+            _f(safety, "duo_safety"),
+            _f(safety, "string_matcher"),
+            _f(flat, "reward"),
+            _f(flat, "mturk") if has_mturk else pa.nulls(len(flat), MESSAGE.field("gold").type),
+        ],
+        fields=list(MESSAGE),
+    ).filter(pa.array(keep_msgs))
+    kept_lengths = np.maximum(lengths, 0)[keep_rows]
+    offsets = np.concatenate([[0], np.cumsum(kept_lengths)]).astype(np.int32)
+    mask = pa.array(keep_rows)
+    out = pa.table(
+        [
+            table.column("chat_id").filter(mask),
+            table.column("user_pseudo_id").filter(mask),
+            pa.ListArray.from_arrays(pa.array(offsets), messages),
+            pa.array([source_file] * int(keep_rows.sum()), pa.string()),
+            table.column("source_line").filter(mask),
+        ],
+        schema=CONVERSATION,
+    )
+    return out, rejects
+
+
+def _f(struct_array: pa.Array, name: str) -> pa.Array:
+    """A struct child that is null wherever the struct itself is null (``.field()`` ignores that)."""
+    return pc.struct_field(struct_array, name)
+
+
+def _map_values(values: pa.Array, mapping: dict[str, str]) -> pa.Array:
+    """Map strings through ``mapping``; anything not in it (or null) becomes null."""
+    keys = pa.array(list(mapping))
+    idx = pc.index_in(values, value_set=keys)
+    return pc.take(pa.array(list(mapping.values())), idx)
+

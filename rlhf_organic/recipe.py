@@ -1,0 +1,235 @@
+"""Recipes: one YAML file, one section per stage, validated completely before any heavy work.
+
+Unknown keys are errors that list the valid keys and suggest the nearest; wrong types and
+out-of-range values name the key path and the line of the recipe file. ``key=value`` overrides
+from the command line are applied to the parsed YAML and validated the same way.
+
+Sections so far: ``data`` (simulate or read logs, then ingest) and ``output``. Later stages
+(trust, reward, policy, eval) add their own section class here and one field on ``Recipe``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+
+from .data.simulate import PRESETS, SimConfig, preset_config
+from .errors import RecipeError
+
+FORMATS = ("auto", "bb3x", "preference", "kto", "messages")  # kept in step with data.readers.READERS
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _optional_copy(name: str, field) -> tuple:
+    """SimConfig's field as optional (None = the preset's value), keeping its range checks."""
+    inner = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
+    return (Optional[inner], Field(None, description=field.description))
+
+
+_SimulateBase = create_model(
+    "_SimulateBase",
+    __base__=Section,
+    **{name: _optional_copy(name, f) for name, f in SimConfig.model_fields.items()},
+)
+
+
+class SimulateSection(_SimulateBase):
+    """``data.simulate``: a simulator preset plus any of its settings to override."""
+
+    preset: Literal[tuple(PRESETS)] = "tiny"  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _whole_config_valid(self) -> "SimulateSection":
+        self.config()  # cross-field checks (mix sums to 1, ...) with the preset applied
+        return self
+
+    def config(self, default_seed: int = 0) -> SimConfig:
+        overrides = self.model_dump(exclude={"preset"}, exclude_none=True)
+        overrides.setdefault("seed", default_seed)
+        return preset_config(self.preset, **overrides)
+
+
+class DataSection(Section):
+    """``data``: where the organic logs come from and how to ingest them."""
+
+    source: Literal["simulate", "files"] = "simulate"
+    simulate: SimulateSection = SimulateSection()
+    inputs: list[str] = Field(default_factory=list, description="log files, folders or globs (source: files)")
+    format: Literal[FORMATS] = "auto"  # type: ignore[valid-type]
+    strict: bool = Field(False, description="stop at the first bad record instead of quarantining it")
+    chunk_mb: int = Field(32, ge=1, le=4096, description="ingest reads this many MB at a time")
+
+    @model_validator(mode="after")
+    def _inputs_for_files(self) -> "DataSection":
+        if self.source == "files" and not self.inputs:
+            raise ValueError("source is 'files' but inputs is empty: list log files, folders or globs")
+        return self
+
+
+class OutputSection(Section):
+    dir: str = Field("runs/{name}", description="run folder; {name} is the recipe name")
+    overwrite: bool = Field(False, description="replace an existing run folder")
+
+
+class Recipe(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name (letters, digits, _ . -)")
+    seed: int = Field(0, description="default seed of every stage")
+    data: DataSection = DataSection()
+    output: OutputSection = OutputSection()
+
+    def output_dir(self) -> Path:
+        return Path(self.output.dir.format(name=self.name))
+
+
+# ---- loading and error messages ---------------------------------------------------------------
+
+
+def did_you_mean(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The section class found by following ``loc`` from ``model`` (None if it leaves the models)."""
+    for key in loc:
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or key not in model.model_fields:
+            return None
+        model = _unwrap(model.model_fields[key].annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _unwrap(annotation: Any) -> Any:
+    """Optional[X] / Annotated[X, ...] -> X."""
+    while get_origin(annotation) in (Union, Annotated) or str(get_origin(annotation)) == "typing.Union":
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = args[0]
+    return annotation
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """1-based line of every key path in a YAML text, for error messages."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node, path: tuple) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                lines[path + (key.value,)] = key.start_mark.line + 1
+                walk(value, path + (key.value,))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, value in enumerate(node.value):
+                lines[path + (i,)] = value.start_mark.line + 1
+                walk(value, path + (i,))
+
+    try:
+        walk(yaml.compose(text, Loader=yaml.SafeLoader), ())
+    except yaml.YAMLError:
+        pass
+    return lines
+
+
+def format_validation_error(
+    exc: ValidationError,
+    model: type[BaseModel],
+    source: str,
+    key_lines: dict[tuple, int] | None = None,
+    overridden: set[tuple] | None = None,
+) -> str:
+    """One readable line per problem: where (file:line, key path), what, and what would be valid."""
+    key_lines, overridden = key_lines or {}, overridden or set()
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        where = source
+        if any(loc[: len(o)] == o for o in overridden):
+            where = "command line"
+        elif loc in key_lines:
+            where = f"{source}:{key_lines[loc]}"
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(model, loc[:-1])
+            valid = sorted(parent.model_fields) if parent else []
+            msg = f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], valid)}; valid keys: {', '.join(valid)}"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "literal_error":
+                msg += did_you_mean(err.get("input"), re.findall(r"'([^']*)'", err["ctx"]["expected"]))
+            if err["type"] not in ("missing",) and not isinstance(err.get("input"), (dict, BaseModel)):
+                msg += f" (got {err.get('input')!r})"
+        problems.append(f"  {where}: {path}: {msg}")
+    return f"{source}: invalid settings\n" + "\n".join(problems)
+
+
+def parse_overrides(overrides: list[str]) -> list[tuple[tuple[str, ...], Any]]:
+    """``a.b=value`` strings -> (key path, YAML-typed value)."""
+    parsed = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"override {item!r} is not key=value (e.g. data.simulate.users=100)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            raise RecipeError(f"override {item!r}: value is not valid YAML: {exc}") from None
+        parsed.append((tuple(key.strip().split(".")), value))
+    return parsed
+
+
+def apply_overrides(data: dict, overrides: list[tuple[tuple[str, ...], Any]]) -> dict:
+    """A copy of ``data`` with each (path, value) set, creating sections as needed."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for path, value in overrides:
+        node = data
+        for i, key in enumerate(path[:-1]):
+            if not isinstance(node.get(key, {}), dict):
+                raise RecipeError(f"override {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return data
+
+
+def validate_settings(model: type[BaseModel], data: Any, source: str, **context) -> BaseModel:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(format_validation_error(exc, model, source, **context)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read, override and validate a recipe; raises RecipeError with every problem found."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise RecipeError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
+    parsed = parse_overrides(list(overrides))
+    data = apply_overrides(data, parsed)
+    return validate_settings(
+        Recipe, data, str(path), key_lines=_key_lines(text), overridden={p for p, _ in parsed}
+    )
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as YAML: every default filled in, the simulator preset expanded."""
+    data = recipe.model_dump(mode="json")
+    sim = recipe.data.simulate
+    data["data"]["simulate"] = {"preset": sim.preset, **sim.config(recipe.seed).model_dump(mode="json")}
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

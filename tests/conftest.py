@@ -1,0 +1,51 @@
+"""Shared helpers: write JSONL inputs (plain or gzip) and build BB3x conversations."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+
+def write_lines(path: Path, lines: list, *, gz: bool = False, newline_at_end: bool = True) -> Path:
+    """Write ``lines`` (dicts become JSON, str/bytes are written as they are) one per line."""
+    raw = [(json.dumps(x) if isinstance(x, (dict, list)) else x) for x in lines]
+    data = b"\n".join(x.encode() if isinstance(x, str) else x for x in raw)
+    if newline_at_end:
+        data += b"\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(data) if gz else data)
+    return path
+
+
+def bb3x_conversation(chat_id: str = "c1", user: str = "u1", *, bot: str = "bot", human: str = "human", **extra) -> dict:
+    """A small BB3x conversation: human, bot (liked), human (flagged unsafe), bot (disliked)."""
+    return {
+        "user_pseudo_id": user,
+        "chat_id": chat_id,
+        "message_history": [
+            {"text": "hi there", "sender": human, "human_message_id": "h1",
+             "safety": {"duo_safety": "__ok__", "string_matcher": "__ok__"}},
+            {"text": "hello! how are you?", "sender": bot, "bot_message_id": "b1", "isLiked": True,
+             "isDisliked": False, "reward": "Predicted class: __ok__ with probability: 0.93",
+             "memories": ["likes tea"], "search_knowledge_doc_titles": ["a", "b"]},
+            {"text": "you are dumb", "sender": human, "human_message_id": "h2",
+             "safety": {"duo_safety": "__notok__", "string_matcher": "__ok__"}},
+            {"text": "that is rude", "sender": bot, "bot_message_id": "b2", "isLiked": False,
+             "isDisliked": True, "dislike_type": "rude_inappropriate"},
+        ],
+        **extra,
+    }
+
+
+def read(dataset: Path, table: str):
+    return pq.read_table(dataset / f"{table}.parquet")
+
+
+@pytest.fixture
+def quiet_log():
+    messages: list[str] = []
+    return messages.append
