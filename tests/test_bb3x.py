@@ -124,7 +124,8 @@ def test_mturk_gold_labels_and_reward_given_as_dict(tmp_path):
     summary, out = _ingest(tmp_path, [conv, bb3x_conversation("c2")])
     assert summary["gold_labels"] == 1 and summary["rejected"] == 0
     gold = [e["gold"] for e in read(out, "examples").to_pylist()]
-    assert gold[0] == [("good", 1.0), ("some_unpublished_key", 0.5)] and gold[1] is None
+    assert gold[0] == [{"key": "good", "value": 1.0}, {"key": "some_unpublished_key", "value": 0.5}]
+    assert gold[1] is None
     assert read(out, "examples").column("reward_class").to_pylist()[:2] == ["__ok__", "__not_ok__"]
     events = [e for e in read(out, "feedback").to_pylist() if e["kind"] == "gold"]
     assert {(e["example_id"], e["label"], e["value"]) for e in events} == {

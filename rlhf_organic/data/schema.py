@@ -44,6 +44,10 @@ CONVERSATION = pa.schema(
     ]
 )
 
+# Crowdworker annotations in the output tables: key/value pairs as a list, which pandas, pyarrow and
+# datasets all read (datasets cannot read Arrow map columns).
+GOLD = pa.list_(pa.struct([("key", pa.string()), ("value", pa.float64())]))
+
 CONTEXT = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
 
 PREFERENCE = pa.schema(
@@ -82,7 +86,7 @@ MESSAGES = pa.schema(
         ("is_unsafe", pa.bool_()),  # user messages: a detector said other than __ok__; null if unchecked
         ("reward_class", pa.string()),
         ("reward_prob", pa.float64()),
-        ("gold", pa.map_(pa.string(), pa.float64())),
+        ("gold", GOLD),
     ]
 )
 
@@ -101,7 +105,7 @@ EXAMPLES = pa.schema(
         ("conversation_is_adversarial", pa.bool_()),
         ("reward_class", pa.string()),
         ("reward_prob", pa.float64()),
-        ("gold", pa.map_(pa.string(), pa.float64())),
+        ("gold", GOLD),
     ]
 )
 

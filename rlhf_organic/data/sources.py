@@ -75,6 +75,24 @@ def _open(path: Path):
     return raw, (gzip.GzipFile(fileobj=raw) if is_gzip else raw)
 
 
+def _read_block(stream, size: int) -> tuple[bytes, Exception | None]:
+    """Up to ``size`` bytes; on a read error, what was read before it and the error.
+
+    Small ``read1`` calls keep what a truncated or corrupt gzip stream yielded before failing.
+    """
+    parts, got = [], 0
+    try:
+        while got < size:
+            part = stream.read1(min(size - got, 1 << 20))
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+    except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        return b"".join(parts), exc
+    return b"".join(parts), None
+
+
 def iter_chunks(
     path: Path,
     chunk_bytes: int,
@@ -93,13 +111,14 @@ def iter_chunks(
     line_no, tail, last_pos = 1, b"", 0
     try:
         while True:
-            try:
-                block = stream.read(chunk_bytes)
-            except (EOFError, OSError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
-                if tail:
-                    yield Chunk(name, line_no, [tail], at_eof=True)
-                    line_no += 1
-                yield ReadFailure(name, line_no, f"cannot read past this point: {exc}")
+            block, error = _read_block(stream, chunk_bytes)
+            if error is not None:
+                data = tail + block
+                if data:
+                    lines = data.split(b"\n")
+                    yield Chunk(name, line_no, lines, at_eof=True)
+                    line_no += len(lines)
+                yield ReadFailure(name, line_no, f"cannot read past this point: {error}")
                 return
             if on_progress is not None:
                 pos = raw.tell()

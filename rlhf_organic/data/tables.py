@@ -15,6 +15,7 @@ from .schema import (
     CONVERSATIONS,
     EXAMPLES,
     FEEDBACK,
+    GOLD,
     MESSAGE,
     MESSAGES,
     PREFERENCES,
@@ -25,7 +26,6 @@ from .schema import (
 )
 
 OK = "__ok__"
-_GOLD_AS_LIST = pa.list_(pa.struct([("key", pa.string()), ("value", pa.float64())]))
 _REWARD_PATTERN = r"^Predicted class: (?P<cls>\S+) with probability: (?P<prob>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
 
@@ -69,7 +69,7 @@ def conversation_tables(conv: pa.Table, source_format: str) -> dict[str, pa.Tabl
             "is_unsafe": is_unsafe,
             "reward_class": reward_class,
             "reward_prob": reward_prob,
-            "gold": columns["gold"],
+            "gold": columns["gold"].cast(GOLD),  # map -> key/value list (see schema.GOLD)
         },
         schema=MESSAGES,
     )
@@ -170,8 +170,7 @@ def _feedback_from_examples(examples: pa.Table) -> pa.Table:
         },
         schema=FEEDBACK,
     )
-    # Map arrays lack the list kernels (and crash some): view them as lists of key/value structs.
-    gold = examples.column("gold").combine_chunks().cast(_GOLD_AS_LIST)
+    gold = examples.column("gold").combine_chunks()
     idx = pc.list_parent_indices(gold)
     m = len(idx)
     gold_events = pa.table(

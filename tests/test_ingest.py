@@ -1,0 +1,106 @@
+"""Ingest as a whole: input discovery, auto-detection, accounting, outputs readable without us."""
+
+import gzip
+import json
+import random
+
+import pytest
+
+from rlhf_organic.data.ingest import ingest
+from rlhf_organic.errors import UserError
+
+from conftest import bb3x_conversation, read, write_lines
+
+SUMMARY_INT_KEYS = ("conversations", "messages", "examples", "thumbs_up", "thumbs_down", "preferences", "users", "rejected")
+
+
+def _quiet(**kw):
+    return dict(log=lambda m: None, progress=False, **kw)
+
+
+def test_folder_of_mixed_formats_auto_detected(tmp_path):
+    logs = tmp_path / "logs"
+    write_lines(logs / "release_data_00.jsonl", [bb3x_conversation("c1")])
+    write_lines(logs / "release_data_01.jsonl.gz", [bb3x_conversation("c2")], gz=True)
+    write_lines(logs / "prefs.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    write_lines(logs / "sub" / "kto.jsonl", [{"prompt": "p", "completion": "c", "label": False}])
+    (logs / "notes.txt").write_text("ignored: not a .jsonl/.json/.gz file")
+    said = []
+    summary = ingest([str(logs)], tmp_path / "ds", log=said.append, progress=False)
+    assert {i["file"].split("/")[-1]: i["format"] for i in summary["inputs"]} == {
+        "prefs.jsonl": "preference", "release_data_00.jsonl": "bb3x",
+        "release_data_01.jsonl.gz": "bb3x", "kto.jsonl": "kto",
+    }
+    assert any("format kto (auto-detected)" in m for m in said)
+    assert (summary["conversations"], summary["preferences"], summary["examples"]) == (3, 1, 5)
+
+
+def test_glob_input_and_missing_input(tmp_path):
+    for i in range(3):
+        write_lines(tmp_path / f"part_{i}.jsonl", [bb3x_conversation(f"c{i}")])
+    summary = ingest([str(tmp_path / "part_*.jsonl")], tmp_path / "ds", **_quiet())
+    assert summary["conversations"] == 3
+    with pytest.raises(UserError, match="input not found"):
+        ingest([str(tmp_path / "nope.jsonl")], tmp_path / "ds2", **_quiet())
+    with pytest.raises(UserError, match="matches no files"):
+        ingest([str(tmp_path / "zzz_*.jsonl")], tmp_path / "ds2", **_quiet())
+
+
+def test_unrecognisable_file_is_a_clear_error(tmp_path):
+    src = write_lines(tmp_path / "x.jsonl", [{"foo": 1}, "garbage"])
+    with pytest.raises(UserError, match=r"cannot tell the format of .*x\.jsonl.*\['foo'\].*--format"):
+        ingest([str(src)], tmp_path / "ds", **_quiet())
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    src = write_lines(tmp_path / "x.jsonl", [bb3x_conversation()])
+    ingest([str(src)], tmp_path / "ds", **_quiet())
+    with pytest.raises(UserError, match="already exists"):
+        ingest([str(src)], tmp_path / "ds", **_quiet())
+    assert ingest([str(src)], tmp_path / "ds", overwrite=True, **_quiet())["conversations"] == 1
+
+
+def test_truncated_gzip_stream_keeps_what_was_read_and_reports_the_rest(tmp_path):
+    data = b"".join(json.dumps(bb3x_conversation(f"c{i}")).encode() + b"\n" for i in range(2000))
+    packed = gzip.compress(data)
+    src = tmp_path / "cut.jsonl.gz"
+    src.write_bytes(packed[: len(packed) // 2])
+    summary = ingest([str(src)], tmp_path / "ds", chunk_bytes=1 << 16, **_quiet())
+    assert summary["read_errors"] == 1 and 0 < summary["conversations"] < 2000
+    rejects = [json.loads(x) for x in (tmp_path / "ds" / "rejects.jsonl").read_text().splitlines()]
+    assert "cannot read past this point" in rejects[-1]["reason"]
+
+
+def test_every_line_is_accounted_for_in_random_garbage(tmp_path):
+    rng = random.Random(3)
+    pool = [
+        lambda: json.dumps(bb3x_conversation(f"c{rng.random()}")),
+        lambda: json.dumps(bb3x_conversation(f"c{rng.random()}"))[: rng.randrange(1, 200)],
+        lambda: json.dumps({"user_pseudo_id": "u", "chat_id": "x", "message_history": rng.choice([[], None, 5, "a"])}),
+        lambda: json.dumps(rng.choice([1, "s", None, [1], {"a": 1}])),
+        lambda: "",
+        lambda: "\t ",
+    ]
+    lines = [rng.choice(pool)() for _ in range(500)]
+    src = write_lines(tmp_path / "g.jsonl", [json.dumps(bb3x_conversation("first"))] + lines)
+    summary = ingest([str(src)], tmp_path / "ds", fmt="bb3x", **_quiet())
+    nonblank = 1 + sum(1 for x in lines if x.strip())
+    assert summary["lines"] == nonblank
+    assert summary["conversations"] + summary["rejected"] == nonblank
+    n_rejects = len((tmp_path / "ds" / "rejects.jsonl").read_text().splitlines())
+    assert n_rejects == summary["rejected"] > 0
+
+
+def test_outputs_are_plain_parquet_and_summary_has_integer_counts(tmp_path):
+    src = write_lines(tmp_path / "x.jsonl", [bb3x_conversation(f"c{i}", f"u{i % 2}") for i in range(4)])
+    summary = ingest([str(src)], tmp_path / "ds", **_quiet())
+    saved = json.loads((tmp_path / "ds" / "summary.json").read_text())
+    assert saved["conversations"] == summary["conversations"]
+    assert all(isinstance(saved[k], int) for k in SUMMARY_INT_KEYS)
+    import pandas as pd
+    import datasets
+
+    for table in ("conversations", "messages", "examples", "feedback", "preferences", "users"):
+        pd.read_parquet(tmp_path / "ds" / f"{table}.parquet")
+    ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "ds" / "examples.parquet"), split="train")
+    assert ds.num_rows == 8 and ds[0]["context"][0]["role"] == "user"
