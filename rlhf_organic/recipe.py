@@ -159,10 +159,10 @@ def format_validation_error(
             msg = f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], valid)}; valid keys: {', '.join(valid)}"
         else:
             msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] != "missing" and not isinstance(err.get("input"), (dict, BaseModel)):
+                msg += f" (got {err.get('input')!r})"
             if err["type"] == "literal_error":
                 msg += did_you_mean(err.get("input"), re.findall(r"'([^']*)'", err["ctx"]["expected"]))
-            if err["type"] not in ("missing",) and not isinstance(err.get("input"), (dict, BaseModel)):
-                msg += f" (got {err.get('input')!r})"
         problems.append(f"  {where}: {path}: {msg}")
     return f"{source}: invalid settings\n" + "\n".join(problems)
 
