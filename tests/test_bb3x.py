@@ -184,3 +184,11 @@ def test_empty_chunk_table_converts():
     empty = pa.Table.from_pylist([], schema=bb3x.FULL_SCHEMA.append(pa.field("source_line", pa.int64())))
     out, rejects = bb3x.to_canonical(empty, "f")
     assert out.num_rows == 0 and rejects == []
+
+
+def test_windows_line_endings_and_byte_order_mark(tmp_path):
+    lines = [json.dumps(bb3x_conversation(f"c{i}")) + "\r" for i in range(3)]
+    lines[0] = "\ufeff" + lines[0]
+    summary, out = _ingest(tmp_path, lines)
+    assert summary["conversations"] == 3 and summary["rejected"] == 0
+    assert read(out, "messages").column("text").to_pylist()[0] == "hi there"

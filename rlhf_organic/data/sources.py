@@ -18,6 +18,7 @@ from ..errors import UserError
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz", ".gz")
 GZIP_MAGIC = b"\x1f\x8b"
+UTF8_BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -129,6 +130,8 @@ def iter_chunks(
                     yield Chunk(name, line_no, [tail], at_eof=True)
                 return
             data = tail + block
+            if line_no == 1 and not tail and data.startswith(UTF8_BOM):  # files saved by some Windows tools
+                data = data[len(UTF8_BOM) :]
             cut = data.rfind(b"\n")
             if cut < 0:  # one line longer than a chunk: keep reading
                 tail = data
