@@ -65,14 +65,18 @@ def validate(recipe: str, overrides: tuple[str, ...]) -> None:
 @click.option("--strict", is_flag=True, help="stop at the first bad record (exit status 2)")
 @click.option("--overwrite", is_flag=True, help="replace an existing dataset folder")
 @click.option("--chunk-mb", default=32, show_default=True, type=click.IntRange(1, 4096), help="read this much at a time")
+@click.option(
+    "--max-context", default=256, show_default=True, type=click.IntRange(1),
+    help="most recent earlier messages kept in an example's context",
+)
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def ingest(inputs, out, fmt, strict, overwrite, chunk_mb, quiet) -> None:
+def ingest(inputs, out, fmt, strict, overwrite, chunk_mb, max_context, quiet) -> None:
     """Ingest organic logs (files, folders, globs; plain or gzip) into a Parquet dataset."""
     from .data.ingest import ingest as run_ingest
 
     run_ingest(
         inputs, out, fmt=fmt, strict=strict, overwrite=overwrite, chunk_bytes=chunk_mb << 20,
-        progress=_progress(quiet), log=_log,
+        max_context=max_context, progress=_progress(quiet), log=_log,
     )
 
 

@@ -43,7 +43,7 @@ def run_recipe(
     log("[data] ingesting")
     ingest(
         inputs, out / "dataset", fmt=data.format, strict=data.strict, chunk_bytes=data.chunk_mb << 20,
-        progress=progress, log=log,
+        max_context=data.max_context, progress=progress, log=log,
     )
     report = inspect_dataset(out / "dataset")
     text = format_report(report)

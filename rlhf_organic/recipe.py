@@ -66,6 +66,7 @@ class DataSection(Section):
     format: Literal[FORMATS] = "auto"  # type: ignore[valid-type]
     strict: bool = Field(False, description="stop at the first bad record instead of quarantining it")
     chunk_mb: int = Field(32, ge=1, le=4096, description="ingest reads this many MB at a time")
+    max_context: int = Field(256, ge=1, description="most recent earlier messages kept in an example's context")
 
     @model_validator(mode="after")
     def _inputs_for_files(self) -> "DataSection":

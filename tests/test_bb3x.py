@@ -192,3 +192,16 @@ def test_windows_line_endings_and_byte_order_mark(tmp_path):
     summary, out = _ingest(tmp_path, lines)
     assert summary["conversations"] == 3 and summary["rejected"] == 0
     assert read(out, "messages").column("text").to_pylist()[0] == "hi there"
+
+
+def test_long_conversation_contexts_are_capped_and_counted(tmp_path):
+    conv = bb3x_conversation()
+    conv["message_history"] = [
+        {"text": f"m{i}", "sender": "human" if i % 2 == 0 else "bot"} for i in range(40)
+    ]
+    summary, out = _ingest(tmp_path, [conv], max_context=5)
+    ex = read(out, "examples").to_pylist()
+    assert len(ex) == 20 and summary["contexts_truncated"] == 17  # turns 7, 9, ..., 39
+    assert [m["content"] for m in ex[-1]["context"]] == ["m34", "m35", "m36", "m37", "m38"]
+    assert [m["content"] for m in ex[1]["context"]] == ["m0", "m1", "m2"]
+    assert summary["messages"] == 40  # the messages table keeps everything

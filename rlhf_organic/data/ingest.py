@@ -47,6 +47,7 @@ SUMMARY_COUNTS = (
     "users",
     "rejected",
     "read_errors",
+    "contexts_truncated",
     "lines",
 )
 
@@ -109,13 +110,15 @@ def ingest(
     strict: bool = False,
     overwrite: bool = False,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    max_context: int = tables.DEFAULT_MAX_CONTEXT,
     progress: bool | None = None,
     log: Callable[[str], None] = print,
 ) -> dict:
     """Ingest ``inputs`` into the dataset folder ``out``; returns the summary (also saved as summary.json).
 
     In ``strict`` mode the first bad line raises ``InputError`` naming file, line and reason, and
-    nothing is written. ``progress=None`` shows a progress bar only on a terminal.
+    nothing is written. Example contexts keep at most ``max_context`` earlier messages (the messages
+    table keeps them all). ``progress=None`` shows a progress bar only on a terminal.
     """
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -135,7 +138,7 @@ def ingest(
     tmp.mkdir()
     started = time.perf_counter()
     try:
-        summary = _ingest_into(tmp, files, formats, strict, chunk_bytes, progress)
+        summary = _ingest_into(tmp, files, formats, strict, chunk_bytes, max_context, progress)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -154,7 +157,7 @@ def ingest(
     return summary
 
 
-def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, progress) -> dict:
+def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, max_context, progress) -> dict:
     counts = Counter({key: 0 for key in SUMMARY_COUNTS})
     reasons: Counter[str] = Counter()
     partials: list[pa.Table] = []
@@ -182,7 +185,7 @@ def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, progress) -> di
                 for item in parsed.rejects:
                     counts["rejected"] += 1
                     reject(item)
-                _write_parsed(parsed, formats[path], writers, counts, partials)
+                _write_parsed(parsed, formats[path], max_context, writers, counts, partials)
                 if len(partials) >= _COMPACT_PARTIALS:  # keep memory bounded by users, not by chunks
                     partials[:] = [tables.combine_user_partials(partials)]
     finally:
@@ -203,9 +206,12 @@ def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, progress) -> di
     }
 
 
-def _write_parsed(parsed: Parsed, source_format: str, writers: _Writers, counts: Counter, partials: list) -> None:
+def _write_parsed(
+    parsed: Parsed, source_format: str, max_context: int, writers: _Writers, counts: Counter, partials: list
+) -> None:
     for conv in parsed.conversations:
-        derived = tables.conversation_tables(conv, source_format)
+        derived = tables.conversation_tables(conv, source_format, max_context)
+        counts["contexts_truncated"] += derived["contexts_truncated"]
         for name in ("conversations", "messages", "examples", "feedback"):
             writers.write(name, derived[name])
         partials.append(derived["user_partials"])

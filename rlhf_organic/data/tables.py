@@ -29,8 +29,17 @@ OK = "__ok__"
 _REWARD_PATTERN = r"^Predicted class: (?P<cls>\S+) with probability: (?P<prob>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
 
-def conversation_tables(conv: pa.Table, source_format: str) -> dict[str, pa.Table]:
-    """conversations, messages, examples and feedback rows, plus per-user partial counts, for one chunk."""
+DEFAULT_MAX_CONTEXT = 256
+
+
+def conversation_tables(
+    conv: pa.Table, source_format: str, max_context: int = DEFAULT_MAX_CONTEXT
+) -> dict[str, pa.Table]:
+    """conversations, messages, examples and feedback rows, plus per-user partial counts, for one chunk.
+
+    An example's context holds at most the ``max_context`` most recent earlier messages: contexts grow
+    with the square of a conversation's length, and one hostile line must not exhaust memory.
+    """
     conv = conv.combine_chunks()
     n_conv = conv.num_rows
     history = conv.column("messages").chunk(0) if n_conv else pa.array([], conv.schema.field("messages").type)
@@ -90,8 +99,11 @@ def conversation_tables(conv: pa.Table, source_format: str) -> dict[str, pa.Tabl
 
     is_example = pc.and_(pc.equal(role, ROLE_ASSISTANT).fill_null(False), pa.array(turns > 0))
     ex_idx = np.flatnonzero(is_example.to_numpy(zero_copy_only=False))
-    examples = _examples(messages, flat, ex_idx, starts[parents[ex_idx]], turns[ex_idx],
-                         conversations.column("is_adversarial").take(pa.array(parents[ex_idx])))
+    ctx_lengths = np.minimum(turns[ex_idx], max_context)
+    examples = _examples(
+        messages, flat, ex_idx, ex_idx - ctx_lengths, ctx_lengths,
+        conversations.column("is_adversarial").take(pa.array(parents[ex_idx])),
+    )
     feedback = _feedback_from_examples(examples)
     partial = _user_partials(conversations, messages, examples)
     return {
@@ -100,6 +112,7 @@ def conversation_tables(conv: pa.Table, source_format: str) -> dict[str, pa.Tabl
         "examples": examples,
         "feedback": feedback,
         "user_partials": partial,
+        "contexts_truncated": int(np.sum(turns[ex_idx] > max_context)),
     }
 
 

@@ -171,15 +171,15 @@ def to_canonical(table: pa.Table, source_file: str) -> tuple[pa.Table, list[Reje
     n = table.num_rows
     reasons: dict[int, str] = {}
 
-    def flag(mask, reason_for_row) -> None:
+    def flag(mask, reason: str) -> None:
         for row in np.flatnonzero(np.asarray(mask, dtype=bool)):
-            reasons.setdefault(int(row), reason_for_row(int(row)))
+            reasons.setdefault(int(row), reason)
 
     for name in ("user_pseudo_id", "chat_id"):
-        flag(table.column(name).is_null().to_numpy(zero_copy_only=False), lambda r, f=name: f"missing field {f}")
+        flag(table.column(name).is_null().to_numpy(zero_copy_only=False), f"missing field {name}")
     lengths = pc.list_value_length(history).fill_null(-1).to_numpy()
-    flag(lengths < 0, lambda r: "missing field message_history")
-    flag(lengths == 0, lambda r: "message_history is empty: nothing to learn from")
+    flag(lengths < 0, "missing field message_history")
+    flag(lengths == 0, "message_history is empty: nothing to learn from")
 
     flat = pc.list_flatten(history)
     parents = pc.list_parent_indices(history).to_numpy()
