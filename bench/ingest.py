@@ -59,10 +59,6 @@ RSS_GROWTH_LIMIT = 1.15
 # ---- child processes ---------------------------------------------------------------------------
 
 
-def peak_rss_kib() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-
-
 def worker_simulate(spec: dict) -> dict:
     from rlhf_organic.data.simulate import preset_config, simulate
 
@@ -170,7 +166,9 @@ def run_worker(kind: str, spec: dict) -> dict:
 
 def worker_main(kind: str, spec_json: str) -> None:
     answer = WORKERS[kind](json.loads(spec_json))
-    answer["peak_rss_kib"] = peak_rss_kib()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    answer["peak_rss_kib"] = usage.ru_maxrss
+    answer["process_cpu_seconds"] = usage.ru_utime + usage.ru_stime  # imports included
     print(json.dumps(answer))
 
 
@@ -200,7 +198,7 @@ def make_corpus(corpus: Path, settings: dict, log) -> dict:
     (corpus / "bench_corpus.json").unlink(missing_ok=True)
     pilot = run_worker("simulate", {"users": PILOT_USERS, "files": 1, "seed": SEED, "out": str(corpus)})
     per_user = pilot["counts"]["messages"] / PILOT_USERS
-    users = math.ceil(settings["utterances"] / per_user * 1.03)
+    users = math.ceil(settings["utterances"] / per_user * 1.06)  # margin: the pilot is noisy
     total_seconds = 0.0
     while True:
         log(f"simulating {users} users (~{per_user:.0f} messages each) into {settings['files']} files ...")
@@ -234,11 +232,14 @@ def warm_page_cache(files: list[Path]) -> None:
 
 
 def measure(kind: str, files: list[Path], out_root: Path) -> dict:
-    out = out_root / f"{kind}_{len(files)}" / ("examples.parquet" if kind == "baseline" else "")
-    shutil.rmtree(out_root / f"{kind}_{len(files)}", ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    folder = out_root / f"{kind}_{len(files)}"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    out = folder / "examples.parquet" if kind == "baseline" else folder / "dataset"
     answer = run_worker(kind, {"files": [str(p) for p in files], "out": str(out)})
+    written = [p for p in folder.rglob("*") if p.is_file()]
     answer.update(
+        output_bytes=sum(p.stat().st_size for p in written),
         run=kind,
         files=len(files),
         bytes=sum(p.stat().st_size for p in files),
@@ -270,13 +271,13 @@ def verdicts(runs: dict) -> dict:
 
 def markdown(runs: dict, v: dict) -> str:
     lines = [
-        "| run | files | utterances | examples | seconds | utterances/s | peak RSS (MB) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| run | files | utterances | examples | seconds | utterances/s | peak RSS (MB) | output (MB) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs.values():
         lines.append(
             f"| {r['run']} | {r['files']} | {r['messages']:,} | {r['examples']:,} | {r['seconds']:.2f} "
-            f"| {r['utterances_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} |"
+            f"| {r['utterances_per_s']:,.0f} | {r['peak_rss_mb']:,.0f} | {r['output_bytes'] / 2**20:,.0f} |"
         )
     ok = lambda b: "PASS" if b else "FAIL"  # noqa: E731
     lines += [
