@@ -136,6 +136,8 @@ def test_mturk_gold_labels_and_reward_given_as_dict(tmp_path):
 def test_fast_and_per_line_paths_produce_identical_tables():
     convs = [bb3x_conversation(f"c{i}", f"u{i}") for i in range(5)]
     convs[3]["message_history"][1]["isLiked"] = None
+    convs[2]["message_history"][3]["mturk"] = {"bad": 1, "rude": 0.5}
+    convs[4]["message_history"][0]["mturk"] = None
     lines = [json.dumps(c).encode() for c in convs]
     chunk = Chunk("f.jsonl", 1, lines)
     fast = bb3x._try_fast(list(chunk.numbered()))

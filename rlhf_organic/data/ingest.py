@@ -13,8 +13,9 @@ import os
 import re
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -78,23 +79,74 @@ def detect_file_format(path: Path) -> str:
     )
 
 
-class _Writers:
-    """One streaming Parquet writer per output table, all under ``folder``."""
+class _Sink:
+    """Derives the output tables from parsed chunks and appends them to one Parquet file per table.
 
-    def __init__(self, folder: Path):
+    The work runs on one background thread (Arrow compute and Parquet encoding release the GIL), so
+    it overlaps with reading and parsing the next chunk. At most ``max_pending`` parsed chunks wait,
+    which keeps memory bounded by a few chunks.
+    """
+
+    def __init__(self, folder: Path, max_context: int, max_pending: int = 4):
         self.writers = {
             name: pq.ParquetWriter(folder / f"{name}.parquet", schema, compression="zstd")
             for name, schema in OUTPUT_TABLES.items()
             if name != "users"
         }
+        self.max_context = max_context
+        self.counts: Counter[str] = Counter()
+        self.partials: list[pa.Table] = []  # per-user partial counts, summed at the end
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-sink")
+        self.pending: deque[Future] = deque()
+        self.max_pending = max_pending
 
-    def write(self, name: str, table: pa.Table) -> None:
+    def submit(self, parsed: Parsed, source_format: str) -> None:
+        self.pending.append(self.pool.submit(self._consume, parsed, source_format))
+        while len(self.pending) > self.max_pending:
+            self.pending.popleft().result()  # re-raises what failed on the thread
+
+    def close(self) -> None:
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            for writer in self.writers.values():
+                writer.close()
+
+    def users(self) -> pa.Table:
+        return tables.combine_user_partials(self.partials)
+
+    def _write(self, name: str, table: pa.Table) -> None:
         if table.num_rows:
             self.writers[name].write_table(table.cast(OUTPUT_TABLES[name]))
 
-    def close(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
+    def _consume(self, parsed: Parsed, source_format: str) -> None:
+        counts = self.counts
+        for conv in parsed.conversations:
+            derived = tables.conversation_tables(conv, source_format, self.max_context)
+            for name in ("conversations", "messages", "examples", "feedback"):
+                self._write(name, derived[name])
+            self.partials.append(derived["user_partials"])
+            examples, conversations, messages = derived["examples"], derived["conversations"], derived["messages"]
+            thumbs = examples.column("thumbs")
+            counts["conversations"] += conversations.num_rows
+            counts["messages"] += messages.num_rows
+            counts["examples"] += examples.num_rows
+            counts["contexts_truncated"] += derived["contexts_truncated"]
+            counts["thumbs_up"] += pc.sum(pc.equal(thumbs, 1)).as_py() or 0
+            counts["thumbs_down"] += pc.sum(pc.equal(thumbs, -1)).as_py() or 0
+            counts["gold_labels"] += pc.sum(pc.is_valid(examples.column("gold"))).as_py() or 0
+            counts["unsafe_user_messages"] += pc.sum(messages.column("is_unsafe")).as_py() or 0
+            counts["adversarial_conversations"] += pc.sum(conversations.column("is_adversarial")).as_py() or 0
+        for prefs in parsed.preferences:
+            derived = tables.preference_tables(prefs)
+            self._write("preferences", derived["preferences"])
+            self._write("feedback", derived["feedback"])
+            self.partials.append(derived["user_partials"])
+            counts["preferences"] += prefs.num_rows
+        if len(self.partials) >= _COMPACT_PARTIALS:  # memory bounded by the users, not by the chunks
+            self.partials[:] = [self.users()]
 
 
 def _reason_kind(reason: str) -> str:
@@ -158,10 +210,9 @@ def ingest(
 
 
 def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, max_context, progress) -> dict:
-    counts = Counter({key: 0 for key in SUMMARY_COUNTS})
+    counts = Counter({key: 0 for key in SUMMARY_COUNTS})  # counted here; the sink counts what it derives
     reasons: Counter[str] = Counter()
-    partials: list[pa.Table] = []
-    writers = _Writers(tmp)
+    sink = _Sink(tmp, max_context)
     rejects_file = open(tmp / "rejects.jsonl", "wb")
 
     def reject(item: Reject) -> None:
@@ -185,15 +236,14 @@ def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, max_context, pr
                 for item in parsed.rejects:
                     counts["rejected"] += 1
                     reject(item)
-                _write_parsed(parsed, formats[path], max_context, writers, counts, partials)
-                if len(partials) >= _COMPACT_PARTIALS:  # keep memory bounded by users, not by chunks
-                    partials[:] = [tables.combine_user_partials(partials)]
+                sink.submit(parsed, formats[path])
     finally:
         bar.close()
-        writers.close()
+        sink.close()
         rejects_file.close()
 
-    users = tables.combine_user_partials(partials)
+    counts.update(sink.counts)
+    users = sink.users()
     pq.write_table(users, tmp / "users.parquet", compression="zstd")
     counts["users"] = users.num_rows
     records = counts["conversations"] + counts["preferences"]
@@ -204,30 +254,3 @@ def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, max_context, pr
         "reject_reasons": dict(reasons.most_common()),
         "inputs": [{"file": display_name(p), "format": formats[p]} for p in files],
     }
-
-
-def _write_parsed(
-    parsed: Parsed, source_format: str, max_context: int, writers: _Writers, counts: Counter, partials: list
-) -> None:
-    for conv in parsed.conversations:
-        derived = tables.conversation_tables(conv, source_format, max_context)
-        counts["contexts_truncated"] += derived["contexts_truncated"]
-        for name in ("conversations", "messages", "examples", "feedback"):
-            writers.write(name, derived[name])
-        partials.append(derived["user_partials"])
-        examples, conversations, messages = derived["examples"], derived["conversations"], derived["messages"]
-        counts["conversations"] += conversations.num_rows
-        counts["messages"] += messages.num_rows
-        counts["examples"] += examples.num_rows
-        thumbs = examples.column("thumbs")
-        counts["thumbs_up"] += pc.sum(pc.equal(thumbs, 1)).as_py() or 0
-        counts["thumbs_down"] += pc.sum(pc.equal(thumbs, -1)).as_py() or 0
-        counts["gold_labels"] += pc.sum(pc.is_valid(examples.column("gold"))).as_py() or 0
-        counts["unsafe_user_messages"] += pc.sum(messages.column("is_unsafe")).as_py() or 0
-        counts["adversarial_conversations"] += pc.sum(conversations.column("is_adversarial")).as_py() or 0
-    for prefs in parsed.preferences:
-        derived = tables.preference_tables(prefs)
-        writers.write("preferences", derived["preferences"])
-        writers.write("feedback", derived["feedback"])
-        partials.append(derived["user_partials"])
-        counts["preferences"] += prefs.num_rows

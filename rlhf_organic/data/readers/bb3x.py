@@ -7,13 +7,13 @@ are isolated; those small pieces go through the per-line path, which names the l
 Both paths produce the same BB3x-shaped Arrow table, and ``to_canonical`` validates and converts
 it column-wise, so the output does not depend on which path a line took.
 
-Lines whose messages carry crowdworker ``mturk`` annotations (an object with unpublished keys,
-about 0.4% of messages) take the per-line path, as an explicit schema cannot hold open keys.
+Crowdworker ``mturk`` annotations (objects with unpublished keys, on about 0.4% of messages) cannot
+be in an explicit schema: the few lines that mention them are parsed again with orjson for that
+field alone.
 """
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import orjson
@@ -53,7 +53,6 @@ def _schema(message: pa.DataType) -> pa.Schema:
 
 FAST_SCHEMA, FULL_SCHEMA = _schema(FAST_MESSAGE), _schema(FULL_MESSAGE)
 _FAST_OPTIONS = pj.ParseOptions(explicit_schema=FAST_SCHEMA, unexpected_field_behavior="ignore")
-_MTURK_OBJECT = re.compile(rb'"mturk"\s*:\s*\{')
 _SENDER_ROLE = {"bot": ROLE_ASSISTANT, "chatbot": ROLE_ASSISTANT, "human": ROLE_USER}
 _SLOW_BELOW = 256  # lines: below this, a failing piece goes line by line instead of being split
 
@@ -64,15 +63,10 @@ def looks_like(obj: dict) -> bool:
 
 def parse(chunk: Chunk) -> Parsed:
     parsed = Parsed()
-    fast: list[tuple[int, bytes]] = []
+    lines = [(line_no, line) for line_no, line in chunk.numbered() if line.strip()]
     slow: list[tuple[int, bytes]] = []
-    for line_no, line in chunk.numbered():
-        if not line.strip():
-            continue
-        (slow if _MTURK_OBJECT.search(line) else fast).append((line_no, line))
-    tables = _parse_fast_or_split(fast, slow)
+    tables = _parse_fast_or_split(lines, slow)
     if slow:
-        slow.sort()
         table = _parse_slow(slow, chunk, parsed.rejects)
         if table is not None:
             tables.append(table)
@@ -94,20 +88,18 @@ def _parse_fast_or_split(lines, slow_out) -> list[pa.Table]:
     """Tables for the lines pyarrow can take in bulk; the rest are appended to ``slow_out``."""
     if not lines:
         return []
-    if len(lines) < _SLOW_BELOW:
-        table = _try_fast(lines)
-        if table is None:
-            slow_out.extend(lines)
-            return []
-        return [table]
     table = _try_fast(lines)
     if table is not None:
         return [table]
+    if len(lines) < _SLOW_BELOW:
+        slow_out.extend(lines)
+        return []
     half = len(lines) // 2
     return _parse_fast_or_split(lines[:half], slow_out) + _parse_fast_or_split(lines[half:], slow_out)
 
 
 def _try_fast(lines: list[tuple[int, bytes]]) -> pa.Table | None:
+    """The lines as a FULL_SCHEMA table via pyarrow.json, or None if any line needs the per-line path."""
     data = b"\n".join(line for _, line in lines)
     longest = max(len(line) for _, line in lines)
     try:
@@ -117,14 +109,54 @@ def _try_fast(lines: list[tuple[int, bytes]]) -> pa.Table | None:
     try:
         table = pj.read_json(
             pa.BufferReader(data),
-            read_options=pj.ReadOptions(block_size=max(1 << 22, longest + 2)),
+            read_options=pj.ReadOptions(block_size=max(1 << 20, longest + 2)),  # small blocks: more threads
             parse_options=_FAST_OPTIONS,
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     if table.num_rows != len(lines):  # e.g. two objects on one line: let the per-line path say so
         return None
+    try:
+        table = _with_mturk(table, [(row, line) for row, (_, line) in enumerate(lines) if b'"mturk"' in line])
+    except BadRecord:
+        return None
     return table.append_column("source_line", pa.array([n for n, _ in lines], pa.int64()))
+
+
+def _with_mturk(table: pa.Table, mturk_lines: list[tuple[int, bytes]]) -> pa.Table:
+    """Add the ``mturk`` message field, which has open keys and so cannot be in pyarrow's schema.
+
+    Only the few lines that mention it (about 0.4% of messages carry one) are parsed again, with orjson.
+    """
+    history = pa.concat_arrays(table.column("message_history").chunks) if table.num_rows else pa.array(
+        [], FAST_SCHEMA.field("message_history").type
+    )
+    lengths = pc.list_value_length(history).fill_null(0).to_numpy()
+    starts = np.concatenate([[0], np.cumsum(lengths)])
+    gold_type = FULL_MESSAGE.field("mturk").type
+    where = np.full(int(starts[-1]), -1)  # message -> index into values, -1 for none
+    values: list[dict] = []
+    for row, line in mturk_lines:
+        messages = orjson.loads(line).get("message_history")
+        if not isinstance(messages, list) or len(messages) != lengths[row]:
+            raise BadRecord("message_history does not match")
+        for i, msg in enumerate(messages):
+            value = msg.get("mturk") if isinstance(msg, dict) else None
+            if value is not None:
+                check_type(value, gold_type, f"message_history[{i}].mturk")
+                where[starts[row] + i] = len(values)
+                values.append(value)
+    # Building the column from a list of mostly None is slow for map types: gather instead.
+    gold = pa.array(values, gold_type).take(pa.array(where, mask=where < 0))
+    flat = pc.list_flatten(history)
+    messages = pa.StructArray.from_arrays(
+        [flat.field(i) for i in range(flat.type.num_fields)] + [gold],
+        fields=list(FULL_MESSAGE),
+        mask=flat.is_null(),
+    )
+    offsets = pa.array(starts.astype(np.int32))
+    rebuilt = pa.ListArray.from_arrays(offsets, messages, mask=history.is_null())
+    return table.set_column(table.schema.get_field_index("message_history"), "message_history", rebuilt)
 
 
 def _parse_slow(lines, chunk: Chunk, rejects: list[Reject]) -> pa.Table | None:
@@ -209,7 +241,6 @@ def to_canonical(table: pa.Table, source_file: str) -> tuple[pa.Table, list[Reje
     keep_msgs = keep_rows[parents] if len(flat) else np.zeros(0, dtype=bool)
 
     safety = _f(flat, "safety")
-    has_mturk = flat.type.get_field_index("mturk") >= 0
     messages = pa.StructArray.from_arrays(
         [
             role,
@@ -225,7 +256,7 @@ def to_canonical(table: pa.Table, source_file: str) -> tuple[pa.Table, list[Reje
             _f(safety, "duo_safety"),
             _f(safety, "string_matcher"),
             _f(flat, "reward"),
-            _f(flat, "mturk") if has_mturk else pa.nulls(len(flat), MESSAGE.field("gold").type),
+            _f(flat, "mturk"),
         ],
         fields=list(MESSAGE),
     ).filter(pa.array(keep_msgs))
