@@ -87,7 +87,7 @@ class _Sink:
     which keeps memory bounded by a few chunks.
     """
 
-    def __init__(self, folder: Path, max_context: int, max_pending: int = 4):
+    def __init__(self, folder: Path, max_context: int, max_pending: int = 2):
         self.writers = {
             name: pq.ParquetWriter(folder / f"{name}.parquet", schema, compression="zstd")
             for name, schema in OUTPUT_TABLES.items()
