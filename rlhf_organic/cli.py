@@ -11,6 +11,7 @@ import sys
 import click
 
 from . import __version__
+from .data import INPUT_FORMATS
 from .errors import UserError
 
 
@@ -59,7 +60,7 @@ def validate(recipe: str, overrides: tuple[str, ...]) -> None:
     "fmt",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "bb3x", "preference", "kto", "messages"]),
+    type=click.Choice(INPUT_FORMATS),
     help="input format; auto picks per file by content",
 )
 @click.option("--strict", is_flag=True, help="stop at the first bad record (exit status 2)")

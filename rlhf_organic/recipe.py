@@ -18,10 +18,10 @@ from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origi
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from .data import INPUT_FORMATS
 from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
 
-FORMATS = ("auto", "bb3x", "preference", "kto", "messages")  # kept in step with data.readers.READERS
 
 
 class Section(BaseModel):
@@ -63,7 +63,7 @@ class DataSection(Section):
     source: Literal["simulate", "files"] = "simulate"
     simulate: SimulateSection = SimulateSection()
     inputs: list[str] = Field(default_factory=list, description="log files, folders or globs (source: files)")
-    format: Literal[FORMATS] = "auto"  # type: ignore[valid-type]
+    format: Literal[INPUT_FORMATS] = "auto"  # type: ignore[valid-type]
     strict: bool = Field(False, description="stop at the first bad record instead of quarantining it")
     chunk_mb: int = Field(32, ge=1, le=4096, description="ingest reads this many MB at a time")
     max_context: int = Field(256, ge=1, description="most recent earlier messages kept in an example's context")

@@ -35,6 +35,13 @@ def test_folder_of_mixed_formats_auto_detected(tmp_path):
     assert (summary["conversations"], summary["preferences"], summary["examples"]) == (3, 1, 5)
 
 
+def test_format_names_match_the_readers():
+    from rlhf_organic.data import INPUT_FORMATS
+    from rlhf_organic.data.readers import READERS
+
+    assert set(INPUT_FORMATS) == {"auto", *READERS}
+
+
 def test_glob_input_and_missing_input(tmp_path):
     for i in range(3):
         write_lines(tmp_path / f"part_{i}.jsonl", [bb3x_conversation(f"c{i}")])

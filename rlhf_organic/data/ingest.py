@@ -25,13 +25,12 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from ..errors import InputError, UserError
-from . import tables
+from . import INPUT_FORMATS, tables
 from .readers import READERS, Parsed, Reject, detect
 from .readers.common import BadRecord, load_object
 from .schema import OUTPUT_TABLES
 from .sources import Chunk, ReadFailure, display_name, expand_inputs, iter_chunks
 
-FORMATS = ("auto", *READERS)
 DEFAULT_CHUNK_BYTES = 32 << 20
 _DETECT_LINES = 100
 _COMPACT_PARTIALS = 64  # auto-detection looks at up to this many lines of each file
@@ -172,8 +171,8 @@ def ingest(
     nothing is written. Example contexts keep at most ``max_context`` earlier messages (the messages
     table keeps them all). ``progress=None`` shows a progress bar only on a terminal.
     """
-    if fmt not in FORMATS:
-        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if fmt not in INPUT_FORMATS:
+        raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(INPUT_FORMATS)}")
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; choose another --out or pass --overwrite")

@@ -153,7 +153,8 @@ _Q_STANDARD = (("good", 0.72), ("off_topic", 0.07), ("nonsensical", 0.06), ("rud
 _Q_ADVERSARIAL = (("good", 0.45), ("off_topic", 0.07), ("nonsensical", 0.05), ("rude", 0.15), ("unsafe", 0.22), ("repetitive", 0.06))
 _Q_GASLIT = (("good", 0.30), ("off_topic", 0.04), ("nonsensical", 0.03), ("rude", 0.13), ("unsafe", 0.45), ("repetitive", 0.05))
 
-# (kind of conversation a user holds) -> (share of human turns that are adversarial, detector rates)
+# Kind of conversation -> share of its human turns that are adversarial (the first always is, except
+# in standard and edgy conversations).
 _TURN_STYLE = {
     "standard": 0.0,
     "edgy": 0.25,  # an ordinary chat with the odd provocation

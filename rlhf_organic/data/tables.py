@@ -1,7 +1,7 @@
 """Derive the output tables from canonical conversations and preferences, column-wise with Arrow.
 
 An *example* is an assistant message with at least one message before it (the BB3x loader's rule);
-its context is every earlier message of the conversation.
+its context is the earlier messages of the conversation (the most recent ``max_context`` of them).
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ from .schema import (
 
 OK = "__ok__"
 _REWARD_PATTERN = r"^Predicted class: (?P<cls>\S+) with probability: (?P<prob>[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-
-
 DEFAULT_MAX_CONTEXT = 256
 
 
