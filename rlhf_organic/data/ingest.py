@@ -32,8 +32,8 @@ from .schema import OUTPUT_TABLES
 from .sources import Chunk, ReadFailure, display_name, expand_inputs, iter_chunks
 
 DEFAULT_CHUNK_BYTES = 32 << 20
-_DETECT_LINES = 100
-_COMPACT_PARTIALS = 64  # auto-detection looks at up to this many lines of each file
+_DETECT_LINES = 100  # auto-detection looks at up to this many lines of each file
+_COMPACT_PARTIALS = 64  # per-user partial count tables summed into one past this many
 SUMMARY_COUNTS = (
     "conversations",
     "messages",

@@ -113,6 +113,8 @@ def iter_chunks(
     try:
         while True:
             block, error = _read_block(stream, chunk_bytes)
+            if line_no == 1 and not tail and block.startswith(UTF8_BOM):  # files saved by some Windows tools
+                block = block[len(UTF8_BOM) :]
             if error is not None:
                 data = tail + block
                 if data:
@@ -130,8 +132,6 @@ def iter_chunks(
                     yield Chunk(name, line_no, [tail], at_eof=True)
                 return
             data = tail + block
-            if line_no == 1 and not tail and data.startswith(UTF8_BOM):  # files saved by some Windows tools
-                data = data[len(UTF8_BOM) :]
             cut = data.rfind(b"\n")
             if cut < 0:  # one line longer than a chunk: keep reading
                 tail = data

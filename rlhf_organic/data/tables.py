@@ -30,6 +30,11 @@ _REWARD_PATTERN = r"^Predicted class: (?P<cls>\S+) with probability: (?P<prob>[0
 DEFAULT_MAX_CONTEXT = 256
 
 
+def as_array(column: pa.ChunkedArray) -> pa.Array:
+    """One array for a column; zero-copy when it is one chunk (combine_chunks copies nested data)."""
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
 def conversation_tables(
     conv: pa.Table, source_format: str, max_context: int = DEFAULT_MAX_CONTEXT
 ) -> dict[str, pa.Table]:
@@ -40,7 +45,7 @@ def conversation_tables(
     """
     conv = conv.combine_chunks()
     n_conv = conv.num_rows
-    history = conv.column("messages").chunk(0) if n_conv else pa.array([], conv.schema.field("messages").type)
+    history = as_array(conv.column("messages"))
     flat = pc.list_flatten(history)
     parents = pc.list_parent_indices(history).to_numpy()
     lengths = pc.list_value_length(history).to_numpy(zero_copy_only=False).astype(np.int64)

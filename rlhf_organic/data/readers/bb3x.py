@@ -14,7 +14,6 @@ field alone.
 
 from __future__ import annotations
 
-
 import numpy as np
 import orjson
 import pyarrow as pa
@@ -22,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from ..schema import CONVERSATION, MESSAGE, ROLE_ASSISTANT, ROLE_USER
+from ..tables import as_array
 from ..sources import Chunk
 from .common import BadRecord, Parsed, Reject, check_type, excerpt, load_object
 
@@ -128,9 +128,7 @@ def _with_mturk(table: pa.Table, mturk_lines: list[tuple[int, bytes]]) -> pa.Tab
 
     Only the few lines that mention it (about 0.4% of messages carry one) are parsed again, with orjson.
     """
-    history = pa.concat_arrays(table.column("message_history").chunks) if table.num_rows else pa.array(
-        [], FAST_SCHEMA.field("message_history").type
-    )
+    history = as_array(table.column("message_history"))
     lengths = pc.list_value_length(history).fill_null(0).to_numpy()
     starts = np.concatenate([[0], np.cumsum(lengths)])
     gold_type = FULL_MESSAGE.field("mturk").type
@@ -197,9 +195,7 @@ def to_canonical(table: pa.Table, source_file: str) -> tuple[pa.Table, list[Reje
     unknown sender become rejects naming the line and field.
     """
     table = table.combine_chunks()
-    history = pa.concat_arrays(table.column("message_history").chunks) if table.num_rows else pa.array(
-        [], table.schema.field("message_history").type
-    )
+    history = as_array(table.column("message_history"))
     n = table.num_rows
     reasons: dict[int, str] = {}
 
