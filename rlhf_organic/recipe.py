@@ -16,16 +16,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 from .data import INPUT_FORMATS
 from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
-
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from .section import Section
 
 
 def _optional_copy(name: str, field) -> tuple:

@@ -1,0 +1,114 @@
+"""What every trust scheme shares: its config base, its result, the context it runs in, and the
+small pure functions several schemes use (agreement with the reference, Beta-binomial shrinkage).
+
+A scheme is a module with ``NAME``, ``Config`` (a ``SchemeConfig``), ``DESCRIPTION`` and
+``compute(data, cfg, ctx) -> TrustResult``; registering it is one line in ``schemes/__init__.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from pydantic import Field
+
+from ..section import Section
+from .data import FeedbackData
+from .reference import ReferenceConfig, held_out_probabilities
+
+
+class SchemeConfig(Section):
+    cut: float = Field(
+        0.5, ge=0, le=1,
+        description="users with trust below this count as distrusted (reports, and the troll precision/recall)",
+    )
+
+
+@dataclass
+class TrustResult:
+    """Per-user trust and per-example weight, both in [0, 1], plus the evidence behind them."""
+
+    trust: np.ndarray  # (n_users,)
+    weight: np.ndarray  # (n_examples,)
+    user_evidence: dict[str, np.ndarray] = field(default_factory=dict)
+    example_evidence: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the user should know (e.g. a fallback taken)
+
+
+class TrustContext:
+    """Gives schemes the held-out reference's P(thumbs up) per example, computing it once per set of
+    training examples.
+
+    ``predict(data, keep) -> p`` replaces the built-in k-fold reference: any held-out model (the
+    project's reward model, a model trained elsewhere, fixed numbers in a test) plugs in here.
+    """
+
+    def __init__(self, reference: ReferenceConfig | None = None, seed: int = 0, progress=None, predict=None):
+        self.reference, self.seed, self.progress = reference or ReferenceConfig(), seed, progress
+        self.predict = predict or self._k_fold
+        self._cache: dict[bytes, np.ndarray] = {}
+
+    def held_out(self, data: FeedbackData, keep: np.ndarray | None = None) -> np.ndarray:
+        """P(thumbs up) of every example of ``data``, each from a model that did not see it.
+
+        With ``keep``, the reference learns only from the kept examples (the "refit" after removing
+        distrusted users); every example still gets a held-out prediction.
+        """
+        keep = np.ones(data.n_examples, bool) if keep is None else np.asarray(keep, bool)
+        key = np.packbits(keep).tobytes() + keep.size.to_bytes(8, "little")
+        if key not in self._cache:
+            self._cache[key] = np.asarray(self.predict(data, keep), np.float64)
+        return self._cache[key]
+
+    def _k_fold(self, data: FeedbackData, keep: np.ndarray) -> np.ndarray:
+        return held_out_probabilities(
+            data.text, data.label, data.user, data.n_users, self.reference,
+            seed=self.seed, weights=keep.astype(np.float64), progress=self.progress,
+        )
+
+
+def agreement(p: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """f = y p + (1 - y)(1 - p): how much the reference agrees with each label (Soft PURR's f)."""
+    y = np.asarray(label, np.float64)
+    return y * p + (1 - y) * (1 - p)
+
+
+def beta_prior(successes: np.ndarray, trials: np.ndarray, strength: float | None) -> tuple[float, float]:
+    """(alpha, beta) of the population prior: mean = pooled rate; strength = alpha + beta.
+
+    With ``strength`` None it is estimated by the method of moments from users with at least two
+    trials (the spread of their rates beyond binomial noise), clipped to [2, 200].
+    """
+    total = trials.sum()
+    mean = float(successes.sum() / total) if total > 0 else 0.5
+    mean = min(max(mean, 1e-3), 1 - 1e-3)
+    if strength is None:
+        many = trials >= 2
+        strength = 10.0
+        if many.sum() >= 3:
+            rates, n = successes[many] / trials[many], trials[many]
+            var = float(np.var(rates))
+            noise = float(np.mean(mean * (1 - mean) / n))  # expected variance from sampling alone
+            spread = var - noise
+            if spread > 1e-9:
+                strength = mean * (1 - mean) / spread - 1
+        strength = float(np.clip(strength, 2.0, 200.0))
+    return mean * strength, (1 - mean) * strength
+
+
+def beta_posterior_mean(successes, trials, alpha: float, beta: float) -> np.ndarray:
+    """(alpha + s) / (alpha + beta + n): a user's rate shrunk toward the prior mean."""
+    return (alpha + np.asarray(successes, np.float64)) / (alpha + beta + np.asarray(trials, np.float64))
+
+
+def beta_prob_above(successes, trials, alpha: float, beta: float, level: float = 0.5) -> np.ndarray:
+    """P(rate > level) under the Beta posterior: near 1 for clearly reliable users, near 0 for clearly bad."""
+    from scipy.special import betainc
+
+    a = alpha + np.asarray(successes, np.float64)
+    b = beta + np.asarray(trials, np.float64) - np.asarray(successes, np.float64)
+    return 1.0 - betainc(a, b, level)
+
+
+def hard(keep: np.ndarray) -> np.ndarray:
+    return np.asarray(keep, bool).astype(np.float64)

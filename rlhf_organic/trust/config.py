@@ -1,0 +1,53 @@
+"""The ``trust`` recipe section: which scheme, the shared reference model, and one sub-section per
+scheme (so an ablation can switch schemes without losing anyone's settings)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, create_model
+
+from ..section import Section
+from .base import SchemeConfig
+from .reference import ReferenceConfig
+from .schemes import SCHEMES
+
+_TrustBase = create_model(
+    "_TrustBase",
+    __base__=Section,
+    **{name: (module.Config, Field(default_factory=module.Config, description=module.DESCRIPTION))
+       for name, module in SCHEMES.items()},
+)
+
+
+class TrustSection(_TrustBase):
+    """``trust``: how much to believe each user."""
+
+    scheme: Literal[tuple(SCHEMES)] = Field("combined", description="trust scheme (see docs/trust.md)")  # type: ignore[valid-type]
+    reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
+    select_on_gold: bool = Field(
+        False, description="choose the scheme's threshold on examples with clean crowdworker labels"
+    )
+    ground_truth: Optional[str] = Field(
+        None, description="ground_truth.parquet (user_id, is_troll) to evaluate against; simulated runs use theirs"
+    )
+
+    def scheme_config(self) -> SchemeConfig:
+        return getattr(self, self.scheme)
+
+
+def settings_from_cli(scheme: str, sets: list[str]) -> TrustSection:
+    """A TrustSection from ``--scheme`` and ``--set key=value`` items.
+
+    Keys are paths in the trust section (``reference.folds=3``, ``per_user.threshold=0.4``); a key that
+    is not one names a setting of the chosen scheme (``threshold=0.4``).
+    """
+    from ..recipe import apply_overrides, parse_overrides, validate_settings
+
+    parsed = []
+    for path, value in parse_overrides(sets):
+        if path[0] not in TrustSection.model_fields and scheme in SCHEMES:
+            path = (scheme, *path)
+        parsed.append((path, value))
+    data = apply_overrides({"scheme": scheme}, parsed)
+    return validate_settings(TrustSection, data, "trust settings", overridden={p for p, _ in parsed})

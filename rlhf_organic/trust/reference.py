@@ -1,0 +1,110 @@
+"""The k-fold "reference model" of the agreement-based schemes, and the text classifier behind it.
+
+Users are split into ``folds`` groups; for each group a classifier is trained on everyone else's
+feedback and predicts P(thumbs up) for that group's examples. A user's own labels therefore never
+influence the prediction their labels are compared with (the helpers/trolls study split by
+example; splitting by user is stricter and costs nothing).
+
+The classifier is pluggable through ``CLASSIFIERS``: any object with ``fit(texts, labels, weights)``
+and ``predict_proba(texts) -> P(good)``. The built-in ``ngram`` one is hashed word n-grams plus a
+logistic regression (scikit-learn): no vocabulary to hold, seconds for hundreds of thousands of
+texts on a CPU. The project's own reward model plugs in here once it exists.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from ..section import Section
+
+
+class ReferenceConfig(Section):
+    """``trust.reference``: the held-out model whose agreement with each label is the evidence."""
+
+    model: Literal["ngram"] = Field("ngram", description="text classifier behind the reference")
+    folds: int = Field(5, ge=2, le=50, description="k of the k-fold split (by user)")
+    ngram_max: int = Field(2, ge=1, le=4, description="word n-grams up to this length")
+    n_features: int = Field(1 << 20, ge=1 << 10, le=1 << 24, description="hashed feature dimensions")
+    C: float = Field(4.0, gt=0, description="inverse L2 regularisation of the logistic regression")
+    max_iter: int = Field(100, ge=10, description="solver iterations (liblinear)")
+
+
+class NgramClassifier:
+    """Hashed word n-grams (TF, L2-normalised) and a weighted logistic regression."""
+
+    def __init__(self, ngram_max: int = 2, n_features: int = 1 << 20, C: float = 4.0, max_iter: int = 100):
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        self.vectorizer = HashingVectorizer(
+            ngram_range=(1, ngram_max), n_features=n_features, alternate_sign=False, norm="l2"
+        )
+        self.C, self.max_iter = C, max_iter
+        self.model = None
+        self.constant: float | None = None
+
+    @classmethod
+    def from_config(cls, cfg: ReferenceConfig) -> "NgramClassifier":
+        return cls(cfg.ngram_max, cfg.n_features, cfg.C, cfg.max_iter)
+
+    def features(self, texts):
+        return self.vectorizer.transform(texts)
+
+    def fit(self, texts_or_x, labels, weights=None) -> "NgramClassifier":
+        from sklearn.linear_model import LogisticRegression
+
+        x = self.features(texts_or_x) if isinstance(texts_or_x, list) else texts_or_x
+        labels = np.asarray(labels)
+        weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
+        used = weights > 0
+        classes = np.unique(labels[used])
+        if len(classes) < 2:  # one class (or nothing) to learn from: predict its rate
+            total = weights.sum()
+            self.constant = float((weights * labels).sum() / total) if total > 0 else 0.5
+            self.model = None
+            return self
+        self.constant = None
+        self.model = LogisticRegression(C=self.C, max_iter=self.max_iter, solver="liblinear")
+        self.model.fit(x[used], labels[used], sample_weight=weights[used])
+        return self
+
+    def predict_proba(self, texts_or_x) -> np.ndarray:
+        x = self.features(texts_or_x) if isinstance(texts_or_x, list) else texts_or_x
+        if self.model is None:
+            return np.full(x.shape[0], self.constant)
+        return self.model.predict_proba(x)[:, 1]
+
+
+CLASSIFIERS = {"ngram": NgramClassifier}
+
+
+def user_folds(n_users: int, folds: int, seed: int) -> np.ndarray:
+    """A fold number for every user, balanced and shuffled by ``seed``."""
+    order = np.random.default_rng(seed).permutation(n_users)
+    fold = np.empty(n_users, np.int64)
+    fold[order] = np.arange(n_users) % folds
+    return fold
+
+
+def held_out_probabilities(
+    texts: list[str], labels: np.ndarray, user: np.ndarray, n_users: int, cfg: ReferenceConfig,
+    *, seed: int = 0, weights: np.ndarray | None = None, progress=None,
+) -> np.ndarray:
+    """P(thumbs up) for every example, each from a classifier that never saw its user's fold."""
+    labels = np.asarray(labels)
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
+    clf = CLASSIFIERS[cfg.model].from_config(cfg)
+    x = clf.features(texts)
+    fold = user_folds(n_users, cfg.folds, seed)[user]
+    p = np.full(len(labels), 0.5)
+    for k in range(cfg.folds):
+        test = fold == k
+        if not test.any():
+            continue
+        train = ~test
+        p[test] = clf.fit(x[train], labels[train], weights[train]).predict_proba(x[test])
+        if progress is not None:
+            progress(1)
+    return p

@@ -1,0 +1,71 @@
+"""``combined``: agreement evidence times behaviour evidence, then a refitted per-label check.
+
+1. Agreement: P(the user agrees with the k-fold reference more often than not), from the same
+   Beta-binomial model as ``bayesian`` (``output: reliable``), so a user with little feedback is
+   neither trusted nor condemned on one label.
+2. Behaviour, which the reference cannot see: the share of the user's own messages flagged unsafe,
+   shrunk toward ``flag_prior_rate`` by ``flag_prior_strength`` pseudo-messages. It costs nothing
+   up to ``flag_ok`` and everything from ``flag_bad`` (linear in between). This is what catches
+   gaslight trolls: their labels sit where helpers gave none, so agreement cannot expose them, but
+   they steer the bot with messages the safety detectors flag.
+3. trust = agreement_trust * (1 - behaviour_weight * (1 - behaviour_trust)).
+4. With ``refit``, the reference is trained again on users with trust >= ``cut``; a label is then
+   kept when that reference's agreement f >= ``example_threshold`` (0 keeps every label), and
+   weighs its user's trust.
+"""
+
+import numpy as np
+from pydantic import Field
+
+from ..base import SchemeConfig, TrustResult, agreement, beta_prior, beta_prob_above
+
+NAME = "combined"
+DESCRIPTION = "agreement (Beta-binomial) x own-message safety flags, then a refitted per-label check"
+TUNE = ("example_threshold", (0.0, 0.3, 0.4, 0.5, 0.6))  # (setting, candidates) for select_on_gold
+
+
+class Config(SchemeConfig):
+    prior_strength: float | None = Field(None, gt=0, description="agreement prior pseudo-labels; unset: estimated")
+    flag_prior_rate: float = Field(0.03, ge=0, le=1, description="flagged-message rate users are shrunk toward")
+    flag_prior_strength: float = Field(10.0, ge=0, description="pseudo-messages of that prior")
+    flag_ok: float = Field(0.1, ge=0, le=1, description="flagged rate that costs no trust")
+    flag_bad: float = Field(0.3, ge=0, le=1, description="flagged rate that costs all trust")
+    behaviour_weight: float = Field(1.0, ge=0, le=1, description="how much behaviour evidence counts (0: ignore)")
+    refit: bool = Field(True, description="retrain the reference on trusted users for the per-label check")
+    example_threshold: float = Field(0.5, ge=0, le=1, description="keep a label when the refitted agreement f >= this")
+
+
+def behaviour_trust(n_flagged, n_messages, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
+    """(shrunk flagged-message rate, trust from it) per user."""
+    k = cfg.flag_prior_strength
+    rate = (np.asarray(n_flagged, np.float64) + k * cfg.flag_prior_rate) / (np.asarray(n_messages, np.float64) + k)
+    rate = np.where(np.asarray(n_messages) + k > 0, rate, cfg.flag_prior_rate)
+    span = max(cfg.flag_bad - cfg.flag_ok, 1e-9)
+    return rate, 1.0 - np.clip((rate - cfg.flag_ok) / span, 0.0, 1.0)
+
+
+def compute(data, cfg: Config, ctx) -> TrustResult:
+    p = ctx.held_out(data)
+    f = agreement(p, data.label)
+    successes, trials = data.per_user_sum(f), data.per_user_count()
+    alpha, beta = beta_prior(successes, trials, cfg.prior_strength)
+    agree_trust = beta_prob_above(successes, trials, alpha, beta)
+    flag_rate, behave_trust = behaviour_trust(
+        data.user_counts["n_unsafe_user_messages"], data.user_counts["n_user_messages"], cfg
+    )
+    trust = agree_trust * (1 - cfg.behaviour_weight * (1 - behave_trust))
+    trusted = trust[data.user] >= cfg.cut
+    p2 = ctx.held_out(data, keep=trusted) if cfg.refit and trusted.any() else p
+    f2 = agreement(p2, data.label)
+    weight = trust[data.user] * (f2 >= cfg.example_threshold)
+    return TrustResult(
+        trust=trust,
+        weight=weight,
+        user_evidence={
+            "agreement_trust": agree_trust,
+            "flagged_rate": flag_rate,
+            "behaviour_trust": behave_trust,
+        },
+        example_evidence={"reference_p": p, "refit_p": p2, "agreement": f2},
+        notes=[f"population agreement prior Beta({alpha:.2f}, {beta:.2f})"],
+    )

@@ -1,0 +1,16 @@
+"""``uniform``: believe everyone fully (standard training, the baseline every scheme must beat)."""
+
+import numpy as np
+
+from ..base import SchemeConfig, TrustResult
+
+NAME = "uniform"
+DESCRIPTION = "everyone 1 (standard training)"
+
+
+class Config(SchemeConfig):
+    pass
+
+
+def compute(data, cfg: Config, ctx) -> TrustResult:
+    return TrustResult(trust=np.ones(data.n_users), weight=np.ones(data.n_examples))

@@ -1,0 +1,266 @@
+"""``rlhf-organic trust``: score every user of a dataset with one scheme and write the trust folder.
+
+Trust folder: ``users.parquet`` (user_id, trust, n_feedback, n_labels, the scheme's evidence),
+``examples.parquet`` (one row per thumbs-bearing example: example_id, user_id, conversation_id,
+thumbs, weight, evidence), ``preferences.parquet`` (preference_id, user_id, weight) when the
+dataset has preferences, ``metrics.json``, ``trust.png``. Written under a temporary name and
+renamed when complete.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+from .base import TrustContext, TrustResult
+from .config import TrustSection
+from .data import FeedbackData, load_feedback
+from .metrics import trust_metrics
+from .plot import plot_trust
+from .reference import NgramClassifier
+from .schemes import SCHEMES
+
+MIN_GOLD_PER_CLASS = 10  # clean labels of each class needed before thresholds are chosen on them
+
+
+def run_scheme(data: FeedbackData, settings: TrustSection, ctx: TrustContext, log=print) -> tuple[TrustResult, dict]:
+    """(result, the scheme config actually used): with ``select_on_gold``, its threshold chosen first."""
+    module = SCHEMES[settings.scheme]
+    cfg = settings.scheme_config()
+    tune = getattr(module, "TUNE", None)
+    if settings.select_on_gold and tune:
+        cfg = select_on_gold(data, module, cfg, tune, ctx, log)
+    result = module.compute(data, cfg, ctx)
+    _check(result, data, settings.scheme)
+    return result, cfg.model_dump()
+
+
+def _check(result: TrustResult, data: FeedbackData, scheme: str) -> None:
+    """Trust and weights are finite and in [0, 1], one per user / example: a failure here is a bug."""
+    for name, values, n in (("trust", result.trust, data.n_users), ("weight", result.weight, data.n_examples)):
+        values = np.asarray(values, np.float64)
+        if values.shape != (n,) or not np.all(np.isfinite(values)) or values.min(initial=0) < 0 or values.max(initial=0) > 1:
+            raise RuntimeError(f"scheme {scheme} produced an invalid {name} array (shape {values.shape}, expected {n})")
+
+
+def select_on_gold(data: FeedbackData, module, cfg, tune, ctx, log):
+    """The config whose threshold gives the best downstream accuracy on the clean (gold) labels.
+
+    For each candidate value the downstream text classifier is trained on the feedback weighted by
+    the scheme (examples that have a gold label are held out) and scored on the gold labels, as the
+    helpers/trolls study chose its thresholds on a clean validation set.
+    """
+    field, candidates = tune
+    counts = np.bincount(data.gold_label, minlength=2) if len(data.gold_label) else np.zeros(2, int)
+    if counts.min() < MIN_GOLD_PER_CLASS:
+        log(f"[trust] select_on_gold: only {counts[1]} good / {counts[0]} bad clean labels "
+            f"(need {MIN_GOLD_PER_CLASS} of each); keeping {field}={getattr(cfg, field)}")
+        return cfg
+    held = np.isin(data.example_ids, data.gold_example_ids)
+    clf = NgramClassifier.from_config(ctx.reference)
+    x, x_gold = clf.features(data.text), clf.features(data.gold_text)
+    scores = {}
+    for value in candidates:
+        trial = cfg.model_copy(update={field: value})
+        weight = module.compute(data, trial, ctx).weight * ~held
+        pred = clf.fit(x, data.label, weight).predict_proba(x_gold) >= 0.5
+        scores[value] = float(np.mean(pred == data.gold_label))
+    best = max(candidates, key=lambda v: (scores[v], -abs(v - getattr(cfg, field))))
+    log(f"[trust] select_on_gold: {field}={best} (accuracy on {len(data.gold_label)} clean labels: "
+        + ", ".join(f"{v}: {s:.3f}" for v, s in scores.items()) + ")")
+    return cfg.model_copy(update={field: best})
+
+
+def load_ground_truth(path: str | Path, data: FeedbackData) -> dict:
+    """Ground truth aligned with ``data``: per user is_troll / user_type, per example corrupted.
+
+    ``path`` is a Parquet file with ``user_id`` and ``is_troll`` (``user_type`` optional), or a
+    simulation folder. A ``ground_truth_examples.parquet`` beside it (``example_id``, ``corrupted``)
+    adds the example-level numbers.
+    """
+    path = Path(path)
+    users_file = path / "ground_truth.parquet" if path.is_dir() else path
+    if not users_file.is_file():
+        raise UserError(f"ground truth not found: {users_file}")
+    table = pq.read_table(users_file)
+    missing = {"user_id", "is_troll"} - set(table.column_names)
+    if missing:
+        raise UserError(f"{users_file}: ground truth needs columns user_id and is_troll; missing {sorted(missing)}")
+    index = {u: i for i, u in enumerate(table.column("user_id").to_pylist())}
+    rows = np.array([index.get(u, -1) for u in data.user_ids], np.int64)
+    is_troll = np.asarray(table.column("is_troll").to_pylist(), np.float64)
+    truth = {"is_troll": np.where(rows >= 0, is_troll[np.maximum(rows, 0)], np.nan) if len(is_troll) else np.full(len(rows), np.nan)}
+    if "user_type" in table.column_names:
+        types = np.asarray(table.column("user_type").to_pylist(), dtype=object)
+        truth["user_type"] = np.where(rows >= 0, types[np.maximum(rows, 0)] if len(types) else None, "unknown")
+    examples_file = users_file.parent / "ground_truth_examples.parquet"
+    if examples_file.is_file():
+        ex = pq.read_table(examples_file, columns=["example_id", "corrupted"])
+        corrupted = dict(zip(ex.column("example_id").to_pylist(), ex.column("corrupted").to_pylist()))
+        truth["corrupted"] = np.array(
+            [np.nan if corrupted.get(e) is None else float(corrupted[e]) for e in data.example_ids], np.float64
+        )
+    return truth
+
+
+def _column(values) -> pa.Array:
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        return pa.array(values, mask=~np.isfinite(values))  # NaN evidence (no data) -> null
+    return pa.array(values)
+
+
+def _tables(data: FeedbackData, result: TrustResult) -> dict[str, pa.Table]:
+    n_feedback = data.user_counts.get("n_feedback", data.per_user_count())
+    users = {
+        "user_id": pa.array(data.user_ids.tolist(), pa.string()),
+        "trust": pa.array(np.asarray(result.trust, np.float64)),
+        "n_feedback": pa.array(np.asarray(n_feedback, np.int64)),
+        "n_labels": pa.array(data.per_user_count()),
+        **{k: _column(v) for k, v in result.user_evidence.items()},
+    }
+    examples = {
+        "example_id": pa.array(data.example_ids.tolist(), pa.string()),
+        "user_id": pa.array(data.user_ids[data.user].tolist(), pa.string()),
+        "conversation_id": pa.array(data.conversation_ids.tolist(), pa.string()),
+        "thumbs": pa.array(np.where(data.label > 0, 1, -1).astype(np.int8)),
+        "weight": pa.array(np.asarray(result.weight, np.float64)),
+        **{k: _column(v) for k, v in result.example_evidence.items()},
+    }
+    out = {"users": pa.table(users), "examples": pa.table(examples)}
+    if len(data.preference_ids):
+        has_user = data.preference_user >= 0
+        weight = np.where(has_user, np.asarray(result.trust)[np.maximum(data.preference_user, 0)], 1.0)
+        out["preferences"] = pa.table({
+            "preference_id": pa.array(data.preference_ids.tolist(), pa.string()),
+            "user_id": pa.array([data.user_ids[u] if u >= 0 else None for u in data.preference_user], pa.string()),
+            "weight": pa.array(weight),
+        })
+    return out
+
+
+def compute_trust(
+    dataset: str | Path,
+    out: str | Path,
+    settings: TrustSection,
+    *,
+    seed: int = 0,
+    ground_truth: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Score the users of ``dataset`` with ``settings.scheme``; write the trust folder ``out``; return metrics."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
+    ground_truth = ground_truth or settings.ground_truth
+    started = time.perf_counter()
+    data = load_feedback(dataset)
+    problem = _degenerate(data)
+    if problem:
+        raise UserError(f"{dataset}: {problem}")
+    loaded = time.perf_counter()
+    log(f"[trust] {settings.scheme}: {data.n_examples} labels from {int((data.per_user_count() > 0).sum())} "
+        f"of {data.n_users} users")
+    bar = tqdm(desc=f"trust ({settings.scheme})", unit="fold", disable=None if progress is None else not progress)
+    try:
+        ctx = TrustContext(settings.reference, seed=seed, progress=bar.update)
+        result, cfg = run_scheme(data, settings, ctx, log)
+    finally:
+        bar.close()
+    computed = time.perf_counter()
+    truth = load_ground_truth(ground_truth, data) if ground_truth else {}
+    n_feedback = data.user_counts.get("n_feedback", data.per_user_count())
+    metrics = {
+        "scheme": settings.scheme,
+        "config": cfg,
+        "reference": settings.reference.model_dump(),
+        "seed": seed,
+        "notes": result.notes,
+        **trust_metrics(
+            result.trust, result.weight, n_feedback, cfg["cut"],
+            user_is_troll=truth.get("is_troll"),
+            example_user_is_troll=truth["is_troll"][data.user] if "is_troll" in truth else None,
+            example_corrupted=truth.get("corrupted"),
+        ),
+    }
+    if "user_type" in truth:
+        has = np.asarray(n_feedback) > 0
+        types = truth["user_type"]
+        metrics["mean_trust_by_type"] = {
+            str(t): float(np.mean(result.trust[has & (types == t)])) for t in sorted(set(types[has]))
+        }
+    metrics["seconds"] = {"load": round(loaded - started, 3), "scheme": round(computed - loaded, 3)}
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        for name, table in _tables(data, result).items():
+            pq.write_table(table, tmp / f"{name}.parquet", compression="zstd")
+        has = np.asarray(n_feedback) > 0
+        plot_trust(tmp / "trust.png", np.asarray(result.trust)[has],
+                   truth["user_type"][has] if "user_type" in truth else None,
+                   f"trust: {settings.scheme} ({int(has.sum())} users with feedback)")
+        metrics["seconds"]["total"] = round(time.perf_counter() - started, 3)
+        (tmp / "metrics.json").write_bytes(orjson.dumps(metrics, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for note in result.notes:
+        log(f"[trust] {note}")
+    return metrics
+
+
+def _degenerate(data: FeedbackData) -> str | None:
+    if data.n_users == 0:
+        return "the dataset has no users"
+    if data.n_examples == 0:
+        return ("no thumbs up/down in the dataset: trust schemes judge users by their feedback "
+                "(preferences alone are weighted by the uniform scheme only)")
+    return None
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def format_metrics(metrics: dict) -> str:
+    """The printed table of one trust run."""
+    rows = [
+        ("scheme", metrics["scheme"]),
+        ("users with feedback", metrics["users_with_feedback"]),
+        ("labels", metrics["examples"]),
+        ("mean trust", metrics["mean_trust"]),
+        (f"distrusted users (trust < {metrics['config']['cut']})", metrics["distrusted_users"]),
+        ("label weight kept", metrics["weight_kept"]),
+    ]
+    for level in ("user", "example"):
+        if level in metrics:
+            m = metrics[level]
+            rows += [(f"{level}: troll AUC" if level == "user" else "example: corrupted-label AUC", m["auc"]),
+                     (f"{level}: precision / recall", f"{_fmt(m['precision'])} / {_fmt(m['recall'])}")]
+    for key in ("helper_weight_kept", "troll_weight_kept"):
+        if key in metrics:
+            rows.append((key.replace("_", " "), metrics[key]))
+    for user_type, value in metrics.get("mean_trust_by_type", {}).items():
+        rows.append((f"mean trust: {user_type}", value))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {_fmt(v)}" for k, v in rows)
