@@ -132,6 +132,45 @@ def simulate(preset, users, seed, out, settings, list_presets, overwrite, quiet)
 
 
 @main.command()
+@click.argument("dataset", type=click.Path(file_okay=False), required=False)
+@click.option("--scheme", default="combined", show_default=True, help="trust scheme (see --list-schemes)")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="a setting of the scheme (threshold=0.4) or of the trust section (reference.folds=3)")
+@click.option("--out", type=click.Path(file_okay=False), help="trust folder to write")
+@click.option("--ground-truth", type=click.Path(exists=True),
+              help="ground_truth.parquet (user_id, is_troll) or a simulation folder, to evaluate against")
+@click.option("--seed", default=0, show_default=True, type=int, help="seed of the k-fold split")
+@click.option("--list-schemes", is_flag=True, help="list the schemes and their settings, then exit")
+@click.option("--overwrite", is_flag=True, help="replace an existing trust folder")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+def trust(dataset, scheme, settings, out, ground_truth, seed, list_schemes, overwrite, quiet) -> None:
+    """Score how much to believe each user of an ingested DATASET."""
+    from .trust.config import TrustSection, settings_from_cli
+    from .trust.schemes import SCHEMES
+
+    if list_schemes:
+        for name, module in SCHEMES.items():
+            click.echo(f"{name:18s} {module.DESCRIPTION}")
+            for key, f in module.Config.model_fields.items():
+                click.echo(f"    {key:20s} {f.default!r:8} {f.description or ''}")
+        click.echo("\nshared settings (--set reference.KEY=VALUE):")
+        for key, f in TrustSection.model_fields["reference"].annotation.model_fields.items():
+            click.echo(f"    {key:20s} {f.default!r:8} {f.description or ''}")
+        return
+    if not dataset or not out:
+        raise click.UsageError("DATASET and --out are required (or pass --list-schemes).")
+    from .trust.stage import compute_trust, format_metrics
+
+    resolved = settings_from_cli(scheme, list(settings))
+    metrics = compute_trust(
+        dataset, out, resolved, seed=seed, ground_truth=ground_truth, overwrite=overwrite,
+        progress=_progress(quiet), log=_log,
+    )
+    click.echo(format_metrics(metrics))
+    _log(f"trust folder: {out}")
+
+
+@main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")

@@ -1,7 +1,8 @@
 """``rlhf-organic run``: the stages of a recipe, in order, into one run folder.
 
 Run folder: ``recipe.yaml`` (resolved), ``simulation/`` (when the data is simulated), ``dataset/``
-(the ingested tables) and ``report.txt``. Later stages add their own subfolders.
+(the ingested tables), ``trust/`` (users' trust and examples' weights) and ``report.txt``. Later
+stages add their own subfolders.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ def run_recipe(
     log: Callable[[str], None] = print,
     echo: Callable[[str], None] = print,
 ) -> dict:
-    """Run every stage the recipe declares; returns the inspect report of the dataset."""
+    """Run every stage the recipe declares; returns the dataset report and the trust metrics."""
     from .data.ingest import ingest
     from .data.inspect import format_report, inspect_dataset
     from .data.simulate import simulate
+    from .trust.stage import compute_trust, format_metrics
 
     out = recipe.output_dir()
     if out.exists() and any(out.iterdir()):
@@ -34,10 +36,12 @@ def run_recipe(
     (out / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
 
     data = recipe.data
+    ground_truth = recipe.trust.ground_truth
     if data.source == "simulate":
         log(f"[data] simulating preset {data.simulate.preset!r}")
         result = simulate(data.simulate.config(recipe.seed), out / "simulation", progress=progress)
         inputs = [str(result.out / "logs")]
+        ground_truth = ground_truth or str(result.out / "ground_truth.parquet")
     else:
         inputs = list(data.inputs)
     log("[data] ingesting")
@@ -46,8 +50,13 @@ def run_recipe(
         max_context=data.max_context, progress=progress, log=log,
     )
     report = inspect_dataset(out / "dataset")
-    text = format_report(report)
+    log(f"[trust] scheme {recipe.trust.scheme!r}")
+    metrics = compute_trust(
+        out / "dataset", out / "trust", recipe.trust, seed=recipe.seed, ground_truth=ground_truth,
+        progress=progress, log=log,
+    )
+    text = format_report(report) + "\n\nTrust\n" + format_metrics(metrics)
     (out / "report.txt").write_text(text + "\n", encoding="utf-8")
     echo(text)
     log(f"[done] run folder: {out}")
-    return report
+    return {"dataset": report, "trust": metrics}

@@ -4,8 +4,9 @@ Unknown keys are errors that list the valid keys and suggest the nearest; wrong 
 out-of-range values name the key path and the line of the recipe file. ``key=value`` overrides
 from the command line are applied to the parsed YAML and validated the same way.
 
-Sections so far: ``data`` (simulate or read logs, then ingest) and ``output``. Later stages
-(trust, reward, policy, eval) add their own section class here and one field on ``Recipe``.
+Sections so far: ``data`` (simulate or read logs, then ingest), ``trust`` (defined in
+``trust/config.py``) and ``output``. Later stages (reward, policy, eval) add their own section class
+and one field on ``Recipe``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .data import INPUT_FORMATS
 from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
 from .section import Section
+from .trust.config import TrustSection
 
 
 def _optional_copy(name: str, field) -> tuple:
@@ -80,6 +82,7 @@ class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name (letters, digits, _ . -)")
     seed: int = Field(0, description="default seed of every stage")
     data: DataSection = DataSection()
+    trust: TrustSection = TrustSection()
     output: OutputSection = OutputSection()
 
     def output_dir(self) -> Path:

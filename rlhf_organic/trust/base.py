@@ -8,13 +8,16 @@ A scheme is a module with ``NAME``, ``Config`` (a ``SchemeConfig``), ``DESCRIPTI
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import Field
 
 from ..section import Section
-from .data import FeedbackData
 from .reference import ReferenceConfig, held_out_probabilities
+
+if TYPE_CHECKING:  # pyarrow stays out of recipe validation
+    from .data import FeedbackData
 
 
 class SchemeConfig(Section):

@@ -12,15 +12,7 @@ from .base import SchemeConfig
 from .reference import ReferenceConfig
 from .schemes import SCHEMES
 
-_TrustBase = create_model(
-    "_TrustBase",
-    __base__=Section,
-    **{name: (module.Config, Field(default_factory=module.Config, description=module.DESCRIPTION))
-       for name, module in SCHEMES.items()},
-)
-
-
-class TrustSection(_TrustBase):
+class _TrustSettings(Section):
     """``trust``: how much to believe each user."""
 
     scheme: Literal[tuple(SCHEMES)] = Field("combined", description="trust scheme (see docs/trust.md)")  # type: ignore[valid-type]
@@ -34,6 +26,15 @@ class TrustSection(_TrustBase):
 
     def scheme_config(self) -> SchemeConfig:
         return getattr(self, self.scheme)
+
+
+# One sub-section per registered scheme, after the shared settings.
+TrustSection = create_model(
+    "TrustSection",
+    __base__=_TrustSettings,
+    **{name: (module.Config, Field(default_factory=module.Config, description=module.DESCRIPTION))
+       for name, module in SCHEMES.items()},
+)
 
 
 def settings_from_cli(scheme: str, sets: list[str]) -> TrustSection:

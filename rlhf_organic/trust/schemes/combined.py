@@ -15,7 +15,7 @@
 """
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..base import SchemeConfig, TrustResult, agreement, beta_prior, beta_prob_above
 
@@ -33,6 +33,12 @@ class Config(SchemeConfig):
     behaviour_weight: float = Field(1.0, ge=0, le=1, description="how much behaviour evidence counts (0: ignore)")
     refit: bool = Field(True, description="retrain the reference on trusted users for the per-label check")
     example_threshold: float = Field(0.5, ge=0, le=1, description="keep a label when the refitted agreement f >= this")
+
+    @model_validator(mode="after")
+    def _ramp_ordered(self) -> "Config":
+        if self.flag_bad <= self.flag_ok:
+            raise ValueError(f"flag_bad ({self.flag_bad}) must be above flag_ok ({self.flag_ok})")
+        return self
 
 
 def behaviour_trust(n_flagged, n_messages, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
