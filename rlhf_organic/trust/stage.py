@@ -180,7 +180,12 @@ def compute_trust(
     finally:
         bar.close()
     computed = time.perf_counter()
+    result.notes.extend(_warnings(data))
     truth = load_ground_truth(ground_truth, data) if ground_truth else {}
+    if "is_troll" in truth:
+        known = truth["is_troll"][~np.isnan(truth["is_troll"])]
+        if len(known) and (known.min() == known.max()):
+            result.notes.append("the ground truth has users of one kind only: troll AUC and precision are undefined (null)")
     n_feedback = data.user_counts.get("n_feedback", data.per_user_count())
     metrics = {
         "scheme": settings.scheme,
@@ -234,6 +239,18 @@ def _degenerate(data: FeedbackData) -> str | None:
         return ("no thumbs up/down in the dataset: trust schemes judge users by their feedback "
                 "(preferences alone are weighted by the uniform scheme only)")
     return None
+
+
+def _warnings(data: FeedbackData) -> list[str]:
+    raters = int((data.per_user_count() > 0).sum())
+    notes = []
+    if raters < 2:
+        notes.append(f"only {raters} user with labels: agreement-based trust has no one else to learn from "
+                     "(the reference predicts the base rate); behaviour evidence still counts")
+    if len(np.unique(data.label)) < 2:
+        notes.append("every label is a thumbs " + ("up" if data.label[0] else "down")
+                     + ": the reference cannot learn what separates good replies from bad ones")
+    return notes
 
 
 def _fmt(value) -> str:
