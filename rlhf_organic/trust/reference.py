@@ -27,7 +27,7 @@ class ReferenceConfig(Section):
     model: Literal["ngram"] = Field("ngram", description="text classifier behind the reference")
     folds: int = Field(5, ge=2, le=50, description="k of the k-fold split (by user)")
     ngram_max: int = Field(2, ge=1, le=4, description="word n-grams up to this length")
-    n_features: int = Field(1 << 20, ge=1 << 10, le=1 << 24, description="hashed feature dimensions")
+    n_features: int = Field(1 << 18, ge=1 << 10, le=1 << 24, description="hashed feature dimensions")
     C: float = Field(4.0, gt=0, description="inverse L2 regularisation of the logistic regression")
     max_iter: int = Field(100, ge=10, description="solver iterations (liblinear)")
 
@@ -35,7 +35,7 @@ class ReferenceConfig(Section):
 class NgramClassifier:
     """Hashed word n-grams (TF, L2-normalised) and a weighted logistic regression."""
 
-    def __init__(self, ngram_max: int = 2, n_features: int = 1 << 20, C: float = 4.0, max_iter: int = 100):
+    def __init__(self, ngram_max: int = 2, n_features: int = 1 << 18, C: float = 4.0, max_iter: int = 100):
         from sklearn.feature_extraction.text import HashingVectorizer
 
         self.vectorizer = HashingVectorizer(
@@ -94,6 +94,8 @@ def held_out_probabilities(
 ) -> np.ndarray:
     """P(thumbs up) for every example, each from a classifier that never saw its user's fold."""
     labels = np.asarray(labels)
+    if len(labels) == 0:
+        return np.zeros(0)
     weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
     clf = CLASSIFIERS[cfg.model].from_config(cfg)
     x = clf.features(texts)

@@ -44,8 +44,9 @@ class Config(SchemeConfig):
 def behaviour_trust(n_flagged, n_messages, cfg: Config) -> tuple[np.ndarray, np.ndarray]:
     """(shrunk flagged-message rate, trust from it) per user."""
     k = cfg.flag_prior_strength
-    rate = (np.asarray(n_flagged, np.float64) + k * cfg.flag_prior_rate) / (np.asarray(n_messages, np.float64) + k)
-    rate = np.where(np.asarray(n_messages) + k > 0, rate, cfg.flag_prior_rate)
+    num = np.asarray(n_flagged, np.float64) + k * cfg.flag_prior_rate
+    den = np.asarray(n_messages, np.float64) + k
+    rate = np.divide(num, den, out=np.full(den.shape, cfg.flag_prior_rate), where=den > 0)
     span = max(cfg.flag_bad - cfg.flag_ok, 1e-9)
     return rate, 1.0 - np.clip((rate - cfg.flag_ok) / span, 0.0, 1.0)
 
