@@ -28,7 +28,7 @@ from rlhf_organic.trust.stage import compute_trust, format_metrics, load_ground_
 
 from conftest import bb3x_conversation, write_lines
 
-SMALL_REF = ReferenceConfig(n_features=1 << 14)  # the default 2**20 costs ~1 s per liblinear fit
+SMALL_REF = ReferenceConfig(n_features=1 << 14)  # smaller than the default 2**18: faster fits
 
 
 def fixed(p):
