@@ -177,11 +177,30 @@ def test_per_user_example_refit_uses_the_reference_trained_on_kept_users():
         return np.array(P if keep.all() else refit)
 
     ctx = TrustContext(predict=predict)
-    r = per_user_example.compute(table(), per_user_example.Config(user_threshold=0.4, example_threshold=0.5), ctx)
+    cfg = per_user_example.Config(user_threshold=0.4, example_threshold=0.5, rounds=1)
+    r = per_user_example.compute(table(), cfg, ctx)
     assert [k.tolist() for k in seen] == [[True] * 6, [True, True, True, False, False, True]]
     assert r.example_evidence["refit_p"] == pytest.approx(refit)
     assert r.example_evidence["reference_p"] == pytest.approx(P)
     # B stays dropped even though its second label agrees with the refit (.8); D's .1 is now dropped
+    assert r.weight.tolist() == [1, 1, 1, 0, 0, 0]
+    assert r.trust == pytest.approx([1, 0, 1, 0])
+
+
+def test_per_user_example_rounds_judge_users_again_against_the_refitted_reference():
+    refit = [0.9, 0.1, 0.9, 0.9, 0.2, 0.1]
+    seen = []
+
+    def predict(data, keep):
+        seen.append(keep.tolist())
+        return np.array(P if keep.all() else refit)
+
+    cfg = per_user_example.Config(user_threshold=0.4, example_threshold=0.5, rounds=3)
+    r = per_user_example.compute(table(), cfg, TrustContext(predict=predict))
+    # round 1 (P): B disagrees on 1 of 2 = .5 > .4, dropped; D (f .6) kept.
+    # round 2 (refit): D's only label has f = .1 -> disagreement 1 -> dropped; A, C kept.
+    # round 3 (refit on A alone): same numbers, same users: converged (no fourth fit).
+    assert seen == [[True] * 6, [True, True, True, False, False, True], [True, True, True, False, False, False]]
     assert r.weight.tolist() == [1, 1, 1, 0, 0, 0]
     assert r.trust == pytest.approx([1, 0, 1, 0])
 
@@ -318,7 +337,7 @@ def test_combined_catches_the_gaslight_user_and_weights_by_refitted_agreement():
         seen.append(keep.copy())
         return p if keep.all() else refit
 
-    cfg = combined.Config(prior_strength=10, example_threshold=0.5)
+    cfg = combined.Config(prior_strength=10, example_threshold=0.5, agreement="soft", rounds=1)
     r = combined.compute(data, cfg, TrustContext(predict=predict))
     # agreement: successes 3.6, 3.6, .4 of 4 each; pooled 7.6/12 -> alpha = 7.6/12*10, beta = 4.4/12*10
     alpha, beta = 7.6 / 12 * 10, 4.4 / 12 * 10
@@ -400,8 +419,9 @@ def test_every_scheme_gives_finite_trust_and_weight_in_unit_interval(name):
                   "per_user_example": 1.0, "soft_purr": 1.0, "crowd": 1.0,  # crowd: no_evidence_trust
                   "bayesian": sum(F) / len(F),  # the prior mean = the pooled agreement
                   # combined: the prior's P(agreement > .5) with strength 10 (fewer than 3 users with 2+
-                  # labels), times behaviour trust 1 (no messages: the .03 prior rate is under flag_ok)
-                  "combined": beta_dist.sf(0.5, sum(F) / len(F) * 10, (1 - sum(F) / len(F)) * 10)}
+                  # labels); hard agreement: 4 of the 6 labels have f >= .5; times behaviour trust 1
+                  # (no messages: the .03 prior rate is under flag_ok)
+                  "combined": beta_dist.sf(0.5, 4 / 6 * 10, 2 / 6 * 10)}
     assert result.trust[2] == pytest.approx(documented[name])  # C has no feedback
 
 

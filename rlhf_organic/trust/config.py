@@ -18,7 +18,9 @@ class _TrustSettings(Section):
     scheme: Literal[tuple(SCHEMES)] = Field("combined", description="trust scheme (see docs/trust.md)")  # type: ignore[valid-type]
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     select_on_gold: bool = Field(
-        False, description="choose the scheme's threshold on examples with clean crowdworker labels"
+        True,
+        description="choose the scheme's threshold on examples with clean crowdworker labels, when there are "
+        "enough (else keep the configured one)",
     )
     ground_truth: Optional[str] = Field(
         None, description="ground_truth.parquet (user_id, is_troll) to evaluate against; simulated runs use theirs"

@@ -30,24 +30,29 @@ class ReferenceConfig(Section):
     n_features: int = Field(1 << 18, ge=1 << 10, le=1 << 24, description="hashed feature dimensions")
     C: float = Field(4.0, gt=0, description="inverse L2 regularisation of the logistic regression")
     max_iter: int = Field(100, ge=10, description="solver iterations (liblinear)")
+    balanced: bool = Field(
+        True, description="weight thumbs up and down equally, so trolls who shift the base rate cannot move the cut"
+    )
 
 
 class NgramClassifier:
     """Hashed word n-grams (TF, L2-normalised) and a weighted logistic regression."""
 
-    def __init__(self, ngram_max: int = 2, n_features: int = 1 << 18, C: float = 4.0, max_iter: int = 100):
+    def __init__(
+        self, ngram_max: int = 2, n_features: int = 1 << 18, C: float = 4.0, max_iter: int = 100, balanced: bool = False
+    ):
         from sklearn.feature_extraction.text import HashingVectorizer
 
         self.vectorizer = HashingVectorizer(
             ngram_range=(1, ngram_max), n_features=n_features, alternate_sign=False, norm="l2"
         )
-        self.C, self.max_iter = C, max_iter
+        self.C, self.max_iter, self.balanced = C, max_iter, balanced
         self.model = None
         self.constant: float | None = None
 
     @classmethod
     def from_config(cls, cfg: ReferenceConfig) -> "NgramClassifier":
-        return cls(cfg.ngram_max, cfg.n_features, cfg.C, cfg.max_iter)
+        return cls(cfg.ngram_max, cfg.n_features, cfg.C, cfg.max_iter, cfg.balanced)
 
     def features(self, texts):
         return self.vectorizer.transform(texts)
@@ -66,6 +71,9 @@ class NgramClassifier:
             self.model = None
             return self
         self.constant = None
+        if self.balanced:  # each class gets half of the total weight (both sums are > 0 here)
+            up, down = weights[labels == 1].sum(), weights[labels == 0].sum()
+            weights = weights * np.where(labels == 1, (up + down) / (2 * up), (up + down) / (2 * down))
         self.model = LogisticRegression(C=self.C, max_iter=self.max_iter, solver="liblinear")
         self.model.fit(x[used], labels[used], sample_weight=weights[used])
         return self
