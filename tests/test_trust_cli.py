@@ -47,7 +47,7 @@ def test_trust_command_writes_the_folder_and_prints_the_table(simulated):
         (["--scheme", "per_usr"], "did you mean 'per_user'?"),
         (["--scheme", "per_user", "--set", "thresold=0.4"], "did you mean 'threshold'?"),
         (["--scheme", "per_user", "--set", "threshold=2"], "per_user.threshold: Input should be less than or equal to 1"),
-        (["--set", "flag_ok=0.5"], "flag_bad (0.3) must be above flag_ok (0.5)"),
+        (["--set", "flag_ok=0.5"], "flag_bad (0.2) must be above flag_ok (0.5)"),
     ],
 )
 def test_bad_trust_settings_are_clear_errors(simulated, args, message):

@@ -300,7 +300,7 @@ def test_crowd_reference_as_rater_scores_single_raters_against_the_reference():
 
 
 def test_behaviour_trust_shrinks_the_flag_rate_and_ramps_linearly():
-    cfg = combined.Config()  # k = 10 pseudo-messages at .03; ok .1, bad .3
+    cfg = combined.Config(flag_bad=0.3)  # k = 10 pseudo-messages at .03; ok .1, bad .3
     rate, trust = combined.behaviour_trust([0, 2, 5, 20, 0], [10, 10, 10, 20, 0], cfg)
     # (0 + .3)/20 = .015; (2 + .3)/20 = .115; (5 + .3)/20 = .265; (20 + .3)/30 = .677; (0 + .3)/10 = .03
     assert rate == pytest.approx([0.015, 0.115, 0.265, 20.3 / 30, 0.03])
@@ -310,7 +310,7 @@ def test_behaviour_trust_shrinks_the_flag_rate_and_ramps_linearly():
 
 @pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_behaviour_trust_without_prior_or_messages_is_the_prior_rate_without_warnings():
-    no_prior = combined.Config(flag_prior_strength=0)
+    no_prior = combined.Config(flag_prior_strength=0, flag_bad=0.3)
     rate, trust = combined.behaviour_trust([0, 1], [0, 4], no_prior)
     # no messages and no pseudo-messages: the prior rate .03 (-> trust 1); 1/4 = .25 -> 1 - (.25 - .1)/.2
     assert rate == pytest.approx([0.03, 0.25]) and trust == pytest.approx([1.0, 0.25])
@@ -557,7 +557,7 @@ def tiny(tmp_path_factory):
 def test_compute_trust_writes_the_trust_folder(tiny):
     root, summary = tiny
     out, logs = root / "trust_combined", []
-    settings = TrustSection(scheme="combined", reference=SMALL_REF)
+    settings = TrustSection(scheme="combined", reference=SMALL_REF, select_on_gold=False)
     metrics = compute_trust(root / "ds", out, settings, ground_truth=root / "sim" / "ground_truth.parquet",
                             progress=False, log=logs.append)
     users = pq.read_table(out / "users.parquet")

@@ -35,7 +35,7 @@ class Config(SchemeConfig):
     flag_prior_rate: float = Field(0.03, ge=0, le=1, description="flagged-message rate users are shrunk toward")
     flag_prior_strength: float = Field(10.0, ge=0, description="pseudo-messages of that prior")
     flag_ok: float = Field(0.1, ge=0, le=1, description="flagged rate that costs no trust")
-    flag_bad: float = Field(0.3, ge=0, le=1, description="flagged rate that costs all trust")
+    flag_bad: float = Field(0.2, ge=0, le=1, description="flagged rate that costs all trust")
     behaviour_weight: float = Field(1.0, ge=0, le=1, description="how much behaviour evidence counts (0: ignore)")
     refit: bool = Field(True, description="retrain the reference on trusted users and judge again")
     rounds: int = Field(3, ge=1, le=20, description="judge / refit rounds")
