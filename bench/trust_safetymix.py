@@ -135,8 +135,9 @@ def ensure_dataset(folder: Path, preset: str, seed: int, users: int | None, file
     return meta
 
 
-def clean_test_set(folder: Path, feedback_example_ids, cap: int, seed: int) -> tuple[list[str], "object"]:
-    """(texts, is_good) of bot replies nobody rated (canned safety replies left out), at most ``cap``."""
+def clean_test_set(folder: Path, exclude_ids, cap: int, seed: int) -> tuple[list[str], "object"]:
+    """(texts, is_good) of bot replies not in ``exclude_ids`` (the rated ones and the gold-labelled ones,
+    which ``select_on_gold`` tunes on) and not canned safety replies, at most ``cap``, sampled with ``seed``."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -145,7 +146,7 @@ def clean_test_set(folder: Path, feedback_example_ids, cap: int, seed: int) -> t
     truth = pq.read_table(folder / "sim" / "ground_truth_examples.parquet", columns=["example_id", "is_good", "is_canned"])
     truth = truth.filter(pc.and_(
         pc.invert(truth.column("is_canned")),
-        pc.invert(pc.is_in(truth.column("example_id"), value_set=pa.array(list(feedback_example_ids), pa.string()))),
+        pc.invert(pc.is_in(truth.column("example_id"), value_set=pa.array(list(exclude_ids), pa.string()))),
     ))
     examples = pq.read_table(folder / "ds" / "examples.parquet", columns=["example_id", "response"])
     joined = truth.join(examples, "example_id", join_type="inner")
@@ -180,7 +181,9 @@ def worker_dataset(spec: dict) -> dict:
     is_troll = truth["is_troll"]
     if np.isnan(is_troll).any():
         raise RuntimeError(f"{folder}: users without ground truth")
-    test_text, test_good = clean_test_set(folder, data.example_ids, spec["test_cap"], seed)
+    test_text, test_good = clean_test_set(
+        folder, [*data.example_ids.tolist(), *data.gold_example_ids.tolist()], spec["test_cap"], seed
+    )
 
     clf = NgramClassifier()
     x_train, x_test = clf.features(data.text), clf.features(test_text)
@@ -216,13 +219,16 @@ def worker_dataset(spec: dict) -> dict:
 
     ctx = TrustContext(ReferenceConfig(), seed=seed)
     notes: list[str] = []
-    runs = [(name, TrustSection(scheme=name)) for name in spec["schemes"]]
-    runs += [(label, settings_from_cli(scheme, sets)) for label, scheme, sets in spec["variants"]]
+    gold = {} if spec["select_on_gold"] is None else {"select_on_gold": spec["select_on_gold"]}
+    runs = [(name, TrustSection(scheme=name, **gold)) for name in spec["schemes"]]
+    runs += [(label, settings_from_cli(scheme, [*sets, *(f"{k}={str(v).lower()}" for k, v in gold.items())]))
+             for label, scheme, sets in spec["variants"]]
     for label, settings in runs:
         t0 = time.perf_counter()
         result, cfg = run_scheme(data, settings, ctx, log=notes.append)
         t1 = time.perf_counter()
-        rows[label] = {"scheme": settings.scheme, "config": cfg, "error": downstream(result.weight),
+        rows[label] = {"scheme": settings.scheme, "config": cfg, "select_on_gold": settings.select_on_gold,
+                       "error": downstream(result.weight),
                        "seconds": t1 - t0, "downstream_seconds": time.perf_counter() - t1,
                        "notes": result.notes, **describe(result.trust, result.weight, cfg["cut"])}
     return {
@@ -262,14 +268,41 @@ def worker_scale_ingest(spec: dict) -> dict:
     return {"seconds": time.perf_counter() - started, "summary": summary}
 
 
+def instrument() -> dict:
+    """Count and time the expensive calls inside compute_trust (k-fold runs, fits, featurising), by
+    wrapping them in this child process only; the package itself is not changed."""
+    from rlhf_organic.trust import base, reference
+
+    spent: dict = {}
+
+    def timed(name, fn):
+        def wrapper(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                entry = spent.setdefault(name, {"calls": 0, "seconds": 0.0})
+                entry["calls"] += 1
+                entry["seconds"] += time.perf_counter() - t0
+        return wrapper
+
+    base.held_out_probabilities = timed("k-fold reference runs", base.held_out_probabilities)
+    for method in ("fit", "predict_proba", "features"):
+        setattr(reference.NgramClassifier, method, timed(f"NgramClassifier.{method}", getattr(reference.NgramClassifier, method)))
+    return spent
+
+
 def worker_scale_trust(spec: dict) -> dict:
     from rlhf_organic.trust.config import TrustSection
     from rlhf_organic.trust.stage import compute_trust
 
+    spent = instrument()
     started = time.perf_counter()
-    metrics = compute_trust(spec["dataset"], spec["out"], TrustSection(scheme=spec["scheme"]), seed=0,
+    gold = {} if spec.get("select_on_gold") is None else {"select_on_gold": spec["select_on_gold"]}
+    metrics = compute_trust(spec["dataset"], spec["out"], TrustSection(scheme=spec["scheme"], **gold), seed=0,
                             overwrite=True, progress=True, log=log)
-    return {"seconds": time.perf_counter() - started, "metrics": metrics}
+    return {"seconds": time.perf_counter() - started, "metrics": metrics,
+            "where_time_goes": {k: {"calls": v["calls"], "seconds": round(v["seconds"], 1)} for k, v in spent.items()}}
 
 
 WORKERS = {
@@ -280,20 +313,32 @@ WORKERS = {
 }
 
 
-def run_worker(kind: str, spec: dict, *, threads: int | None = None, show_stderr: bool = False) -> dict:
-    """Run one worker in a fresh Python process; its JSON answer plus peak RSS and wall time."""
+def run_worker(kind: str, spec: dict, *, threads: int | None = None, show_stderr: bool = False,
+               timeout: float | None = None) -> dict:
+    """Run one worker in a fresh Python process; its JSON answer plus peak RSS and wall time.
+
+    With ``timeout`` a child still running after that many seconds is stopped and the answer is
+    ``{"timed_out": True, ...}`` instead of exiting the bench."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--spec", json.dumps(spec)]
     env = dict(os.environ)
     if threads:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
+    load_before = os.getloadavg()
     started = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if show_stderr else subprocess.PIPE, text=True, env=env)
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if show_stderr else subprocess.PIPE, text=True,
+                              env=env, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"timed_out": True, "timeout_seconds": timeout, "process_seconds": round(time.perf_counter() - started, 2),
+                "loadavg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]}
     wall = time.perf_counter() - started
     if proc.returncode != 0:
         sys.exit(f"{kind} worker failed ({proc.returncode}) on {spec}:\n{(proc.stderr or '')[-4000:]}")
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
     answer["process_seconds"] = round(wall, 2)
+    # Other work on the machine slows a run down: the 1-minute load average before and after it shows it.
+    answer["loadavg_1min"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     return answer
 
 
@@ -364,6 +409,29 @@ def metric_title(metric: str) -> str:
             "troll_weight_kept": "troll weight kept"}.get(metric, metric)
 
 
+def tuned_table(results: list[dict], row_names: list[str], presets: list[str]) -> str:
+    """The value of each tunable scheme's TUNE setting that each run used, seeds joined by '/'."""
+    from rlhf_organic.trust.schemes import SCHEMES
+
+    lines = []
+    for row in row_names:
+        cells, field = [], None
+        for preset in presets:
+            runs = [r["rows"].get(row) for r in results if r["preset"] == preset]
+            runs = [x for x in runs if x and "scheme" in x]
+            tune = getattr(SCHEMES[runs[0]["scheme"]], "TUNE", None) if runs else None
+            if not tune:
+                break
+            field = tune[0]
+            cells.append("/".join(f"{x['config'][field]:g}" for x in runs))
+        if field and cells:
+            lines.append(f"| {row} | {field} | " + " | ".join(cells) + " |")
+    if not lines:
+        return ""
+    return "\n".join(["| scheme | setting | " + " | ".join(SHORT.get(p, p) for p in presets) + " |",
+                      "|---|---|" + "---:|" * len(presets), *lines])
+
+
 def target_checks(summary: dict, presets: list[str], schemes: list[str]) -> list[dict]:
     checks = []
 
@@ -419,6 +487,7 @@ def machine_info() -> dict:
     except OSError:
         pass
     return {
+        **git_state(),
         "cpu_model": cpu,
         "cores_online": os.cpu_count(),
         "cores_used": len(os.sched_getaffinity(0)),
@@ -432,6 +501,22 @@ def machine_info() -> dict:
         "rlhf_organic": rlhf_organic.__version__,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def git_state() -> dict:
+    """The commit the package was measured at, and whether rlhf_organic/ had uncommitted changes (read only)."""
+    root = BENCH_DIR.parent
+
+    def git(*cmd):
+        try:
+            return subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    dirty = git("status", "--porcelain", "--", "rlhf_organic")
+    return {"git_commit": git("rev-parse", "HEAD"),
+            "package_uncommitted": dirty.splitlines() if dirty else [],
+            "package_diff": git("diff", "HEAD", "--", "rlhf_organic") or None}
 
 
 # ---- main: SafetyMix ---------------------------------------------------------------------------
@@ -472,7 +557,7 @@ def run_safetymix(args) -> None:
 
     specs = [
         {"folder": str(dataset_dir(args.workdir, p, s, users_for(p))), "preset": p, "seed": s, "users": users_for(p),
-         "schemes": schemes, "variants": variants, "test_cap": args.test_cap}
+         "schemes": schemes, "variants": variants, "test_cap": args.test_cap, "select_on_gold": args.select_on_gold}
         for s in seeds for p in presets
     ]
     specs.sort(key=lambda sp: sp["preset"] != "realistic")  # the biggest first, for a better packing
@@ -503,6 +588,10 @@ def run_safetymix(args) -> None:
                          [p for p in presets if p != "helpers_only"], "troll_auc", ".3f", with_std=False))
     print("\nHelper label weight kept (mean over seeds)\n")
     print(markdown_table(summary, row_names, presets, "helper_weight_kept", ".2f", with_std=False))
+    tuned = tuned_table(results, row_names, presets)
+    if tuned:
+        print("\nThresholds used (select_on_gold picks them on the gold labels; seeds 0/1/2...)\n")
+        print(tuned)
     print("\nTargets\n")
     print(format_checks(checks))
     bench_seconds = round(time.perf_counter() - bench_started, 1)
@@ -512,7 +601,7 @@ def run_safetymix(args) -> None:
         "machine": machine_info(),
         "settings": {"presets": presets, "seeds": seeds, "schemes": schemes, "variants": variants,
                      "users": {p: users_for(p) for p in presets}, "test_cap": args.test_cap, "jobs": args.jobs,
-                     "quick": args.quick, "workdir": str(args.workdir),
+                     "quick": args.quick, "workdir": str(args.workdir), "select_on_gold": args.select_on_gold,
                      "reference": "ReferenceConfig() defaults", "downstream": "NgramClassifier() defaults"},
         "targets": {"agreement_schemes": AGREEMENT_SCHEMES, "flip_presets": FLIP_PRESETS,
                     "near_oracle_schemes": NEAR_ORACLE_SCHEMES, "near_oracle_presets": NEAR_ORACLE_PRESETS,
@@ -565,6 +654,13 @@ def scale_corpus(workdir: Path, users: int, replies: int, files: int) -> dict:
     return meta
 
 
+def tuned_note(metrics: dict) -> str:
+    from rlhf_organic.trust.schemes import SCHEMES
+
+    tune = getattr(SCHEMES[metrics["scheme"]], "TUNE", None)
+    return f"{tune[0]}={metrics['config'][tune[0]]}" if tune else "nothing tuned"
+
+
 def user_auc_from_trust_folder(trust_dir: Path, sim_dir: Path) -> dict:
     """Troll AUC and mean trust by type, from the written users.parquet and the simulation's ground truth."""
     import numpy as np
@@ -604,7 +700,12 @@ def run_scale(args) -> None:
     for scheme in args.scale_schemes:
         log(f"compute_trust ({scheme}) ...")
         answer = run_worker("scale_trust", {"dataset": str(dataset), "out": str(folder / f"trust_{scheme}"),
-                                            "scheme": scheme}, show_stderr=True)
+                                            "scheme": scheme, "select_on_gold": args.select_on_gold}, show_stderr=True,
+                            timeout=args.scale_timeout)
+        if answer.get("timed_out"):
+            log(f"  {scheme}: stopped after {answer['process_seconds']:.0f} s (--scale-timeout {args.scale_timeout:g})")
+            runs[scheme] = answer
+            continue
         answer["peak_rss_mb"] = round(answer.pop("peak_rss_kib") / 1024)
         answer["quality"] = user_auc_from_trust_folder(folder / f"trust_{scheme}", folder / "sim")
         runs[scheme] = answer
@@ -625,12 +726,20 @@ def run_scale(args) -> None:
         f"{summary['examples']:,} examples, {summary['thumbs_up'] + summary['thumbs_down']:,} thumbs |",
     ]
     for scheme, r in runs.items():
+        if r.get("timed_out"):
+            lines.append(f"| trust {scheme} | > {r['timeout_seconds']:g} | {r['process_seconds']:.1f} | - | "
+                         f"stopped by --scale-timeout (not finished) |")
+            continue
         m, q = r["metrics"], r["quality"]
         lines.append(
             f"| trust {scheme} | {r['seconds']:.1f} | {r['process_seconds']:.1f} | {r['peak_rss_mb']:,} | "
             f"load {m['seconds']['load']:.1f} s, scheme {m['seconds']['scheme']:.1f} s; {m['examples']:,} labels from "
-            f"{m['users_with_feedback']:,} users; troll AUC {q['troll_auc']:.3f} |"
+            f"{m['users_with_feedback']:,} users; troll AUC {q['troll_auc']:.3f}; {tuned_note(m)} |"
         )
+    for scheme, r in runs.items():
+        if "where_time_goes" in r:
+            lines.append(f"\nWhere trust {scheme} spends its time: " + "; ".join(
+                f"{k}: {v['calls']} calls, {v['seconds']:.1f} s" for k, v in r["where_time_goes"].items()))
     print("\n".join(lines))
     report = {
         "machine": machine_info(),
@@ -657,6 +766,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--test-cap", type=int, default=DEFAULT_TEST_CAP, help="clean held-out replies per dataset")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL=SCHEME:key=value,...",
                         help="an extra row: a scheme with other settings, e.g. cb_flag05=combined:flag_ok=0.05")
+    parser.add_argument("--select-on-gold", choices=("on", "off"),
+                        help="override TrustSection.select_on_gold for every scheme (default: the package's default)")
     parser.add_argument("--jobs", type=int, default=MAX_CPUS, help="datasets processed at once (one process each)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {QUICK['seeds']} seed, {QUICK['users']} users ({QUICK['realistic_users']} realistic)")
@@ -667,6 +778,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--scale-replies", type=int, default=2_700_000, help="bot replies to aim for")
     parser.add_argument("--scale-files", type=int, default=20)
     parser.add_argument("--scale-schemes", nargs="+", default=["combined", "per_user_example"])
+    parser.add_argument("--scale-timeout", type=float, default=1800, help="stop a compute_trust child after this many s")
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -680,6 +792,7 @@ def limit_cpus() -> None:
 
 def main() -> None:
     args = parse_args()
+    args.select_on_gold = None if args.select_on_gold is None else args.select_on_gold == "on"
     limit_cpus()
     if args.worker:
         worker_main(args.worker, args.spec)
