@@ -35,8 +35,7 @@ MIN_GOLD_PER_CLASS = 10  # clean labels of each class needed before thresholds a
 
 def run_scheme(data: FeedbackData, settings: TrustSection, ctx: TrustContext, log=print) -> tuple[TrustResult, dict]:
     """(result, the scheme config actually used): with ``select_on_gold``, its threshold chosen first."""
-    problem = _degenerate(data)
-    if problem:
+    if problem := _degenerate(data):
         raise UserError(problem)
     module = SCHEMES[settings.scheme]
     cfg = settings.scheme_config()
@@ -170,8 +169,8 @@ def compute_trust(
     ground_truth = ground_truth or settings.ground_truth
     started = time.perf_counter()
     data = load_feedback(dataset)
-    if _degenerate(data):
-        raise UserError(f"{dataset}: {_degenerate(data)}")
+    if problem := _degenerate(data):
+        raise UserError(f"{dataset}: {problem}")
     loaded = time.perf_counter()
     log(f"[trust] {settings.scheme}: {data.n_examples} labels from {int((data.per_user_count() > 0).sum())} "
         f"of {data.n_users} users")
