@@ -16,14 +16,17 @@ What it measures
    weighted by the scheme. Rows besides the schemes: **oracle** (weight 0 for every label of a
    ground-truth troll, 1 otherwise) and **uniform** (standard training; it is also a scheme).
 4. Error is measured on clean held-out labels: bot replies of the same simulation that nobody gave
-   a thumbs (and that are not canned safety replies, which no user can rate), with the simulator's
-   true ``is_good``; at most ``--test-cap`` of them, sampled with the seed. Error % = 100 (1 - accuracy).
+   a thumbs, that have no gold label (``select_on_gold`` tunes thresholds on those) and that are not
+   canned safety replies (which no user can rate), with the simulator's true ``is_good``; at most
+   ``--test-cap`` of them, sampled with the seed. Error % = 100 (1 - accuracy).
 5. Per scheme it also records, against the ground truth, the user-level troll AUC (of 1 - trust),
-   the share of helper and troll label weight kept, the corrupted-label AUC and mean trust per
-   user type.
+   the share of helper and troll label weight kept, the corrupted-label AUC, mean trust per
+   user type and the config actually used (thresholds chosen by ``select_on_gold``).
 
-It prints Markdown tables (error mean +- std over seeds; troll AUC; helper weight kept), checks the
-targets and writes ``bench/results/trust_safetymix.json`` (machine, versions, settings, per-seed numbers).
+It prints Markdown tables (error mean +- std over seeds; troll AUC; helper weight kept; thresholds
+used), checks the targets and writes ``bench/results/trust_safetymix.json`` (machine, versions, git
+commit and uncommitted package diff, settings, per-seed numbers). ``--variant`` adds rows with other
+scheme settings, ``--select-on-gold on|off`` overrides that setting for every scheme.
 
 Targets (from the issue):
 
@@ -35,8 +38,10 @@ Targets (from the issue):
 about ``--scale-replies`` bot replies from ``--scale-users`` users with sparse feedback (realistic mix,
 1 or 2 labels per user), ingests it, then runs ``compute_trust`` (scheme combined, then
 per_user_example) in fresh child processes, each reporting its own wall seconds and peak RSS
-(``getrusage(RUSAGE_SELF).ru_maxrss``); the progress bars go to the terminal. It writes
-``bench/results/trust_safetymix_scale.json``.
+(``getrusage(RUSAGE_SELF).ru_maxrss``); the progress bars go to the terminal. Inside the trust
+child the bench wraps the k-fold runs and ``NgramClassifier`` calls to count and time them (where the
+time goes); a child still running after ``--scale-timeout`` seconds is stopped and reported as such.
+It writes ``bench/results/trust_safetymix_scale.json``.
 
 Run (from the repository root)::
 
@@ -535,6 +540,7 @@ def run_safetymix(args) -> None:
     from rlhf_organic.trust.schemes import SCHEMES
 
     bench_started = time.perf_counter()
+    machine = machine_info()  # before the runs: the package state they import
     seeds = list(range(QUICK["seeds"] if args.quick and args.seeds is None else (args.seeds or 3)))
     presets = args.presets or list(PRESETS)
     schemes = args.schemes or list(SCHEMES)
@@ -598,7 +604,7 @@ def run_safetymix(args) -> None:
     print(f"\nbench took {bench_seconds:.0f} s")
 
     report = {
-        "machine": machine_info(),
+        "machine": machine,
         "settings": {"presets": presets, "seeds": seeds, "schemes": schemes, "variants": variants,
                      "users": {p: users_for(p) for p in presets}, "test_cap": args.test_cap, "jobs": args.jobs,
                      "quick": args.quick, "workdir": str(args.workdir), "select_on_gold": args.select_on_gold,
@@ -684,6 +690,7 @@ def user_auc_from_trust_folder(trust_dir: Path, sim_dir: Path) -> dict:
 
 def run_scale(args) -> None:
     bench_started = time.perf_counter()
+    machine = machine_info()  # before the runs: the package state they import
     corpus = scale_corpus(args.workdir, args.scale_users, args.scale_replies, args.scale_files)
     folder = args.workdir / "scale"
     dataset = folder / "ds"
@@ -742,7 +749,7 @@ def run_scale(args) -> None:
                 f"{k}: {v['calls']} calls, {v['seconds']:.1f} s" for k, v in r["where_time_goes"].items()))
     print("\n".join(lines))
     report = {
-        "machine": machine_info(),
+        "machine": machine,
         "corpus": {"path": str(folder / "sim"), **corpus},
         "ingest": ingest_run,
         "trust": runs,

@@ -68,7 +68,8 @@ def select_on_gold(data: FeedbackData, module, cfg, tune, ctx, log):
         log(f"[trust] select_on_gold: only {counts[1]} good / {counts[0]} bad clean labels "
             f"(need {MIN_GOLD_PER_CLASS} of each); keeping {field}={getattr(cfg, field)}")
         return cfg
-    held = np.isin(data.example_ids, data.gold_example_ids)
+    gold_ids = set(data.gold_example_ids.tolist())  # np.isin on object arrays compares every pair
+    held = np.fromiter((e in gold_ids for e in data.example_ids), bool, data.n_examples)
     clf = NgramClassifier.from_config(ctx.reference)
     x, x_gold = clf.features(data.text), clf.features(data.gold_text)
     scores = {}

@@ -20,7 +20,9 @@ TUNE = ("user_threshold", (0.2, 0.3, 0.4, 0.5, 0.6))  # (setting, candidates) fo
 
 class Config(SchemeConfig):
     user_threshold: float = Field(0.3, ge=0, le=1, description="drop a user whose disagreement rate is above this")
-    example_threshold: float = Field(0.5, ge=0, le=1, description="then keep a label when agreement f >= this")
+    example_threshold: float = Field(
+        0.2, ge=0, le=1, description="then keep a label when agreement f >= this (low: keep honest labels on hard replies)"
+    )
     refit: bool = Field(True, description="retrain the reference without the dropped users before step 2")
     rounds: int = Field(3, ge=1, le=20, description="user-removal rounds, each against the reference refitted on the last")
 
