@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import Field
 
 from ..section import Section
-from .reference import ReferenceConfig, held_out_probabilities
+from .reference import CLASSIFIERS, ReferenceConfig, held_out_probabilities
 
 if TYPE_CHECKING:  # pyarrow stays out of recipe validation
     from .data import FeedbackData
@@ -50,6 +50,7 @@ class TrustContext:
         self.reference, self.seed, self.progress = reference or ReferenceConfig(), seed, progress
         self.predict = predict or self._k_fold
         self._cache: dict[bytes, np.ndarray] = {}
+        self._features = None  # (data, its feature matrix): every refit reuses the same features
 
     def held_out(self, data: FeedbackData, keep: np.ndarray | None = None) -> np.ndarray:
         """P(thumbs up) of every example of ``data``, each from a model that did not see it.
@@ -63,10 +64,18 @@ class TrustContext:
             self._cache[key] = np.asarray(self.predict(data, keep), np.float64)
         return self._cache[key]
 
+    def features(self, data: FeedbackData):
+        """The reference classifier's features of ``data.text``, computed once per dataset."""
+        if self._features is None or self._features[0] is not data:
+            clf = CLASSIFIERS[self.reference.model].from_config(self.reference)
+            self._features = (data, clf.features(data.text))
+        return self._features[1]
+
     def _k_fold(self, data: FeedbackData, keep: np.ndarray) -> np.ndarray:
         return held_out_probabilities(
             data.text, data.label, data.user, data.n_users, self.reference,
             seed=self.seed, weights=keep.astype(np.float64), progress=self.progress,
+            features=self.features(data),
         )
 
 

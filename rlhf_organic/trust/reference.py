@@ -98,15 +98,18 @@ def user_folds(n_users: int, folds: int, seed: int) -> np.ndarray:
 
 def held_out_probabilities(
     texts: list[str], labels: np.ndarray, user: np.ndarray, n_users: int, cfg: ReferenceConfig,
-    *, seed: int = 0, weights: np.ndarray | None = None, progress=None,
+    *, seed: int = 0, weights: np.ndarray | None = None, progress=None, features=None,
 ) -> np.ndarray:
-    """P(thumbs up) for every example, each from a classifier that never saw its user's fold."""
+    """P(thumbs up) for every example, each from a classifier that never saw its user's fold.
+
+    ``features``: the classifier's features of ``texts``, when the caller already has them.
+    """
     labels = np.asarray(labels)
     if len(labels) == 0:
         return np.zeros(0)
     weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
     clf = CLASSIFIERS[cfg.model].from_config(cfg)
-    x = clf.features(texts)
+    x = clf.features(texts) if features is None else features
     fold = user_folds(n_users, cfg.folds, seed)[user]
     p = np.full(len(labels), 0.5)
     for k in range(cfg.folds):

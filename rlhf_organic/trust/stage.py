@@ -71,7 +71,7 @@ def select_on_gold(data: FeedbackData, module, cfg, tune, ctx, log):
     gold_ids = set(data.gold_example_ids.tolist())  # np.isin on object arrays compares every pair
     held = np.fromiter((e in gold_ids for e in data.example_ids), bool, data.n_examples)
     clf = NgramClassifier.from_config(ctx.reference)
-    x, x_gold = clf.features(data.text), clf.features(data.gold_text)
+    x, x_gold = ctx.features(data), clf.features(data.gold_text)
     scores = {}
     for value in candidates:
         trial = cfg.model_copy(update={field: value})
