@@ -34,17 +34,17 @@ Run (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
-import platform
 import resource
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from machine import machine_info  # bench/machine.py (bench/ is on sys.path when a bench runs)
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results" / "ingest.json"
@@ -293,34 +293,6 @@ def markdown(runs: dict, v: dict) -> str:
     return "\n".join(lines)
 
 
-def machine_info() -> dict:
-    import pandas
-    import pyarrow
-
-    import rlhf_organic
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu_model": cpu,
-        "cores_online": os.cpu_count(),
-        "cores_used": len(os.sched_getaffinity(0)),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "pyarrow": pyarrow.__version__,
-        "pandas": pandas.__version__,
-        "rlhf_organic": rlhf_organic.__version__,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 # ---- main --------------------------------------------------------------------------------------
 
 
@@ -377,7 +349,7 @@ def main() -> None:
     print(markdown(runs, v))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     report = {
-        "machine": machine_info(),
+        "machine": machine_info("pyarrow", "pandas"),
         "corpus": {"path": str(corpus), **meta},
         "runs": runs,
         "targets": {"throughput_ratio_min": THROUGHPUT_TARGET, "rss_growth_max": RSS_GROWTH_LIMIT},

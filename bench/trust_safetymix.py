@@ -52,11 +52,9 @@ Run (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -64,6 +62,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from machine import machine_info  # bench/machine.py (bench/ is on sys.path when a bench runs)
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results" / "trust_safetymix.json"
@@ -475,39 +475,6 @@ def format_checks(checks: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def machine_info() -> dict:
-    import numpy
-    import pyarrow
-    import scipy
-    import sklearn
-
-    import rlhf_organic
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        **git_state(),
-        "cpu_model": cpu,
-        "cores_online": os.cpu_count(),
-        "cores_used": len(os.sched_getaffinity(0)),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "numpy": numpy.__version__,
-        "scipy": scipy.__version__,
-        "scikit-learn": sklearn.__version__,
-        "pyarrow": pyarrow.__version__,
-        "rlhf_organic": rlhf_organic.__version__,
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
 def git_state() -> dict:
     """The commit the package was measured at, and whether rlhf_organic/ had uncommitted changes (read only)."""
     root = BENCH_DIR.parent
@@ -540,7 +507,8 @@ def run_safetymix(args) -> None:
     from rlhf_organic.trust.schemes import SCHEMES
 
     bench_started = time.perf_counter()
-    machine = machine_info()  # before the runs: the package state they import
+    # recorded before the runs: the package state they import
+    machine = {**git_state(), **machine_info("numpy", "scipy", "sklearn", "pyarrow")}
     seeds = list(range(QUICK["seeds"] if args.quick and args.seeds is None else (args.seeds or 3)))
     presets = args.presets or list(PRESETS)
     schemes = args.schemes or list(SCHEMES)
@@ -690,7 +658,8 @@ def user_auc_from_trust_folder(trust_dir: Path, sim_dir: Path) -> dict:
 
 def run_scale(args) -> None:
     bench_started = time.perf_counter()
-    machine = machine_info()  # before the runs: the package state they import
+    # recorded before the runs: the package state they import
+    machine = {**git_state(), **machine_info("numpy", "scipy", "sklearn", "pyarrow")}
     corpus = scale_corpus(args.workdir, args.scale_users, args.scale_replies, args.scale_files)
     folder = args.workdir / "scale"
     dataset = folder / "ds"

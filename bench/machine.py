@@ -1,0 +1,37 @@
+"""What every bench records about the machine it ran on (imported by the bench scripts beside it)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import os
+import platform
+from pathlib import Path
+
+
+def machine_info(*modules: str) -> dict:
+    """CPU, cores, memory, platform, Python, the date, and the versions of ``modules`` and rlhf_organic."""
+    import rlhf_organic
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for name in modules:
+        versions["scikit-learn" if name == "sklearn" else name] = importlib.import_module(name).__version__
+    return {
+        "cpu_model": cpu,
+        "cores_online": os.cpu_count(),
+        "cores_used": len(os.sched_getaffinity(0)),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        **versions,
+        "rlhf_organic": rlhf_organic.__version__,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
