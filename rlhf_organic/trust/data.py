@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from ..errors import UserError
 
-_EXAMPLE_COLUMNS = ["example_id", "user_id", "conversation_id", "response", "thumbs", "dislike_reason",
+_EXAMPLE_COLUMNS = ["example_id", "user_id", "conversation_id", "response", "thumbs",
                     "conversation_is_adversarial", "gold"]
 GOOD_GOLD_KEYS = ("good",)  # crowdworker annotation keys that mean "this reply is fine"
 
@@ -59,16 +59,6 @@ class FeedbackData:
         n = self.per_user_count()
         sums = self.per_user_sum(values.astype(np.float64))
         return np.where(n > 0, sums / np.maximum(n, 1), default)
-
-    def subset(self, keep: np.ndarray) -> "FeedbackData":
-        """The same users, only the examples where ``keep`` is true."""
-        keep = np.asarray(keep, bool)
-        return FeedbackData(
-            self.user_ids, self.user_counts, self.example_ids[keep], self.user[keep],
-            self.conversation_ids[keep], [t for t, k in zip(self.text, keep) if k], self.label[keep],
-            self.adversarial[keep], self.preference_ids, self.preference_user,
-            self.gold_text, self.gold_label, self.gold_example_ids,
-        )
 
 
 def from_arrays(
