@@ -170,6 +170,52 @@ def trust(dataset, scheme, settings, out, ground_truth, seed, list_schemes, over
     _log(f"trust folder: {out}")
 
 
+@main.group()
+def reward() -> None:
+    """Train a trust-weighted reward model, or score examples with one."""
+
+
+@reward.command("train")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--spec", "spec_name", default="tiny", show_default=True,
+              help="reward-model spec: a name in reward_models/ or a YAML path")
+@click.option("--trust", "trust_dir", type=click.Path(file_okay=False),
+              help="trust folder whose weights to use (default: uniform weights)")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="override a spec field, e.g. train.epochs=3")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="reward-model folder to write")
+@click.option("--ground-truth", type=click.Path(exists=True),
+              help="simulator folder or ground_truth.parquet: adds clean-label and per-user-type metrics")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--overwrite", is_flag=True, help="replace an existing reward-model folder")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+def reward_train(dataset, spec_name, trust_dir, settings, out, ground_truth, seed, overwrite, quiet) -> None:
+    """Train a reward model on DATASET's thumbs and A/B choices."""
+    from .reward.spec import load_spec
+    from .reward.stage import format_metrics, train_reward
+
+    spec = load_spec(spec_name, sets=list(settings))
+    metrics = train_reward(dataset, out, spec, trust=trust_dir, ground_truth=ground_truth, seed=seed,
+                           overwrite=overwrite, progress=_progress(quiet), log=_log)
+    click.echo(format_metrics(metrics))
+    _log(f"reward model: {out}")
+
+
+@reward.command("score")
+@click.argument("model", type=click.Path(exists=True, file_okay=False))
+@click.option("--data", required=True, type=click.Path(exists=True),
+              help="dataset folder, or a .parquet / .jsonl file with response (and context) columns")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Parquet file to write")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--overwrite", is_flag=True, help="replace an existing output file")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+def reward_score(model, data, out, batch_size, overwrite, quiet) -> None:
+    """Score examples with the reward model in MODEL; writes score and p_good per example."""
+    from .reward.stage import score_examples
+
+    n = score_examples(model, data, out, batch_size=batch_size, overwrite=overwrite, progress=_progress(quiet))
+    _log(f"scored {n} examples: {out}")
+
+
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)

@@ -1,8 +1,9 @@
 """``rlhf-organic run``: the stages of a recipe, in order, into one run folder.
 
 Run folder: ``recipe.yaml`` (resolved), ``simulation/`` (when the data is simulated), ``dataset/``
-(the ingested tables), ``trust/`` (users' trust and examples' weights) and ``report.txt``. Later
-stages add their own subfolders.
+(the ingested tables), ``trust/`` (users' trust and examples' weights), ``reward/`` (the reward
+model, when the recipe has a ``reward`` section) and ``report.txt``. Later stages add their own
+subfolders.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def run_recipe(
     log: Callable[[str], None] = print,
     echo: Callable[[str], None] = print,
 ) -> dict:
-    """Run every stage the recipe declares; returns the dataset report and the trust metrics."""
+    """Run every stage the recipe declares; returns the dataset report and each stage's metrics."""
     from .data.ingest import ingest
     from .data.inspect import format_report, inspect_dataset
     from .data.simulate import simulate
@@ -56,7 +57,18 @@ def run_recipe(
         progress=progress, log=log,
     )
     text = format_report(report) + "\n\nTrust\n" + format_metrics(metrics)
+    results = {"dataset": report, "trust": metrics}
+    if recipe.reward is not None:
+        from .reward.stage import format_metrics as format_reward, train_reward
+
+        spec = recipe.reward.resolve()
+        log(f"[reward] spec {recipe.reward.spec!r}")
+        results["reward"] = train_reward(
+            out / "dataset", out / "reward", spec, trust=out / "trust" if recipe.reward.weighted else None,
+            ground_truth=ground_truth, seed=recipe.seed, progress=progress, log=log,
+        )
+        text += "\n\nReward model\n" + format_reward(results["reward"])
     (out / "report.txt").write_text(text + "\n", encoding="utf-8")
     echo(text)
     log(f"[done] run folder: {out}")
-    return {"dataset": report, "trust": metrics}
+    return results

@@ -5,7 +5,7 @@ out-of-range values name the key path and the line of the recipe file. ``key=val
 from the command line are applied to the parsed YAML and validated the same way.
 
 Sections so far: ``data`` (simulate or read logs, then ingest), ``trust`` (defined in
-``trust/config.py``) and ``output``. Later stages (reward, policy, eval) add their own section class
+``trust/config.py``), ``reward`` (``reward/config.py``; optional) and ``output``. Later stages (reward, policy, eval) add their own section class
 and one field on ``Recipe``.
 """
 
@@ -23,6 +23,7 @@ from .data import INPUT_FORMATS
 from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
 from .section import Section
+from .reward.config import RewardSection
 from .trust.config import TrustSection
 
 
@@ -83,6 +84,7 @@ class Recipe(Section):
     seed: int = Field(0, description="default seed of every stage")
     data: DataSection = DataSection()
     trust: TrustSection = TrustSection()
+    reward: Optional[RewardSection] = None
     output: OutputSection = OutputSection()
 
     def output_dir(self) -> Path:

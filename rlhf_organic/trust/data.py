@@ -93,7 +93,7 @@ def _index_of(values: pa.Array, user_ids: pa.Array) -> np.ndarray:
     return idx.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def _gold_labels(gold: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+def gold_labels(gold: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     """(row index, label) of examples with a crowdworker annotation: good if a 'good' key is > 0."""
     gold = gold.combine_chunks()
     parents = pc.list_parent_indices(gold).to_numpy()
@@ -117,7 +117,7 @@ def load_feedback(dataset: str | Path) -> FeedbackData:
     users = pq.read_table(dataset / "users.parquet")
     user_ids = users.column("user_id").combine_chunks()
     examples = pq.read_table(dataset / "examples.parquet", columns=_EXAMPLE_COLUMNS)
-    gold_rows, gold_label = _gold_labels(examples.column("gold"))
+    gold_rows, gold_label = gold_labels(examples.column("gold"))
     gold = examples.take(pa.array(gold_rows, pa.int64()))
     rated = examples.filter(pc.is_valid(examples.column("thumbs")))
     user = _index_of(rated.column("user_id"), user_ids)

@@ -9,8 +9,6 @@ renamed when complete.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_dir, check_free
 from ..errors import UserError
 from .base import TrustContext, TrustResult
 from .config import TrustSection
@@ -165,8 +164,7 @@ def compute_trust(
 ) -> dict:
     """Score the users of ``dataset`` with ``settings.scheme``; write the trust folder ``out``; return metrics."""
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
+    check_free(out, overwrite)
     ground_truth = ground_truth or settings.ground_truth
     started = time.perf_counter()
     data = load_feedback(dataset)
@@ -210,11 +208,7 @@ def compute_trust(
         }
     metrics["seconds"] = {"load": round(loaded - started, 3), "scheme": round(computed - loaded, 3)}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_dir(out) as tmp:
         for name, table in _tables(data, result).items():
             pq.write_table(table, tmp / f"{name}.parquet", compression="zstd")
         has = np.asarray(n_feedback) > 0
@@ -223,12 +217,6 @@ def compute_trust(
                    f"trust: {settings.scheme} ({int(has.sum())} users with feedback)")
         metrics["seconds"]["total"] = round(time.perf_counter() - started, 3)
         (tmp / "metrics.json").write_bytes(orjson.dumps(metrics, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for note in result.notes:
         log(f"[trust] {note}")
     return metrics

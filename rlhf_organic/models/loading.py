@@ -1,0 +1,123 @@
+"""Loading a base model: a hub id, a local folder, or a GGUF file, optionally quantized on a CUDA GPU.
+
+4-bit / 8-bit loading is refused on CPU. bitsandbytes does run there, but on CPUs with AVX512-BF16
+the first no-grad forward of a 4-bit layer (evaluation, generation) repacks its weight for an
+inference kernel without autograd, and from then on most LoRA parameters silently get zero
+gradient (see the project's STACK notes). A clear refusal is better than a run that trains nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Literal
+
+# bitsandbytes (imported by peft) logs a failed optional-kernel download on every CPU import, and peft
+# trips a transformers deprecation warning on every adapter: noise, silenced at the source.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is deprecated", category=FutureWarning)
+
+Quantization = Literal["none", "4bit", "8bit"]
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+class BaseModelError(ValueError):
+    """A base model that cannot be found, loaded or quantized as asked."""
+
+
+def resolve_base(base: str) -> tuple[str, str | None]:
+    """(folder or hub id, GGUF file name or None) for a ``base`` string."""
+    path = Path(base).expanduser()
+    if base.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise BaseModelError(f"GGUF file {base} does not exist")
+        return str(path.parent), path.name
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise BaseModelError(f"{base} is a folder without config.json: not a model folder")
+        return str(path), None
+    if path.exists() or base.startswith((".", "/", "~")):
+        raise BaseModelError(f"{base} is neither a model folder nor a .gguf file")
+    return base, None  # a hub id
+
+
+def _from_pretrained(cls, base: str, **kwargs):
+    where, gguf_file = resolve_base(base)
+    if gguf_file:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        return cls.from_pretrained(where, **kwargs)
+    except OSError as exc:  # no network, unknown id, missing files
+        raise BaseModelError(
+            f"could not load {base!r}: {str(exc).splitlines()[0]} (a hub id needs network access to the model hub; "
+            "a local folder or a .gguf file does not)"
+        ) from exc
+    except ImportError as exc:
+        raise BaseModelError(f"could not load {base!r}: {exc}") from exc
+
+
+def load_tokenizer(base: str):
+    """The base's tokenizer, with a pad token (the EOS token when the base has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = _from_pretrained(AutoTokenizer, base)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return tokenizer
+
+
+def quantization_config(quantization: Quantization):
+    """The BitsAndBytesConfig for ``quantization`` (None for "none"); refuses on a machine without CUDA."""
+    if quantization == "none":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        raise BaseModelError(
+            f"quantization {quantization!r} needs a CUDA GPU. On CPU, bitsandbytes' 4-bit layers can silently stop "
+            "LoRA gradients after the first evaluation or generation pass (AVX512-BF16 repacking), so rlhf_organic "
+            "refuses it: use quantization: none on CPU"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def load_base(base: str, *, causal_lm: bool = False, dtype: DType = "float32", quantization: Quantization = "none"):
+    """The base model: the bare backbone (``AutoModel``), or with its LM head when ``causal_lm``.
+
+    A GGUF file is dequantized to ``dtype`` on load. Quantized loading puts the model on the GPU.
+    """
+    import torch
+    from transformers import AutoModel, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-shard bars; the stages show their own
+    kwargs = {"dtype": getattr(torch, dtype)}
+    bnb = quantization_config(quantization)
+    if bnb is not None:
+        kwargs.update(quantization_config=bnb, device_map={"": 0})
+    model = _from_pretrained(AutoModelForCausalLM if causal_lm else AutoModel, base, **kwargs)
+    if bnb is not None:
+        from peft import prepare_model_for_kbit_training
+
+        # no gradient checkpointing by default: it costs ~45% of the speed and small models do not need it
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    return model
+
+
+def is_decoder(model_or_config) -> bool:
+    """True for decoder-only language models (pool the last token), False for encoders (pool all tokens)."""
+    config = getattr(model_or_config, "config", model_or_config)
+    if getattr(config, "is_encoder_decoder", False):
+        raise BaseModelError(f"{config.model_type} is an encoder-decoder model; use an encoder or a decoder-only model")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    masked = config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and not masked

@@ -1,0 +1,138 @@
+"""Reward-model training data: thumbs (pointwise) and A/B choices (pairwise), with trust weights.
+
+Thumbs come from the dataset's ``examples.parquet`` (rows with ``thumbs`` set), A/B choices from
+``preferences.parquet``. Weights come from a trust folder: ``examples.parquet`` (``example_id``,
+``weight``) and ``preferences.parquet`` (``preference_id``, ``weight``). Without a trust folder
+every weight is 1. The evaluation split holds out whole conversations (and whole A/B choices),
+chosen by a seeded hash of the id, so it does not move when other rows are added.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import UserError
+
+POINT_COLUMNS = ["example_id", "conversation_id", "user_id", "context", "response", "thumbs", "dislike_reason"]
+PAIR_COLUMNS = ["preference_id", "user_id", "context", "chosen", "rejected"]
+
+
+class RewardDataError(UserError):
+    """Reward-model training data that cannot be used as it is."""
+
+
+@dataclass
+class RewardData:
+    """``point``: one row per thumbs (label 1 liked / 0 disliked, weight); ``pairs``: one row per A/B choice."""
+
+    point: pd.DataFrame
+    pairs: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.point) + len(self.pairs)
+
+
+def held_out(ids: pd.Series, fraction: float, seed: int) -> np.ndarray:
+    """True for the ids in the evaluation split: a stable hash of (seed, id) below ``fraction``."""
+    if fraction <= 0:
+        return np.zeros(len(ids), bool)
+    salt = str(seed).encode()
+    unit = np.array(
+        [int.from_bytes(hashlib.blake2b(salt + str(i).encode(), digest_size=8).digest(), "big") / 2**64 for i in ids]
+    )
+    return unit < fraction
+
+
+def _read(path: Path, columns: list[str]) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    if not path.is_file():
+        raise RewardDataError(f"{path} not found")
+    have = pq.read_schema(path).names
+    missing = [c for c in columns if c not in have]
+    if missing:
+        raise RewardDataError(f"{path}: missing column(s) {', '.join(missing)}")
+    return pq.read_table(path, columns=columns).to_pandas()
+
+
+def _weights(trust_dir: Path, file: str, key: str, ids: pd.Series) -> np.ndarray:
+    path = trust_dir / file
+    if not path.is_file():
+        raise RewardDataError(f"weights file {path} not found (run `rlhf-organic trust` first, or train without --trust)")
+    table = _read(path, [key, "weight"])
+    if table["weight"].isna().any() or not table["weight"].between(0, 1).all():
+        bad = table[table["weight"].isna() | ~table["weight"].between(0, 1)].iloc[0]
+        raise RewardDataError(f"{path}: weight must be a number in [0, 1]; {key} {bad[key]!r} has {bad['weight']!r}")
+    weights = ids.map(table.set_index(key)["weight"])
+    if weights.isna().any():
+        raise RewardDataError(
+            f"{path} has no weight for {int(weights.isna().sum())} of {len(ids)} rows "
+            f"(first: {key} {ids[weights.isna()].iloc[0]!r}); was the trust folder computed on this dataset?"
+        )
+    return weights.to_numpy(np.float64)
+
+
+def load_reward_data(dataset: str | Path, trust_dir: str | Path | None = None, signals=("thumbs", "preferences")) -> RewardData:
+    """The thumbs and A/B choices of an ingested dataset, each with its trust weight."""
+    dataset = Path(dataset)
+    point = pd.DataFrame(columns=POINT_COLUMNS + ["label", "weight"])
+    pairs = pd.DataFrame(columns=PAIR_COLUMNS + ["weight"])
+    if "thumbs" in signals:
+        examples = _read(dataset / "examples.parquet", POINT_COLUMNS)
+        point = examples[examples["thumbs"].notna()].reset_index(drop=True)
+        point["label"] = (point["thumbs"] > 0).astype(np.float32)
+    if "preferences" in signals and (dataset / "preferences.parquet").is_file():
+        pairs = _read(dataset / "preferences.parquet", PAIR_COLUMNS)
+        same = pairs["chosen"] == pairs["rejected"]
+        if same.any():
+            raise RewardDataError(
+                f"{dataset / 'preferences.parquet'}: {int(same.sum())} A/B choice(s) have identical chosen and rejected "
+                f"texts (first: preference_id {pairs.loc[same, 'preference_id'].iloc[0]!r}); such a pair says nothing "
+                "about which reply is better: remove them from the input"
+            )
+    if len(point) + len(pairs) == 0:
+        wanted = " and ".join(signals)
+        raise RewardDataError(f"{dataset}: no {wanted} to train a reward model on")
+    if trust_dir is None:
+        point["weight"], pairs["weight"] = 1.0, 1.0
+    else:
+        trust_dir = Path(trust_dir)
+        if len(point):
+            point["weight"] = _weights(trust_dir, "examples.parquet", "example_id", point["example_id"])
+        if len(pairs):
+            pairs["weight"] = _weights(trust_dir, "preferences.parquet", "preference_id", pairs["preference_id"])
+    return RewardData(point, pairs)
+
+
+def split(data: RewardData, fraction: float, seed: int) -> tuple[RewardData, RewardData]:
+    """(train, eval): whole conversations and whole A/B choices held out."""
+    p_eval = held_out(data.point["conversation_id"], fraction, seed) if len(data.point) else np.zeros(0, bool)
+    q_eval = held_out(data.pairs["preference_id"], fraction, seed) if len(data.pairs) else np.zeros(0, bool)
+    take = lambda df, m: df[m].reset_index(drop=True)  # noqa: E731
+    return (
+        RewardData(take(data.point, ~p_eval), take(data.pairs, ~q_eval)),
+        RewardData(take(data.point, p_eval), take(data.pairs, q_eval)),
+    )
+
+
+def reason_vocabulary(point: pd.DataFrame) -> list[str]:
+    """The dislike reasons seen on disliked examples, sorted."""
+    disliked = point[(point["label"] == 0) & point["dislike_reason"].notna()]
+    return sorted(set(disliked["dislike_reason"].astype(str)))
+
+
+def reason_targets(point: pd.DataFrame, reasons: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(one-hot targets [n, len(reasons)], has_reason [n]): only disliked examples with a known reason count."""
+    index = {r: i for i, r in enumerate(reasons)}
+    targets = np.zeros((len(point), len(reasons)), np.float32)
+    has = np.zeros(len(point), bool)
+    for row, (label, reason) in enumerate(zip(point["label"], point["dislike_reason"])):
+        if label == 0 and reason is not None and reason == reason and str(reason) in index:
+            targets[row, index[str(reason)]] = 1.0
+            has[row] = True
+    return targets, has

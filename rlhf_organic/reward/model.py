@@ -1,0 +1,149 @@
+"""The reward model: a base model with a LoRA adapter, pooled, and a linear score head.
+
+``score = head(pool(backbone(context + response)))[0]``; with ``head.reasons`` the head has one more
+logit per dislike reason. Encoders pool the mean of all tokens, decoder-only models the last real
+token (wherever the padding is). Only the LoRA parameters and the head are trained.
+
+On disk (``MODEL_DIR``): ``adapter/`` (a PEFT adapter folder), ``head.safetensors``,
+``reward_model.json`` (base, pooling, reasons, max length), ``spec.yaml``, and ``base/`` when the
+base is a tiny model built from a config.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..models.loading import is_decoder, load_base, load_tokenizer
+from ..models.tiny import CHAT_TEMPLATE, save_tiny
+from .spec import RewardSpec
+
+META_FILE = "reward_model.json"
+
+
+def format_dialogue(tokenizer, context, response: str) -> str:
+    """The text a reward model reads: the context turns and the response, in the base's chat format."""
+    messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in (context if context is not None else [])]
+    messages.append({"role": "assistant", "content": response})
+    template = tokenizer.chat_template or CHAT_TEMPLATE
+    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
+
+
+def encode(tokenizer, contexts, responses, max_length: int) -> list[list[int]]:
+    """Token ids of each (context, response), cut from the left so the response always fits."""
+    texts = [format_dialogue(tokenizer, c, r) for c, r in zip(contexts, responses)]
+    side = tokenizer.truncation_side
+    tokenizer.truncation_side = "left"
+    try:
+        return tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
+    finally:
+        tokenizer.truncation_side = side
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
+    """[batch, seq, dim] -> [batch, dim]: the last real token, the first token, or the masked mean."""
+    if how == "last":  # position of the last 1 in the mask: right or left padding alike
+        positions = torch.arange(mask.shape[1], device=mask.device)
+        last = (mask * positions).argmax(dim=1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    if how == "first":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+class RewardModel(nn.Module):
+    def __init__(self, backbone: nn.Module, pooling: str, n_reasons: int = 0):
+        super().__init__()
+        self.backbone, self.pooling, self.n_reasons = backbone, pooling, n_reasons
+        self.head = nn.Linear(backbone.config.hidden_size, 1 + n_reasons)
+        nn.init.normal_(self.head.weight, std=1 / (backbone.config.hidden_size + 1))
+        nn.init.zeros_(self.head.bias)
+        self.head.to(next(backbone.parameters()).device)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores [batch], reason logits [batch, n_reasons])."""
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        out = self.head(pool(hidden, attention_mask, self.pooling).to(self.head.weight.dtype))
+        return out[:, 0], out[:, 1:]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+def resolve_pooling(spec: RewardSpec, backbone) -> str:
+    if spec.head.pooling != "auto":
+        return spec.head.pooling
+    return "last" if is_decoder(backbone) else "mean"
+
+
+def lora_config(spec: RewardSpec):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
+        target_modules=spec.lora.target_modules, modules_to_save=spec.lora.modules_to_save or None,
+        task_type="FEATURE_EXTRACTION",
+    )
+
+
+def base_location(spec: RewardSpec, model_dir: Path) -> str:
+    return str(model_dir / "base") if spec.base == "tiny" else spec.base
+
+
+def build_reward_model(spec: RewardSpec, model_dir: Path, texts=None, reasons: list[str] = (), seed: int = 0):
+    """A fresh reward model (LoRA adapter + head) and its tokenizer.
+
+    With ``base: tiny`` the tiny base is first built into ``model_dir/base`` with a tokenizer trained
+    on ``texts``.
+    """
+    from peft import get_peft_model
+
+    if spec.base == "tiny":
+        if texts is None:
+            raise ValueError("a tiny base needs texts to train its tokenizer on")
+        t = spec.tiny
+        save_tiny(model_dir / "base", texts, kind=t.kind, vocab_size=t.vocab_size, seed=seed, hidden=t.hidden,
+                  layers=t.layers, heads=t.heads, max_positions=max(512, spec.max_length))
+    where = base_location(spec, model_dir)
+    tokenizer = load_tokenizer(where)
+    backbone = load_base(where, dtype=spec.dtype, quantization=spec.quantization)
+    pooling = resolve_pooling(spec, backbone)
+    torch.manual_seed(seed)
+    model = RewardModel(get_peft_model(backbone, lora_config(spec)), pooling, len(reasons))
+    return model, tokenizer
+
+
+def save_reward_model(model: RewardModel, tokenizer, spec: RewardSpec, reasons: list[str], model_dir: Path) -> None:
+    from safetensors.torch import save_file
+
+    from .spec import dump_spec
+
+    model.backbone.save_pretrained(model_dir / "adapter")
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, model_dir / "head.safetensors")
+    meta = {"format": 1, "base": spec.base, "pooling": model.pooling, "reasons": list(reasons), "max_length": spec.max_length,
+            "dtype": spec.dtype, "quantization": spec.quantization}
+    (model_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    (model_dir / "spec.yaml").write_text(dump_spec(spec))
+
+
+def load_reward_model(model_dir: str | Path, quantization: str | None = None):
+    """(model in eval mode, tokenizer, meta) from a folder written by ``save_reward_model``."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from ..errors import UserError
+
+    model_dir = Path(model_dir)
+    if not (model_dir / META_FILE).is_file():
+        raise UserError(f"{model_dir} is not a reward-model folder (no {META_FILE})")
+    meta = json.loads((model_dir / META_FILE).read_text())
+    where = str(model_dir / "base") if meta["base"] == "tiny" else meta["base"]
+    tokenizer = load_tokenizer(where)
+    backbone = load_base(where, dtype=meta["dtype"], quantization=quantization or meta["quantization"])
+    model = RewardModel(PeftModel.from_pretrained(backbone, model_dir / "adapter"), meta["pooling"], len(meta["reasons"]))
+    model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
+    return model.eval(), tokenizer, meta

@@ -1,0 +1,146 @@
+"""Reward-model specs: one YAML file per reward model in ``reward_models/``, validated here.
+
+A recipe (or ``rlhf-organic reward train --spec``) names a spec by name (``reward_models/NAME.yaml``,
+looked up in the working directory first, then beside the installed package) or by path, and may
+override any field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, model_validator
+
+from ..errors import RecipeError
+from ..models.loading import DType, Quantization
+from ..section import Section
+
+SPEC_DIRS = (Path("reward_models"), Path(__file__).resolve().parents[2] / "reward_models")
+
+
+class TinyBase(Section):
+    """``tiny``: the model built from a config when ``base: tiny`` (tokenizer trained on the data)."""
+
+    kind: Literal["decoder", "encoder"] = "decoder"
+    hidden: int = Field(64, ge=8, le=1024)
+    layers: int = Field(2, ge=1, le=12)
+    heads: int = Field(4, ge=1, le=16)
+    vocab_size: int = Field(2000, ge=300, le=50_000, description="BPE vocabulary trained on the training texts")
+
+
+class HeadSettings(Section):
+    pooling: Literal["auto", "last", "mean", "first"] = Field(
+        "auto", description="auto: the last token for decoders, the mean of all tokens for encoders"
+    )
+    reasons: bool = Field(False, description="add one logit per dislike reason (multi-label head)")
+
+
+class LossMix(Section):
+    """Total loss = pointwise * BCE(thumbs) + pairwise * Bradley-Terry(preferences) + reasons * BCE(reasons)."""
+
+    pointwise: float = Field(1.0, ge=0)
+    pairwise: float = Field(1.0, ge=0)
+    reasons: float = Field(0.5, ge=0, description="used when head.reasons is true")
+    margin: float = Field(0.0, description="Bradley-Terry margin: -logsigmoid(r_chosen - r_rejected - margin)")
+
+
+class LoraSettings(Section):
+    r: int = Field(8, ge=1, le=512)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: str | list[str] = Field("all-linear", description="PEFT target_modules")
+    modules_to_save: list[str] = Field(
+        [], description="modules trained in full besides the adapter (e.g. embed_tokens for a tiny random base)"
+    )
+
+
+class TrainSettings(Section):
+    epochs: float = Field(1.0, gt=0, description="passes over the training data (fractions allowed)")
+    batch_size: int = Field(16, ge=1, description="examples per step (a pair counts once)")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    group_by_length: bool = Field(True, description="batch examples of similar length: less padding, same data")
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="conversations (and A/B choices) held out for evaluation")
+    eval_clean_max: int = Field(2000, ge=0, description="at most this many held-out replies scored against clean labels")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+
+
+class RewardSpec(Section):
+    """One reward model: base, head, signals, loss mix, LoRA, training."""
+
+    name: str = Field("reward", pattern=r"^[A-Za-z0-9_.-]+$")
+    base: str = Field("tiny", description="'tiny', a hub id, a local model folder or a .gguf file")
+    tiny: TinyBase = TinyBase()
+    dtype: DType = "float32"
+    quantization: Quantization = Field("none", description="4bit / 8bit need a CUDA GPU")
+    signals: list[Literal["thumbs", "preferences"]] = Field(["thumbs", "preferences"], min_length=1)
+    head: HeadSettings = HeadSettings()
+    loss: LossMix = LossMix()
+    lora: LoraSettings = LoraSettings()
+    max_length: int = Field(256, ge=8, description="tokens per example; the context is cut from the left")
+    train: TrainSettings = TrainSettings()
+
+    @model_validator(mode="after")
+    def _used_signals_weighted(self) -> "RewardSpec":
+        if "thumbs" in self.signals and self.loss.pointwise == 0 and "preferences" not in self.signals:
+            raise ValueError("signals is [thumbs] but loss.pointwise is 0: nothing to learn from")
+        if "preferences" in self.signals and self.loss.pairwise == 0 and "thumbs" not in self.signals:
+            raise ValueError("signals is [preferences] but loss.pairwise is 0: nothing to learn from")
+        return self
+
+
+def find_spec(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or len(path.parts) > 1:
+        if not path.is_file():
+            raise RecipeError(f"reward-model spec not found: {path}")
+        return path
+    for folder in SPEC_DIRS:
+        if (folder / f"{name_or_path}.yaml").is_file():
+            return folder / f"{name_or_path}.yaml"
+    known = sorted({p.stem for d in SPEC_DIRS if d.is_dir() for p in d.glob("*.yaml")})
+    raise RecipeError(f"no reward-model spec named {name_or_path!r}; known: {', '.join(known) or 'none'}")
+
+
+def merge(base: dict, override: dict) -> dict:
+    """``base`` with ``override`` applied, section by section."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_spec(name_or_path: str, override: dict[str, Any] | None = None, sets: list[str] = ()) -> RewardSpec:
+    """A validated spec: the file, then ``override`` (a recipe's), then ``key=value`` strings (the CLI's)."""
+    from ..recipe import _key_lines, apply_overrides, parse_overrides, validate_settings
+
+    path = find_spec(name_or_path)
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a reward-model spec is a mapping, got {type(data).__name__}")
+    data = merge(data, override or {})
+    parsed = parse_overrides(list(sets))
+    data = apply_overrides(data, parsed)
+    overridden = {p for p in _flat_keys(override or {})} | {p for p, _ in parsed}
+    return validate_settings(RewardSpec, data, str(path), key_lines=_key_lines(text), overridden=overridden)
+
+
+def _flat_keys(tree: dict, prefix: tuple = ()) -> list[tuple]:
+    keys = []
+    for key, value in tree.items():
+        keys.append(prefix + (key,))
+        if isinstance(value, dict):
+            keys += _flat_keys(value, prefix + (key,))
+    return keys
+
+
+def dump_spec(spec: RewardSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False, allow_unicode=True)

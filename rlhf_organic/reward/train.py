@@ -1,0 +1,159 @@
+"""Training and scoring loops for the reward model (plain torch, no Trainer).
+
+A step takes ``batch_size`` items, thumbs and A/B choices mixed, and runs every text of the step in
+one padded forward pass: thumbs contribute one sequence, a choice two (chosen, rejected). The loss is
+
+    pointwise * BCE(thumbs) + pairwise * Bradley-Terry(choices) + reasons * BCE(dislike reasons)
+
+each a weighted mean over the step's items of that kind (divided by their weight sum), so trust
+weights of 1 give the unweighted losses and an item of weight 0 gives no gradient.
+
+With ``group_by_length`` the items are shuffled, then sorted by length inside windows of 64 steps,
+and the steps are shuffled again: every item is still seen once per epoch, with far less padding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..losses import bradley_terry, pointwise_bce, reason_bce
+from .spec import LossMix, TrainSettings
+
+GROUP_WINDOW = 64  # steps per length-sorting window
+
+
+@dataclass
+class Items:
+    """Tokenised training items: thumbs (one sequence each) and A/B choices (two)."""
+
+    point_ids: list[list[int]] = field(default_factory=list)
+    point_label: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    point_weight: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    point_reasons: np.ndarray | None = None  # [n, n_reasons] one-hot, or None
+    point_has_reason: np.ndarray | None = None
+    chosen_ids: list[list[int]] = field(default_factory=list)
+    rejected_ids: list[list[int]] = field(default_factory=list)
+    pair_weight: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def n_point(self) -> int:
+        return len(self.point_ids)
+
+    def __len__(self) -> int:
+        return self.n_point + len(self.chosen_ids)
+
+    def length(self, i: int) -> int:
+        """Tokens item ``i`` puts in a batch (items >= n_point are pairs)."""
+        if i < self.n_point:
+            return len(self.point_ids[i])
+        j = i - self.n_point
+        return max(len(self.chosen_ids[j]), len(self.rejected_ids[j]))
+
+
+def batch_order(items: Items, batch_size: int, group_by_length: bool, rng: np.random.Generator) -> list[np.ndarray]:
+    """One epoch of steps: arrays of item indices covering every item once."""
+    order = rng.permutation(len(items))
+    if group_by_length:
+        window = batch_size * GROUP_WINDOW
+        lengths = np.array([items.length(i) for i in range(len(items))])
+        order = np.concatenate([
+            chunk[np.argsort(lengths[chunk], kind="stable")] for chunk in np.array_split(order, max(1, math.ceil(len(order) / window)))
+        ])
+    steps = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+    if group_by_length:
+        steps = [steps[i] for i in rng.permutation(len(steps))]
+    return steps
+
+
+def pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and attention mask."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, s in enumerate(sequences):
+        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+        mask[row, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def step_loss(model, items: Items, step: np.ndarray, mix: LossMix, pad_id: int) -> tuple[torch.Tensor, dict]:
+    """The mixed loss of one step, and its parts (floats) for logging."""
+    device = model.head.weight.device
+    point = step[step < items.n_point]
+    pair = step[step >= items.n_point] - items.n_point
+    sequences = [items.point_ids[i] for i in point] + [items.chosen_ids[j] for j in pair] + [items.rejected_ids[j] for j in pair]
+    ids, mask = pad(sequences, pad_id, device)
+    scores, reason_logits = model(ids, mask)
+    total = scores.sum() * 0.0
+    parts = {}
+    if len(point) and mix.pointwise > 0:
+        w = torch.as_tensor(items.point_weight[point], dtype=scores.dtype, device=device)
+        label = torch.as_tensor(items.point_label[point], device=device)
+        parts["pointwise"] = pointwise_bce(scores[: len(point)], label, w)
+        total = total + mix.pointwise * parts["pointwise"]
+        if items.point_reasons is not None and mix.reasons > 0:
+            has = items.point_has_reason[point]
+            rw = w * torch.as_tensor(has, dtype=scores.dtype, device=device)
+            target = torch.as_tensor(items.point_reasons[point], device=device)
+            parts["reasons"] = reason_bce(reason_logits[: len(point)], target, rw)
+            total = total + mix.reasons * parts["reasons"]
+    if len(pair) and mix.pairwise > 0:
+        n = len(point)
+        w = torch.as_tensor(items.pair_weight[pair], dtype=scores.dtype, device=device)
+        parts["pairwise"] = bradley_terry(scores[n: n + len(pair)], scores[n + len(pair):], w, mix.margin)
+        total = total + mix.pairwise * parts["pairwise"]
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+def train(model, items: Items, settings: TrainSettings, mix: LossMix, pad_id: int, seed: int = 0, progress=None) -> dict:
+    """Train ``model``'s trainable parameters on ``items``; returns the loss history and step count."""
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    epochs_whole = math.ceil(settings.epochs)
+    plan = []
+    for _ in range(epochs_whole):
+        plan += batch_order(items, settings.batch_size, settings.group_by_length, rng)
+    plan = plan[: max(1, round(len(plan) * settings.epochs / epochs_whole))]
+    params = model.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    warmup = max(1, int(settings.warmup_ratio * len(plan)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (len(plan) - s) / max(1, len(plan) - warmup)))
+    )
+    model.train()
+    history = []
+    for number, step in enumerate(plan):
+        loss, parts = step_loss(model, items, step, mix, pad_id)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        optimizer.step()
+        schedule.step()
+        history.append({"step": number + 1, "loss": float(loss.detach()), **parts})
+        if progress is not None:
+            progress(len(step), loss=history[-1]["loss"])
+    model.eval()
+    return {"steps": len(plan), "history": history}
+
+
+@torch.no_grad()
+def score(model, sequences: list[list[int]], pad_id: int, batch_size: int = 64, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [n], reason logits [n, n_reasons]) of token sequences, in batches of similar length."""
+    model.eval()
+    device = model.head.weight.device
+    scores = np.zeros(len(sequences), np.float32)
+    reasons = np.zeros((len(sequences), model.n_reasons), np.float32)
+    order = np.argsort([len(s) for s in sequences], kind="stable")
+    for start in range(0, len(order), batch_size):
+        rows = order[start: start + batch_size]
+        ids, mask = pad([sequences[i] for i in rows], pad_id, device)
+        s, r = model(ids, mask)
+        scores[rows] = s.float().cpu().numpy()
+        reasons[rows] = r.float().cpu().numpy()
+        if progress is not None:
+            progress(len(rows))
+    return scores, reasons
