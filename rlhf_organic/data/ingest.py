@@ -29,7 +29,7 @@ from . import INPUT_FORMATS, tables
 from .readers import READERS, Parsed, Reject, detect
 from .readers.common import BadRecord, load_object
 from .schema import OUTPUT_TABLES
-from .sources import Chunk, ReadFailure, display_name, expand_inputs, iter_chunks
+from .sources import ReadFailure, display_name, expand_inputs, iter_chunks
 
 DEFAULT_CHUNK_BYTES = 32 << 20
 _DETECT_LINES = 100  # auto-detection looks at up to this many lines of each file

@@ -48,7 +48,8 @@ def held_out(ids: pd.Series, fraction: float, seed: int) -> np.ndarray:
     return unit < fraction
 
 
-def _read(path: Path, columns: list[str]) -> pd.DataFrame:
+def _read(path: Path, columns: list[str], filters=None) -> pd.DataFrame:
+    """``columns`` of a Parquet file (rows matching the pyarrow expression ``filters``), or a clear error."""
     import pyarrow.parquet as pq
 
     if not path.is_file():
@@ -57,7 +58,7 @@ def _read(path: Path, columns: list[str]) -> pd.DataFrame:
     missing = [c for c in columns if c not in have]
     if missing:
         raise RewardDataError(f"{path}: missing column(s) {', '.join(missing)}")
-    return pq.read_table(path, columns=columns).to_pandas()
+    return pq.read_table(path, columns=columns, filters=filters).to_pandas()
 
 
 def _weights(trust_dir: Path, file: str, key: str, ids: pd.Series) -> np.ndarray:
@@ -83,8 +84,10 @@ def load_reward_data(dataset: str | Path, trust_dir: str | Path | None = None, s
     point = pd.DataFrame(columns=POINT_COLUMNS + ["label", "weight"])
     pairs = pd.DataFrame(columns=PAIR_COLUMNS + ["weight"])
     if "thumbs" in signals:
-        examples = _read(dataset / "examples.parquet", POINT_COLUMNS)
-        point = examples[examples["thumbs"].notna()].reset_index(drop=True)
+        import pyarrow.compute as pc
+
+        # only rated rows: at BB3x size most examples have no thumbs, and their contexts are most of the bytes
+        point = _read(dataset / "examples.parquet", POINT_COLUMNS, filters=pc.field("thumbs").is_valid())
         point["label"] = (point["thumbs"] > 0).astype(np.float32)
     if "preferences" in signals and (dataset / "preferences.parquet").is_file():
         pairs = _read(dataset / "preferences.parquet", PAIR_COLUMNS)

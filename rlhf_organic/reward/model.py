@@ -28,8 +28,12 @@ def format_dialogue(tokenizer, context, response: str) -> str:
     """The text a reward model reads: the context turns and the response, in the base's chat format."""
     messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in (context if context is not None else [])]
     messages.append({"role": "assistant", "content": response})
-    template = tokenizer.chat_template or CHAT_TEMPLATE
-    return tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False)
+    if tokenizer.chat_template:
+        try:
+            return tokenizer.apply_chat_template(messages, tokenize=False)
+        except Exception:  # noqa: BLE001 - e.g. templates that insist on user/assistant alternation
+            pass  # organic contexts can open with the bot, or hold two user turns in a row
+    return tokenizer.apply_chat_template(messages, chat_template=CHAT_TEMPLATE, tokenize=False)
 
 
 def encode(tokenizer, contexts, responses, max_length: int) -> list[list[int]]:

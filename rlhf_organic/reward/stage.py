@@ -73,29 +73,38 @@ def _user_groups(trust_dir: Path | None, ground_truth: Path | None) -> dict[str,
 
 
 def _clean_examples(dataset: Path, ground_truth: Path | None, fraction: float, seed: int, cap: int) -> pd.DataFrame:
-    """Held-out replies (any, rated or not) with a clean label: simulator truth, else crowdworker gold."""
+    """Held-out replies (any, rated or not) with a clean label: simulator truth, else crowdworker gold.
+
+    The labels and ids are read first; contexts only for the (at most ``cap``) replies chosen.
+    """
+    import pyarrow.compute as pc
+
     from ..trust.data import gold_labels
 
-    examples = pq.read_table(dataset / "examples.parquet", columns=["example_id", "conversation_id", "context", "response", "gold"])
+    path = dataset / "examples.parquet"
+    truth_file = None
     if ground_truth is not None:
-        folder = ground_truth if ground_truth.is_dir() else ground_truth.parent
-        file = folder / "ground_truth_examples.parquet"
-        if file.is_file():
-            truth = pq.read_table(file, columns=["example_id", "is_good"]).to_pandas()
-            frame = examples.drop_columns(["gold"]).to_pandas().merge(truth, on="example_id")
-            frame = frame.rename(columns={"is_good": "clean_label"}).assign(clean_source="simulator")
-            return _sample_held_out(frame, fraction, seed, cap)
-    rows, good = gold_labels(examples.column("gold"))
-    frame = examples.drop_columns(["gold"]).take(pa.array(rows, pa.int64())).to_pandas()
-    frame["clean_label"], frame["clean_source"] = good.astype(bool), "gold"
-    return _sample_held_out(frame, fraction, seed, cap)
-
-
-def _sample_held_out(frame: pd.DataFrame, fraction: float, seed: int, cap: int) -> pd.DataFrame:
-    frame = frame[held_out(frame["conversation_id"], fraction, seed)] if len(frame) else frame
-    if len(frame) > cap:
-        frame = frame.sample(cap, random_state=seed)
-    return frame.reset_index(drop=True)
+        truth_file = (ground_truth if ground_truth.is_dir() else ground_truth.parent) / "ground_truth_examples.parquet"
+    if truth_file is not None and truth_file.is_file():
+        ids = pq.read_table(path, columns=["example_id", "conversation_id"]).to_pandas()
+        truth = pq.read_table(truth_file, columns=["example_id", "is_good"]).to_pandas()
+        labelled = ids.merge(truth, on="example_id").rename(columns={"is_good": "clean_label"})
+        source = "simulator"
+    else:
+        table = pq.read_table(path, columns=["example_id", "conversation_id", "gold"])
+        rows, good = gold_labels(table.column("gold"))
+        labelled = table.drop_columns(["gold"]).take(pa.array(rows, pa.int64())).to_pandas()
+        labelled["clean_label"] = good.astype(bool)
+        source = "gold"
+    if len(labelled):
+        labelled = labelled[held_out(labelled["conversation_id"], fraction, seed)]
+    if len(labelled) > cap:
+        labelled = labelled.sample(cap, random_state=seed)
+    if len(labelled) == 0:
+        return labelled
+    texts = pq.read_table(path, columns=["example_id", "context", "response"],
+                          filters=pc.field("example_id").isin(list(labelled["example_id"]))).to_pandas()
+    return labelled.merge(texts, on="example_id").assign(clean_source=source).reset_index(drop=True)
 
 
 def evaluate_model(model, tokenizer, eval_data: RewardData, spec: RewardSpec, dataset: Path, *, seed: int,
