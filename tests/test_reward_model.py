@@ -211,3 +211,15 @@ def test_recipe_reward_section_is_validated_at_load(tmp_path):
     recipe.write_text("name: t\nreward: {spec: missing_spec}\n")
     with pytest.raises(RecipeError, match="no reward-model spec named 'missing_spec'"):
         load_recipe(recipe)
+
+
+def test_dialogue_text_falls_back_when_the_base_template_refuses_the_turn_order():
+    from rlhf_organic.models.tiny import train_tokenizer
+    from rlhf_organic.reward.model import format_dialogue
+
+    tokenizer = train_tokenizer(["hello there", "how are you"], vocab_size=300)
+    tokenizer.chat_template = ("{% if messages[0]['role'] != 'user' %}{{ raise_exception('roles must alternate') }}{% endif %}"
+                               "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{% endfor %}")
+    assert format_dialogue(tokenizer, [{"role": "user", "content": "hi"}], "yo") == "[user] hi[assistant] yo"
+    opened_by_bot = format_dialogue(tokenizer, [{"role": "assistant", "content": "welcome"}], "yo")
+    assert opened_by_bot == "<|assistant|>welcome\n<|assistant|>yo\n"
