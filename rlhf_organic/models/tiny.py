@@ -61,8 +61,10 @@ def tiny_config(kind: str, vocab_size: int, hidden: int = 64, layers: int = 2, h
 def save_tiny(folder: str | Path, texts, kind: str = "decoder", vocab_size: int = 2000, seed: int = 0, **sizes) -> Path:
     """Train a tokenizer on ``texts``, build a tiny ``kind`` model with it and save both to ``folder``."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModel
+    from transformers import AutoModel, AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-shard bar for a model of a few MB is noise
     folder = Path(folder)
     tokenizer = train_tokenizer(texts, vocab_size)
     config = tiny_config(kind, len(tokenizer), **sizes)
