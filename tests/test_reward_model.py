@@ -223,3 +223,24 @@ def test_dialogue_text_falls_back_when_the_base_template_refuses_the_turn_order(
     assert format_dialogue(tokenizer, [{"role": "user", "content": "hi"}], "yo") == "[user] hi[assistant] yo"
     opened_by_bot = format_dialogue(tokenizer, [{"role": "assistant", "content": "welcome"}], "yo")
     assert opened_by_bot == "<|assistant|>welcome\n<|assistant|>yo\n"
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(simulated, tmp_path):
+    from rlhf_organic.reward.train import step_loss
+
+    spec, data, model, tokenizer = _model(simulated, tmp_path)
+    items = make_items(tokenizer, data, spec, [])
+    step = np.arange(12)
+
+    def grads():
+        model.zero_grad()
+        model.train()
+        loss, _ = step_loss(model, items, step, spec.loss, tokenizer.pad_token_id)
+        loss.backward()
+        return [p.grad.clone() for p in model.trainable_parameters() if p.grad is not None]
+
+    plain = grads()
+    model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpointed = grads()
+    assert len(plain) == len(checkpointed) > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checkpointed))

@@ -64,6 +64,9 @@ class TrainSettings(Section):
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     grad_clip: float = Field(1.0, gt=0)
     group_by_length: bool = Field(True, description="batch examples of similar length: less padding, same data")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute activations in the backward pass: less memory, about a third slower"
+    )
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="conversations (and A/B choices) held out for evaluation")
     eval_clean_max: int = Field(2000, ge=0, description="at most this many held-out replies scored against clean labels")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")

@@ -118,6 +118,8 @@ def train(model, items: Items, settings: TrainSettings, mix: LossMix, pad_id: in
     for _ in range(epochs_whole):
         plan += batch_order(items, settings.batch_size, settings.group_by_length, rng)
     plan = plan[: max(1, round(len(plan) * settings.epochs / epochs_whole))]
+    if settings.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA), no input-grad hook
+        model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     params = model.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     warmup = max(1, int(settings.warmup_ratio * len(plan)))
