@@ -188,14 +188,16 @@ def train_reward(
 
             run = train(model, items, spec.train, spec.loss, tokenizer.pad_token_id, seed=seed, progress=advance)
         trained = time.perf_counter()
+        with tqdm(desc=f"reward eval ({spec.name})", unit="ex", disable=None if progress is None else not progress) as bar:
+            evaluation = evaluate_model(model, tokenizer, eval_data, spec, dataset, seed=seed, trust_dir=trust,
+                                        ground_truth=ground_truth, progress=bar.update)
         metrics = {
             "spec": spec.name, "base": spec.base, "seed": seed, "trust": str(trust) if trust else None,
             "train": {"thumbs": len(train_data.point), "pairs": len(train_data.pairs), "steps": run["steps"],
                       "weight_sum": float(weights.sum()), "final_loss": run["history"][-1]["loss"],
                       "trainable_parameters": sum(p.numel() for p in model.trainable_parameters())},
             "reasons": reasons,
-            "eval": evaluate_model(model, tokenizer, eval_data, spec, dataset, seed=seed, trust_dir=trust,
-                                   ground_truth=ground_truth),
+            "eval": evaluation,
         }
         metrics["seconds"] = {"prepare": round(prepared - started, 2), "train": round(trained - prepared, 2),
                               "examples_per_second": round(len(items) * spec.train.epochs / max(trained - prepared, 1e-9), 2),
