@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -38,6 +37,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent))
 
+from child import reply, run_child  # noqa: E402
 from machine import machine_info  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "reward_throughput.json"
@@ -185,11 +185,7 @@ WORKERS = {"trl": worker_trl, "ours": worker_ours}
 
 
 def run_worker(kind: str, spec: dict) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--spec", json.dumps(spec)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0:
-        sys.exit(f"{kind} worker failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(Path(__file__).resolve(), ["--worker", kind, "--spec", json.dumps(spec)])
 
 
 # ---- main --------------------------------------------------------------------------------------
@@ -209,9 +205,7 @@ def main(argv=None) -> None:
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        answer = WORKERS[args.worker](json.loads(args.spec))
-        answer["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        print(json.dumps(answer))
+        reply(WORKERS[args.worker](json.loads(args.spec)))
         return
 
     started = time.perf_counter()

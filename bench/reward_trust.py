@@ -38,13 +38,13 @@ import argparse
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from machine import machine_info  # bench/machine.py (bench/ is on sys.path when a bench runs)
+from child import json_default, reply, run_child  # bench/child.py (bench/ is on sys.path when a bench runs)
+from machine import machine_info  # bench/machine.py
 from trust_safetymix import ensure_dataset, git_state  # same dataset layout and git record as the trust bench
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -196,35 +196,12 @@ def worker_seed(spec: dict) -> dict:
 
 
 def run_worker(spec: dict, threads: int | None) -> dict:
-    """Run one seed in a fresh Python process; its JSON answer plus wall time and peak RSS."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    env = dict(os.environ)
-    if threads:  # several seeds at once: one thread each instead of fighting over the cores
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(threads)
-    started = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)  # stderr: progress lines
-    if proc.returncode != 0:
-        sys.exit(f"seed {spec['seed']} failed ({proc.returncode})")
-    answer = json.loads(proc.stdout.strip().splitlines()[-1])
-    answer["process_seconds"] = round(time.perf_counter() - started, 2)
-    return answer
+    """Run one seed in a fresh Python process (``child.run_child``); progress lines go to the terminal."""
+    return run_child(Path(__file__).resolve(), ["--worker", json.dumps(spec)], threads=threads, show_stderr=True)
 
 
 def worker_main(spec_json: str) -> None:
-    answer = worker_seed(json.loads(spec_json))
-    answer["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    print(json.dumps(answer, default=_json_default))
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    reply(worker_seed(json.loads(spec_json)))
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -372,7 +349,7 @@ def run(args) -> None:
     }
     out = args.out or RESULTS
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=_json_default))
+    out.write_text(json.dumps(report, indent=2, default=json_default))
     log(f"wrote {out}")
 
 

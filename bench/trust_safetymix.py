@@ -55,7 +55,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -63,7 +62,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from machine import machine_info  # bench/machine.py (bench/ is on sys.path when a bench runs)
+from child import json_default, reply, run_child  # bench/child.py (bench/ is on sys.path when a bench runs)
+from machine import machine_info  # bench/machine.py
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results" / "trust_safetymix.json"
@@ -320,49 +320,13 @@ WORKERS = {
 
 def run_worker(kind: str, spec: dict, *, threads: int | None = None, show_stderr: bool = False,
                timeout: float | None = None) -> dict:
-    """Run one worker in a fresh Python process; its JSON answer plus peak RSS and wall time.
-
-    With ``timeout`` a child still running after that many seconds is stopped and the answer is
-    ``{"timed_out": True, ...}`` instead of exiting the bench."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", kind, "--spec", json.dumps(spec)]
-    env = dict(os.environ)
-    if threads:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            env[var] = str(threads)
-    load_before = os.getloadavg()
-    started = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=None if show_stderr else subprocess.PIPE, text=True,
-                              env=env, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"timed_out": True, "timeout_seconds": timeout, "process_seconds": round(time.perf_counter() - started, 2),
-                "loadavg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]}
-    wall = time.perf_counter() - started
-    if proc.returncode != 0:
-        sys.exit(f"{kind} worker failed ({proc.returncode}) on {spec}:\n{(proc.stderr or '')[-4000:]}")
-    answer = json.loads(proc.stdout.strip().splitlines()[-1])
-    answer["process_seconds"] = round(wall, 2)
-    # Other work on the machine slows a run down: the 1-minute load average before and after it shows it.
-    answer["loadavg_1min"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
-    return answer
+    """Run one worker in a fresh Python process (``child.run_child``)."""
+    return run_child(Path(__file__).resolve(), ["--worker", kind, "--spec", json.dumps(spec)], threads=threads,
+                     timeout=timeout, show_stderr=show_stderr)
 
 
 def worker_main(kind: str, spec_json: str) -> None:
-    answer = WORKERS[kind](json.loads(spec_json))
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    answer["peak_rss_kib"] = usage.ru_maxrss
-    answer["process_cpu_seconds"] = round(usage.ru_utime + usage.ru_stime, 2)  # imports included
-    print(json.dumps(answer, default=_json_default))
-
-
-def _json_default(value):
-    import numpy as np
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+    reply(WORKERS[kind](json.loads(spec_json)))
 
 
 # ---- report ------------------------------------------------------------------------------------
@@ -543,7 +507,7 @@ def run_safetymix(args) -> None:
         answer = run_worker("dataset", spec, threads=threads)
         log(f"  {spec['preset']} seed {spec['seed']}: {answer['labels']} labels, {answer['test_examples']} test, "
             f"{answer['process_seconds']:.0f} s ({'reused' if answer['dataset']['reused'] else 'simulated'}), "
-            f"peak RSS {answer['peak_rss_kib'] / 1024:.0f} MB")
+            f"peak RSS {answer['peak_rss_mb']:,} MB")
         return answer
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
@@ -588,7 +552,7 @@ def run_safetymix(args) -> None:
     }
     out = args.out or RESULTS
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, default=_json_default))
+    out.write_text(json.dumps(report, indent=2, default=json_default))
     log(f"wrote {out}")
 
 
@@ -622,7 +586,7 @@ def scale_corpus(workdir: Path, users: int, replies: int, files: int) -> dict:
                      show_stderr=True)
     meta = {"wanted": wanted, "sim_settings": sim_settings, "pilot": pilot["counts"],
             "simulate": {"seconds": round(sim["seconds"], 1), "process_seconds": sim["process_seconds"],
-                         "peak_rss_mb": round(sim["peak_rss_kib"] / 1024), "counts": sim["counts"]}}
+                         "peak_rss_mb": sim["peak_rss_mb"], "counts": sim["counts"]}}
     meta_path.write_text(json.dumps(meta, indent=2))
     meta["reused"] = False
     return meta
@@ -670,7 +634,6 @@ def run_scale(args) -> None:
         log("ingesting ...")
         ingest_run = run_worker("scale_ingest", {"logs": str(folder / "sim" / "logs"), "out": str(dataset)},
                                 show_stderr=True)
-        ingest_run["peak_rss_mb"] = round(ingest_run.pop("peak_rss_kib") / 1024)
         (folder / "ingest.json").write_text(json.dumps(ingest_run, indent=2))
     runs = {}
     for scheme in args.scale_schemes:
@@ -682,7 +645,6 @@ def run_scale(args) -> None:
             log(f"  {scheme}: stopped after {answer['process_seconds']:.0f} s (--scale-timeout {args.scale_timeout:g})")
             runs[scheme] = answer
             continue
-        answer["peak_rss_mb"] = round(answer.pop("peak_rss_kib") / 1024)
         answer["quality"] = user_auc_from_trust_folder(folder / f"trust_{scheme}", folder / "sim")
         runs[scheme] = answer
         log(f"  {scheme}: {answer['seconds']:.1f} s, peak RSS {answer['peak_rss_mb']:,} MB")
@@ -725,7 +687,7 @@ def run_scale(args) -> None:
         "bench_seconds": round(time.perf_counter() - bench_started, 1),
     }
     SCALE_RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    SCALE_RESULTS.write_text(json.dumps(report, indent=2, default=_json_default))
+    SCALE_RESULTS.write_text(json.dumps(report, indent=2, default=json_default))
     log(f"wrote {SCALE_RESULTS}")
 
 
