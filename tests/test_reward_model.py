@@ -244,3 +244,34 @@ def test_gradient_checkpointing_gives_the_same_gradients(simulated, tmp_path):
     checkpointed = grads()
     assert len(plain) == len(checkpointed) > 0
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checkpointed))
+
+
+def test_score_a_jsonl_file_and_bad_score_input(simulated, tmp_path):
+    from rlhf_organic.reward.stage import read_examples, score_examples
+
+    spec = load_spec("tiny", sets=FAST + ["train.epochs=0.2"])
+    train_reward(simulated / "ds", tmp_path / "rm", spec, progress=False, log=lambda _: None)
+    rows = [{"id": 1, "context": "how do I grow tomatoes?", "response": "Plant them in full sun."},
+            {"id": 2, "context": [{"role": "user", "content": "hi"}], "response": "you are stupid"},
+            {"id": 3, "response": "no context at all"}]
+    (tmp_path / "x.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert score_examples(tmp_path / "rm", tmp_path / "x.jsonl", tmp_path / "x.parquet", progress=False) == 3
+    scored = pq.read_table(tmp_path / "x.parquet").to_pandas()
+    assert len(scored) == 3 and scored["p_good"].between(0, 1).all()
+
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"text": "no response column"}) + "\n")
+    with pytest.raises(UserError, match="needs a 'response' column"):
+        read_examples(tmp_path / "bad.jsonl")
+    (tmp_path / "bad2.jsonl").write_text(json.dumps({"response": "ok", "context": [1, 2]}) + "\n")
+    with pytest.raises(UserError, match="row 1: context must be"):
+        read_examples(tmp_path / "bad2.jsonl")
+    with pytest.raises(UserError, match="already exists"):
+        score_examples(tmp_path / "rm", tmp_path / "x.jsonl", tmp_path / "x.parquet")
+
+
+def test_weights_outside_zero_one_are_a_clear_error(simulated, tmp_path):
+    weights = pq.read_table(simulated / "trust" / "examples.parquet").to_pandas()
+    weights.loc[3, "weight"] = 1.5
+    weights.to_parquet(tmp_path / "examples.parquet")
+    with pytest.raises(RewardDataError, match=r"weight must be a number in \[0, 1\]; example_id .* 1.5"):
+        load_reward_data(simulated / "ds", tmp_path, signals=["thumbs"])

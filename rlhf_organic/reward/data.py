@@ -68,7 +68,7 @@ def _weights(trust_dir: Path, file: str, key: str, ids: pd.Series) -> np.ndarray
     table = _read(path, [key, "weight"])
     if table["weight"].isna().any() or not table["weight"].between(0, 1).all():
         bad = table[table["weight"].isna() | ~table["weight"].between(0, 1)].iloc[0]
-        raise RewardDataError(f"{path}: weight must be a number in [0, 1]; {key} {bad[key]!r} has {bad['weight']!r}")
+        raise RewardDataError(f"{path}: weight must be a number in [0, 1]; {key} {bad[key]!r} has {float(bad['weight'])}")
     weights = ids.map(table.set_index(key)["weight"])
     if weights.isna().any():
         raise RewardDataError(
