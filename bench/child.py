@@ -1,7 +1,8 @@
 """One bench step in a fresh Python process: its own peak RSS, no imports or caches carried over.
 
-The parent calls ``run_child(script, args)``; the child does its work and ends with ``reply(answer)``,
-which prints the answer as the last line of stdout with the child's peak RSS and CPU seconds.
+The parent calls ``limit_cpus()`` once and ``run_child(script, args)`` per step; the child does its
+work and ends with ``reply(answer)``, which prints the answer as the last line of stdout with the
+child's peak RSS and CPU seconds.
 """
 
 from __future__ import annotations
@@ -13,6 +14,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+
+def limit_cpus(max_cpus: int = 2) -> None:
+    """Pin this process (and so its children) to at most ``max_cpus`` CPUs, so runs on bigger machines compare."""
+    allowed = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, allowed[:max_cpus])
 
 
 def run_child(script: Path, args: list[str], *, threads: int | None = None, timeout: float | None = None,

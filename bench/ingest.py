@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import resource
 import shutil
 import subprocess
@@ -44,7 +43,8 @@ import sys
 import time
 from pathlib import Path
 
-from machine import machine_info  # bench/machine.py (bench/ is on sys.path when a bench runs)
+from child import limit_cpus  # bench/child.py (bench/ is on sys.path when a bench runs)
+from machine import machine_info  # bench/machine.py
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results" / "ingest.json"
@@ -306,15 +306,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def limit_cpus() -> None:
-    """Pin this process (and so its children) to at most MAX_CPUS of the CPUs it may use."""
-    allowed = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, allowed[:MAX_CPUS])
-
 
 def main() -> None:
     args = parse_args()
-    limit_cpus()
+    limit_cpus(MAX_CPUS)
     if args.worker:
         worker_main(args.worker, args.spec)
         return

@@ -43,7 +43,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from child import json_default, reply, run_child  # bench/child.py (bench/ is on sys.path when a bench runs)
+from child import json_default, limit_cpus, reply, run_child  # bench/child.py (bench/ is on sys.path when a bench runs)
 from machine import machine_info  # bench/machine.py
 from trust_safetymix import ensure_dataset, git_state  # same dataset layout and git record as the trust bench
 
@@ -282,11 +282,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def limit_cpus() -> None:
-    """Pin this process (and so its children) to at most MAX_CPUS CPUs, so runs on bigger machines compare."""
-    allowed = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, allowed[:MAX_CPUS])
-
 
 def run(args) -> None:
     from rlhf_organic.errors import RecipeError
@@ -355,7 +350,7 @@ def run(args) -> None:
 
 def main() -> None:
     args = parse_args()
-    limit_cpus()
+    limit_cpus(MAX_CPUS)
     if args.worker:
         worker_main(args.worker)
     else:

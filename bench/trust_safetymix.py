@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -62,7 +61,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from child import json_default, reply, run_child  # bench/child.py (bench/ is on sys.path when a bench runs)
+from child import json_default, limit_cpus, reply, run_child  # bench/child.py (bench/ is on sys.path when a bench runs)
 from machine import machine_info  # bench/machine.py
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -722,16 +721,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def limit_cpus() -> None:
-    """Pin this process (and so its children) to at most MAX_CPUS of the CPUs it may use."""
-    allowed = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, allowed[:MAX_CPUS])
-
 
 def main() -> None:
     args = parse_args()
     args.select_on_gold = None if args.select_on_gold is None else args.select_on_gold == "on"
-    limit_cpus()
+    limit_cpus(MAX_CPUS)
     if args.worker:
         worker_main(args.worker, args.spec)
     elif args.scale:
