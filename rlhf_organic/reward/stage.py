@@ -56,14 +56,24 @@ def _tokenizer_texts(data: RewardData, seed: int) -> list[str]:
     return texts
 
 
+def _truth_file(ground_truth: Path | None, name: str) -> Path | None:
+    """A ground-truth file: ``name`` in the simulation folder ``ground_truth``, or beside the users file
+    ``ground_truth`` (which is itself the users file, whatever its name)."""
+    if ground_truth is None:
+        return None
+    if ground_truth.is_dir():
+        return ground_truth / name
+    return ground_truth if name == "ground_truth.parquet" else ground_truth.parent / name
+
+
 def _user_groups(trust_dir: Path | None, ground_truth: Path | None) -> dict[str, dict]:
     """user_id -> group name, per grouping ("trust": trusted / distrusted, "user_type")."""
     groups = {}
     if trust_dir is not None and (trust_dir / "users.parquet").is_file():
         users = pq.read_table(trust_dir / "users.parquet", columns=["user_id", "trust"]).to_pandas()
         groups["trust"] = dict(zip(users["user_id"], np.where(users["trust"] >= 0.5, "trusted", "distrusted")))
-    if ground_truth is not None:
-        users_file = ground_truth / "ground_truth.parquet" if ground_truth.is_dir() else ground_truth
+    users_file = _truth_file(ground_truth, "ground_truth.parquet")
+    if users_file is not None:
         if not users_file.is_file():
             raise UserError(f"ground truth not found: {users_file}")
         truth = pq.read_table(users_file).to_pandas()
@@ -82,9 +92,7 @@ def _clean_examples(dataset: Path, ground_truth: Path | None, fraction: float, s
     from ..trust.data import gold_labels
 
     path = dataset / "examples.parquet"
-    truth_file = None
-    if ground_truth is not None:
-        truth_file = (ground_truth if ground_truth.is_dir() else ground_truth.parent) / "ground_truth_examples.parquet"
+    truth_file = _truth_file(ground_truth, "ground_truth_examples.parquet")
     if truth_file is not None and truth_file.is_file():
         ids = pq.read_table(path, columns=["example_id", "conversation_id"]).to_pandas()
         truth = pq.read_table(truth_file, columns=["example_id", "is_good"]).to_pandas()
@@ -125,16 +133,15 @@ def evaluate_model(model, tokenizer, eval_data: RewardData, spec: RewardSpec, da
         metrics["pairwise"] = ev.pairwise_metrics(c, r)
         for name, of_user in groups.items():
             metrics[f"pairwise_by_{name}"] = ev.by_group(pairs["user_id"].map(of_user).fillna("unknown"), ev.pairwise_metrics, c, r)
-        if ground_truth is not None:
-            folder = ground_truth if ground_truth.is_dir() else ground_truth.parent
-            if (folder / "ground_truth_preferences.parquet").is_file():
-                truth = pq.read_table(folder / "ground_truth_preferences.parquet", columns=["preference_id", "correct"]).to_pandas()
-                correct = pairs["preference_id"].map(dict(zip(truth["preference_id"], truth["correct"])))
-                known = correct.notna().to_numpy()
-                # the truly better reply is the chosen one when the choice was correct
-                better = np.where(correct[known].astype(bool), c[known], r[known])
-                worse = np.where(correct[known].astype(bool), r[known], c[known])
-                metrics["clean_pairwise"] = ev.pairwise_metrics(better, worse)
+        prefs_file = _truth_file(ground_truth, "ground_truth_preferences.parquet")
+        if prefs_file is not None and prefs_file.is_file():
+            truth = pq.read_table(prefs_file, columns=["preference_id", "correct"]).to_pandas()
+            correct = pairs["preference_id"].map(dict(zip(truth["preference_id"], truth["correct"])))
+            known = correct.notna().to_numpy()
+            # the truly better reply is the chosen one when the choice was correct
+            better = np.where(correct[known].astype(bool), c[known], r[known])
+            worse = np.where(correct[known].astype(bool), r[known], c[known])
+            metrics["clean_pairwise"] = ev.pairwise_metrics(better, worse)
     clean = _clean_examples(dataset, ground_truth, spec.train.eval_fraction, seed, spec.train.eval_clean_max)
     if len(clean):
         s, _ = score(model, encode(tokenizer, clean["context"], clean["response"], spec.max_length), pad_id, progress=progress)
