@@ -8,23 +8,19 @@ one padded forward pass: thumbs contribute one sequence, a choice two (chosen, r
 each a weighted mean over the step's items of that kind (divided by their weight sum), so trust
 weights of 1 give the unweighted losses and an item of weight 0 gives no gradient.
 
-With ``group_by_length`` the items are shuffled, then sorted by length inside windows of 64 steps,
-and the steps are shuffled again: every item is still seen once per epoch, with far less padding.
+Steps and the optimiser loop are ``rlhf_organic.training``'s, shared with the policy methods.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from ..losses import bradley_terry, pointwise_bce, reason_bce
+from ..training import epoch_steps, fit, step_plan
 from .spec import LossMix, TrainSettings
-
-GROUP_WINDOW = 64  # steps per length-sorting window
-
 
 @dataclass
 class Items:
@@ -56,17 +52,7 @@ class Items:
 
 def batch_order(items: Items, batch_size: int, group_by_length: bool, rng: np.random.Generator) -> list[np.ndarray]:
     """One epoch of steps: arrays of item indices covering every item once."""
-    order = rng.permutation(len(items))
-    if group_by_length:
-        window = batch_size * GROUP_WINDOW
-        lengths = np.array([items.length(i) for i in range(len(items))])
-        order = np.concatenate([
-            chunk[np.argsort(lengths[chunk], kind="stable")] for chunk in np.array_split(order, max(1, math.ceil(len(order) / window)))
-        ])
-    steps = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
-    if group_by_length:
-        steps = [steps[i] for i in rng.permutation(len(steps))]
-    return steps
+    return epoch_steps(np.array([items.length(i) for i in range(len(items))]), batch_size, group_by_length, rng)
 
 
 def pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,31 +99,13 @@ def train(model, items: Items, settings: TrainSettings, mix: LossMix, pad_id: in
     """Train ``model``'s trainable parameters on ``items``; returns the loss history and step count."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    epochs_whole = math.ceil(settings.epochs)
-    plan = []
-    for _ in range(epochs_whole):
-        plan += batch_order(items, settings.batch_size, settings.group_by_length, rng)
-    plan = plan[: max(1, round(len(plan) * settings.epochs / epochs_whole))]
+    lengths = [items.length(i) for i in range(len(items))]
+    plan = step_plan(lengths, settings.batch_size, settings.epochs, settings.group_by_length, rng)
     if settings.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA), no input-grad hook
         model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    params = model.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    warmup = max(1, int(settings.warmup_ratio * len(plan)))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / warmup, max(0.0, (len(plan) - s) / max(1, len(plan) - warmup)))
-    )
     model.train()
-    history = []
-    for number, step in enumerate(plan):
-        loss, parts = step_loss(model, items, step, mix, pad_id)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-        optimizer.step()
-        schedule.step()
-        history.append({"step": number + 1, "loss": float(loss.detach()), **parts})
-        if progress is not None:
-            progress(len(step), loss=history[-1]["loss"])
+    history = fit(model.trainable_parameters(), plan, lambda step: step_loss(model, items, step, mix, pad_id), settings,
+                  None if progress is None else lambda n, loss: progress(n, loss=loss))
     model.eval()
     return {"steps": len(plan), "history": history}
 

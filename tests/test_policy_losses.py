@@ -1,0 +1,197 @@
+"""Policy losses against hand-computed values, the weighting identities, and TRL's DPO and KTO losses."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rlhf_organic.losses import cringe, dpo, kto, token_nll
+from rlhf_organic.policy.model import batch_sequences, completion_logps, token_logps
+
+LN2 = math.log(2)
+
+
+def softplus(x: float) -> float:
+    return math.log1p(math.exp(x))
+
+
+def test_dpo_sigmoid_by_hand():
+    # h = beta * ((2 - 1) - (0 - 0)) = 0.5 and h = beta * (0 - 0) = 0
+    chosen, rejected = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 0.0])
+    assert dpo(chosen, rejected, beta=0.25).item() == pytest.approx((softplus(-0.5) + LN2) / 2)
+    assert dpo(chosen, rejected, torch.tensor([3.0, 1.0]), beta=0.25).item() == pytest.approx((3 * softplus(-0.5) + LN2) / 4)
+    # conservative DPO: (1 - e) * softplus(-h) + e * softplus(h)
+    assert dpo(chosen[:1], rejected[:1], beta=0.25, label_smoothing=0.1).item() == pytest.approx(
+        0.9 * softplus(-0.5) + 0.1 * softplus(0.5))
+
+
+def test_dpo_robust_and_ipo_by_hand():
+    chosen, rejected = torch.tensor([1.0]), torch.tensor([-1.0])  # h = 0.5 with beta 0.25
+    e = 0.2
+    assert dpo(chosen, rejected, beta=0.25, loss_type="robust", label_smoothing=e).item() == pytest.approx(
+        ((1 - e) * softplus(-0.5) - e * softplus(0.5)) / (1 - 2 * e))
+    # ipo: per-token means 1/2 - (-1)/4 = 0.75; (0.75 - 1/(2*0.25))^2 = 1.5625
+    loss = dpo(chosen, rejected, beta=0.25, loss_type="ipo", chosen_tokens=torch.tensor([2.0]), rejected_tokens=torch.tensor([4.0]))
+    assert loss.item() == pytest.approx(1.5625)
+    with pytest.raises(ValueError, match="token"):
+        dpo(chosen, rejected, loss_type="ipo")
+    with pytest.raises(ValueError, match="unknown DPO loss"):
+        dpo(chosen, rejected, loss_type="hinge")
+
+
+def test_kto_by_hand():
+    logratios = torch.tensor([2.0, -1.0])
+    desirable = torch.tensor([True, False])
+    # desirable: 1 - sigmoid(0.5 * (2 - 1)) ; undesirable: 1 - sigmoid(0.5 * (1 - (-1)))
+    d, u = 1 - 1 / (1 + math.exp(-0.5)), 1 - 1 / (1 + math.exp(-1.0))
+    assert kto(logratios, desirable, 1.0, beta=0.5).item() == pytest.approx((d + u) / 2)
+    assert kto(logratios, desirable, 1.0, beta=0.5, desirable_weight=2.0, undesirable_weight=0.5).item() == pytest.approx((2 * d + 0.5 * u) / 2)
+    assert kto(logratios, desirable, 1.0, torch.tensor([1.0, 3.0]), beta=0.5).item() == pytest.approx((d + 3 * u) / 4)
+
+
+def test_cringe_by_hand_with_k1():
+    # vocabulary of 3; the bad token is 0 with logit 2; the best other token has logit 1
+    logits = torch.tensor([[[2.0, 1.0, -1.0], [0.0, 3.0, 1.0]]])
+    labels = torch.tensor([[0, 1]])  # second token: label 1 (logit 3), best other is token 2 (logit 1)
+    mask = torch.tensor([[1, 1]])
+    expected = (softplus(2 - 1) + softplus(3 - 1)) / 2  # -log(e^s+ / (e^s+ + e^s_y)) = softplus(s_y - s+)
+    assert cringe(logits, labels, mask, k=1).item() == pytest.approx(expected)
+    assert cringe(logits, labels, torch.tensor([[1, 0]]), k=1).item() == pytest.approx(softplus(1))
+
+
+def test_cringe_samples_only_among_the_top_k_other_tokens():
+    torch.manual_seed(0)
+    logits = torch.tensor([[[5.0, 4.0, 3.0, -50.0]]]).expand(1, 200, 4).contiguous()
+    labels = torch.zeros(1, 200, dtype=torch.long)
+    g = torch.Generator().manual_seed(0)
+    loss = cringe(logits, labels, torch.ones(1, 200), k=2, generator=g)
+    # s+ is 4 or 3 (never the label's 5 nor the -50): each token's loss is softplus(1) or softplus(2)
+    assert softplus(1) < loss.item() < softplus(2)
+
+
+def test_token_nll_by_hand():
+    logits = torch.zeros(1, 2, 4)  # uniform over 4 tokens: -log(1/4) per token
+    assert token_nll(logits, torch.tensor([[1, 2]]), torch.tensor([[1, 1]])).item() == pytest.approx(math.log(4))
+
+
+@pytest.mark.parametrize("name", ["dpo", "kto", "cringe", "nll"])
+def test_weights_of_one_give_the_unweighted_loss_and_zero_weight_gives_zero_gradient(name):
+    torch.manual_seed(0)
+    a = torch.randn(5, requires_grad=True)
+    b = torch.randn(5)
+    logits = torch.randn(5, 3, 6, requires_grad=True)
+    labels, mask = torch.randint(0, 6, (5, 3)), torch.ones(5, 3)
+
+    def loss(w):
+        if name == "dpo":
+            return dpo(a, b, w, beta=0.3)
+        if name == "kto":
+            return kto(a, torch.tensor([1, 0, 1, 0, 1]).bool(), 0.2, w, beta=0.3)
+        if name == "cringe":
+            return cringe(logits, labels, mask, w, k=2, generator=torch.Generator().manual_seed(1))
+        return token_nll(logits, labels, mask, w)
+
+    assert loss(torch.ones(5)).item() == pytest.approx(loss(None).item(), rel=1e-6)
+    w = torch.tensor([1.0, 0.0, 2.0, 1.0, 0.5])
+    loss(w).backward()
+    grad = a.grad if name in ("dpo", "kto") else logits.grad
+    assert torch.all(grad[1] == 0) and grad[0].abs().sum() > 0
+
+
+def test_completion_logps_by_hand():
+    ids, mask, comp = batch_sequences([[1, 2]], [[3]], pad_id=0)  # prompt 1 2, completion 3
+    assert comp.tolist() == [[0, 0, 1]]
+    logits = torch.zeros(1, 3, 4)
+    logits[0, 1, 3] = math.log(3)  # at position 1 the next token 3 has probability 3/6
+    assert token_logps(logits, ids)[0, 1].item() == pytest.approx(math.log(0.5))
+    assert completion_logps(logits, ids, comp).item() == pytest.approx(math.log(0.5))
+
+
+# ---- TRL equivalence ---------------------------------------------------------------------------
+
+
+def _tiny_lm():
+    from transformers import AutoModelForCausalLM
+
+    from rlhf_organic.models.tiny import tiny_config, train_tokenizer
+
+    texts = ["the reply was good and kind", "the reply was rude", "what a helpful answer", "no idea, go away",
+             "tell me about cooking", "tell me about the sea"] * 5
+    tokenizer = train_tokenizer(texts, vocab_size=300)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(tiny_config("decoder", len(tokenizer))), tokenizer
+
+
+def _perturb_lora(model):
+    """LoRA starts as the identity (B = 0): make the policy differ from the reference."""
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.2)
+
+
+def _logps(model, batch, reference: bool):
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    if reference:
+        with torch.no_grad(), model.disable_adapter():
+            logits = model(input_ids=ids, attention_mask=mask).logits
+    else:
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    return completion_logps(logits, ids, batch["completion_mask"])
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "ipo", "robust"])
+def test_dpo_loss_equals_trl_dpo_trainer_loss_on_the_same_batch(tmp_path, loss_type):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import DPOConfig, DPOTrainer
+
+    model, tokenizer = _tiny_lm()
+    data = Dataset.from_dict({"prompt": ["tell me about cooking", "tell me about the sea"] * 2,
+                              "chosen": [" what a helpful answer", " the reply was good and kind"] * 2,
+                              "rejected": [" no idea, go away", " the reply was rude"] * 2})
+    smoothing = 0.1 if loss_type == "robust" else 0.0
+    args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, use_cpu=True, bf16=False, report_to=[],
+                     gradient_checkpointing=False, beta=0.3, loss_type=[loss_type], label_smoothing=smoothing)
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                         peft_config=LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    _perturb_lora(trainer.model)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trl_loss = trainer.compute_loss(trainer.model, dict(batch))
+    logps, ref = _logps(trainer.model, batch, False), _logps(trainer.model, batch, True)
+    (pc, pr), (rc, rr) = logps.chunk(2), ref.chunk(2)
+    tokens = batch["completion_mask"].sum(1).float().chunk(2)
+    ours = dpo(pc - rc, pr - rr, torch.ones(len(pc)), beta=0.3, loss_type=loss_type, label_smoothing=smoothing,
+               chosen_tokens=tokens[0], rejected_tokens=tokens[1])
+    assert (pc - rc).abs().sum() > 0.01  # the policy really differs from the reference
+    assert ours.item() == pytest.approx(trl_loss.item(), rel=1e-5)
+
+
+def test_kto_loss_equals_trl_kto_trainer_loss_on_the_same_batch(tmp_path):
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import KTOConfig, KTOTrainer
+
+    model, tokenizer = _tiny_lm()
+    data = Dataset.from_dict({"prompt": ["tell me about cooking", "tell me about the sea"] * 3,
+                              "completion": [" what a helpful answer", " the reply was rude", " no idea, go away",
+                                             " the reply was good and kind", " what a helpful answer", " go away"],
+                              "label": [True, False, False, True, True, False]})
+    args = KTOConfig(output_dir=str(tmp_path), per_device_train_batch_size=6, use_cpu=True, bf16=False, report_to=[],
+                     gradient_checkpointing=False, beta=0.3, desirable_weight=1.0, undesirable_weight=1.5)
+    trainer = KTOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
+                         peft_config=LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM"))
+    _perturb_lora(trainer.model)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trl_loss = trainer.compute_loss(trainer.model, dict(batch))
+    with torch.no_grad():
+        kl_batch = {"input_ids": batch["KL_input_ids"], "attention_mask": batch["KL_attention_mask"],
+                    "completion_mask": batch["KL_completion_mask"]}
+        kl = (_logps(trainer.model, kl_batch, False) - _logps(trainer.model, kl_batch, True)).mean().clamp(min=0)
+    logratios = _logps(trainer.model, batch, False) - _logps(trainer.model, batch, True)
+    ours = kto(logratios, batch["label"].bool(), kl, torch.ones(len(logratios)), beta=0.3,
+               desirable_weight=1.0, undesirable_weight=1.5)
+    assert logratios.abs().sum() > 0.01
+    assert ours.item() == pytest.approx(trl_loss.item(), rel=1e-5)
