@@ -7,6 +7,7 @@ use them, so ``rlhf-organic --help`` and ``validate`` start fast.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -38,6 +39,61 @@ def _progress(quiet: bool) -> bool | None:
 @click.version_option(__version__, prog_name="rlhf-organic")
 def main() -> None:
     """Reinforcement learning from organic human feedback: learn from helpers, not from trolls."""
+
+
+@main.group()
+def policy() -> None:
+    """Fine-tune the dialogue policy (LoRA) with DPO, KTO or Cringe, weighted by trust."""
+
+
+@policy.command("train")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--method", default="kto", show_default=True, help="dpo, kto or cringe")
+@click.option("--trust", "trust_dir", type=click.Path(file_okay=False),
+              help="trust folder whose weights to use (default: uniform weights)")
+@click.option("--reward", "reward_dir", type=click.Path(exists=True, file_okay=False),
+              help="reward-model folder: scores the evaluation; needed by on-policy DPO and iterative Cringe")
+@click.option("--judge", "judge_dir", type=click.Path(exists=True, file_okay=False),
+              help="clean-judge folder (rlhf-organic policy judge) for the clean metrics")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="a policy setting, e.g. base=path/to/model, train.epochs=2, kto.beta=0.2")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="policy folder to write")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--overwrite", is_flag=True, help="replace an existing policy folder")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bars")
+def policy_train(dataset, method, trust_dir, reward_dir, judge_dir, settings, out, seed, overwrite, quiet) -> None:
+    """Train a policy adapter on DATASET's feedback."""
+    from .policy.config import settings_from_cli
+    from .policy.stage import format_metrics, train_policy
+
+    section = settings_from_cli(method, list(settings))
+    metrics = train_policy(dataset, out, section, trust=trust_dir, reward=reward_dir, judge=judge_dir, seed=seed,
+                           overwrite=overwrite, progress=_progress(quiet), log=_log)
+    click.echo(format_metrics(metrics))
+    _log(f"policy: {out}")
+
+
+@policy.command("judge")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--ground-truth", required=True, type=click.Path(exists=True),
+              help="the simulation folder (or its ground_truth.parquet) the dataset came from")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="judge folder to write")
+@click.option("--eval-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+              help="conversations held out (use the policy's eval_fraction)")
+@click.option("--max-examples", default=20_000, show_default=True, type=click.IntRange(1),
+              help="train on at most this many replies")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--overwrite", is_flag=True, help="replace an existing judge folder")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bar")
+def policy_judge(dataset, ground_truth, out, eval_fraction, max_examples, seed, overwrite, quiet) -> None:
+    """Train the clean judge (simulator ground truth only) that scores policies."""
+    from .atomic import check_free
+    from .policy.judge import train_judge
+
+    check_free(Path(out), overwrite)
+    train_judge(dataset, ground_truth, out, eval_fraction=eval_fraction, max_examples=max_examples, seed=seed,
+                progress=_progress(quiet), log=_log)
+    _log(f"judge: {out}")
 
 
 @main.command()

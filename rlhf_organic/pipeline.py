@@ -68,6 +68,22 @@ def run_recipe(
             ground_truth=ground_truth, seed=recipe.seed, progress=progress, log=log,
         )
         text += "\n\nReward model\n" + format_reward(results["reward"])
+    if recipe.policy is not None:
+        from .policy.judge import train_judge
+        from .policy.stage import format_metrics as format_policy, train_policy
+
+        judge = None
+        if data.source == "simulate":
+            train_judge(out / "dataset", out / "simulation", out / "judge", eval_fraction=recipe.policy.eval_fraction,
+                        seed=recipe.seed, progress=progress, log=log)
+            judge = out / "judge"
+        log(f"[policy] method {recipe.policy.method!r}")
+        results["policy"] = train_policy(
+            out / "dataset", out / "policy", recipe.policy, trust=out / "trust",
+            reward=out / "reward" if recipe.reward is not None else None, judge=judge, seed=recipe.seed,
+            progress=progress, log=log,
+        )
+        text += "\n\nPolicy\n" + format_policy(results["policy"])
     (out / "report.txt").write_text(text + "\n", encoding="utf-8")
     echo(text)
     log(f"[done] run folder: {out}")

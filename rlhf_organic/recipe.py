@@ -23,6 +23,7 @@ from .data import INPUT_FORMATS
 from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
 from .section import Section
+from .policy.config import PolicySection
 from .reward.config import RewardSection
 from .trust.config import TrustSection
 
@@ -85,6 +86,7 @@ class Recipe(Section):
     data: DataSection = DataSection()
     trust: TrustSection = TrustSection()
     reward: Optional[RewardSection] = None
+    policy: Optional[PolicySection] = None
     output: OutputSection = OutputSection()
 
     def output_dir(self) -> Path:

@@ -1,0 +1,106 @@
+"""The ``policy`` recipe section: base model, LoRA, training, evaluation, and one sub-section per method
+(so switching ``method`` keeps everyone's settings). Each method's ``Config`` lives in its module."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, create_model
+
+from ..models.loading import DType, Quantization
+from ..section import Section
+from .methods import METHODS
+
+
+class TinyPolicyBase(Section):
+    """``tiny``: a small Llama built from a config when ``base: tiny``, then taught to imitate the logged
+    bot (plain cross-entropy on every bot reply of the training conversations) so that the policy starts
+    where the deployed bot was, good and bad replies alike."""
+
+    hidden: int = Field(64, ge=8, le=1024)
+    layers: int = Field(2, ge=1, le=12)
+    heads: int = Field(4, ge=1, le=16)
+    vocab_size: int = Field(2000, ge=300, le=50_000)
+    imitation_epochs: float = Field(2.0, ge=0, description="passes of imitation over the logged bot replies")
+    imitation_max: int = Field(20_000, ge=1, description="bot replies used for imitation, at most")
+    imitation_lr: float = Field(3e-3, gt=0)
+
+
+class PolicyLora(Section):
+    r: int = Field(8, ge=1, le=512)
+    alpha: float = Field(16, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: str | list[str] = Field("all-linear", description="PEFT target_modules")
+
+
+class PolicyTrain(Section):
+    epochs: float = Field(1.0, gt=0, description="passes over the method's training items (fractions allowed)")
+    batch_size: int = Field(8, ge=1, description="pairs (DPO) or completions (KTO, Cringe) per step")
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    group_by_length: bool = Field(True, description="batch items of similar length: less padding, same data")
+    max_items: int | None = Field(None, ge=1, description="train on at most this many items (random subset)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+
+
+class Sampling(Section):
+    """How replies are sampled from the policy (evaluation, on-policy pairs, iterative Cringe)."""
+
+    temperature: float = Field(0.7, ge=0, description="0: greedy")
+    top_p: float = Field(0.9, gt=0, le=1)
+    max_new_tokens: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, description="prompts per generate() call")
+
+
+class PolicyEval(Section):
+    contexts: int = Field(128, ge=0, description="held-out contexts to generate replies for (0: no evaluation)")
+    sampling: Sampling = Sampling()
+    samples_shown: int = Field(20, ge=0, description="side-by-side samples written to samples.md")
+
+
+class RewardUse(Section):
+    share_base: bool = Field(
+        True, description="load the reward model as a second adapter + head on the policy's base when both "
+        "use the same base (one copy in memory); otherwise it gets its own copy",
+    )
+
+
+class _PolicySettings(Section):
+    """``policy``: fine-tune the dialogue policy with LoRA from the organic data, weighted by trust."""
+
+    method: Literal[tuple(METHODS)] = Field("kto", description="dpo, kto or cringe (see docs/policy.md)")  # type: ignore[valid-type]
+    base: str = Field("tiny", description="'tiny', a hub id, a local model folder or a .gguf file")
+    tiny: TinyPolicyBase = TinyPolicyBase()
+    dtype: DType = "float32"
+    quantization: Quantization = Field("none", description="4bit / 8bit (QLoRA) need a CUDA GPU")
+    weighted: bool = Field(True, description="weight examples by the trust stage (false: uniform weights)")
+    lora: PolicyLora = PolicyLora()
+    max_prompt_length: int = Field(128, ge=4, description="prompt tokens kept (cut from the left)")
+    max_completion_length: int = Field(64, ge=2, description="reply tokens kept (cut from the right)")
+    eval_fraction: float = Field(0.1, ge=0, lt=1, description="conversations held out for evaluation")
+    train: PolicyTrain = PolicyTrain()
+    eval: PolicyEval = PolicyEval()
+    reward_model: RewardUse = RewardUse()
+    export_merged: bool = Field(False, description="also write the base with the adapter merged in (merged/)")
+
+    def method_config(self):
+        return getattr(self, self.method)
+
+
+PolicySection = create_model(
+    "PolicySection",
+    __base__=_PolicySettings,
+    **{name: (module.Config, Field(default_factory=module.Config, description=module.DESCRIPTION))
+       for name, module in METHODS.items()},
+)
+
+
+def settings_from_cli(method: str, sets: list[str]) -> PolicySection:
+    """A PolicySection from ``--method`` and ``--set key=value`` items (``train.epochs=2``, ``kto.beta=0.2``)."""
+    from ..recipe import apply_overrides, parse_overrides, validate_settings
+
+    parsed = parse_overrides(sets)
+    data = apply_overrides({"method": method}, parsed)
+    return validate_settings(PolicySection, data, "policy settings", overridden={p for p, _ in parsed})

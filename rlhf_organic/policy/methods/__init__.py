@@ -1,0 +1,6 @@
+"""The policy methods, registered by name. Each module has ``DESCRIPTION``, a ``Config`` section (the
+recipe's ``policy.<name>``) and ``train(run: MethodRun) -> dict``. A new method is one module + one line."""
+
+from . import cringe, dpo, kto
+
+METHODS = {"dpo": dpo, "kto": kto, "cringe": cringe}

@@ -1,0 +1,306 @@
+"""The policy on one shared base: a causal LM with a LoRA adapter ("default"), the reference as the same
+base with the adapter switched off, and optionally the reward model as a second adapter ("reward") +
+its score head on that same base.
+
+Sequences are always built unpadded (prompt ids + completion ids) and right-padded for a forward pass,
+so positions are the same in training, reference and evaluation passes. Generation pads prompts on
+the left (a decoder continues from the last position).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..models.loading import BaseModelError, load_base, load_tokenizer
+from ..models.tiny import CHAT_TEMPLATE
+
+POLICY = "default"  # PEFT's name for the first adapter
+REWARD = "reward"
+
+
+# ---- text and token ids -------------------------------------------------------------------------
+
+
+def prompt_text(tokenizer, context) -> str:
+    """The context as a generation prompt in the base's chat format (a role-tagged default if it has none
+    or its template rejects the turns, e.g. two user turns in a row, common in organic logs)."""
+    messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in (context if context is not None else [])]
+    if tokenizer.chat_template:
+        try:
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        except Exception:  # noqa: BLE001 - any template error: fall back below
+            pass
+    return tokenizer.apply_chat_template(messages, chat_template=CHAT_TEMPLATE, tokenize=False, add_generation_prompt=True)
+
+
+def ensure_chat_template(tokenizer, log=print) -> None:
+    """Give a tokenizer without a chat template the role-tagged default, with a warning."""
+    if not tokenizer.chat_template:
+        log("[policy] warning: the base's tokenizer has no chat template; using a role-tagged default "
+            "(<|user|>...). Fine-tuning teaches it, but a base trained on another format will start weaker")
+        tokenizer.chat_template = CHAT_TEMPLATE
+
+
+def encode_prompts(tokenizer, contexts, max_length: int) -> list[list[int]]:
+    """Prompt ids per context, cut from the left (the latest turns matter most)."""
+    ids = tokenizer([prompt_text(tokenizer, c) for c in contexts], add_special_tokens=False)["input_ids"]
+    return [p[-max_length:] for p in ids]
+
+
+def encode_completions(tokenizer, responses, max_length: int) -> list[list[int]]:
+    """Reply ids + EOS, cut from the right (a reply is judged from its start)."""
+    ids = tokenizer([str(r) for r in responses], add_special_tokens=False)["input_ids"]
+    return [(c + [tokenizer.eos_token_id])[:max_length] for c in ids]
+
+
+def batch_sequences(prompts: list[list[int]], completions: list[list[int]], pad_id: int, device="cpu"):
+    """Right-padded (input_ids, attention_mask, completion_mask) of prompt + completion rows."""
+    rows = [p + c for p, c in zip(prompts, completions)]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    completion = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        ids[i, : len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
+        mask[i, : len(p) + len(c)] = 1
+        completion[i, len(p): len(p) + len(c)] = 1
+    return ids.to(device), mask.to(device), completion.to(device)
+
+
+def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+    """[batch, seq-1] log-probability of each next token (logits at t predict token t+1)."""
+    logits = logits[:, :-1].float()
+    picked = logits.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return picked - torch.logsumexp(logits, dim=-1)
+
+
+def completion_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """[batch] sum of the completion tokens' log-probabilities."""
+    return (token_logps(logits, input_ids) * completion_mask[:, 1:]).sum(-1)
+
+
+# ---- the model ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Generation:
+    completions: list[list[int]]  # token ids, ending with EOS when the model stopped by itself
+    texts: list[str]
+
+
+class PolicyModel:
+    """A PEFT causal LM (policy adapter) with its tokenizer; reference and reward on the same base."""
+
+    def __init__(self, peft_model, tokenizer, base: str):
+        self.peft, self.tokenizer, self.base = peft_model, tokenizer, base
+        self.reward_head: torch.nn.Linear | None = None
+        self.reward_meta: dict | None = None
+        self._separate_reward = None  # (model, tokenizer, meta) when the reward model has its own base
+
+    @property
+    def device(self):
+        return next(self.peft.parameters()).device
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.peft.parameters() if p.requires_grad]
+
+    def logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.peft(input_ids=ids, attention_mask=mask, use_cache=False).logits
+
+    @contextmanager
+    def reference(self):
+        """The base with the policy adapter switched off (no gradient)."""
+        with torch.no_grad(), self.peft.disable_adapter():
+            yield self
+
+    def sequence_logps(self, prompts, completions, *, reference: bool = False) -> torch.Tensor:
+        """Summed completion log-probs of each (prompt, completion); the reference's without gradient."""
+        ids, mask, comp = batch_sequences(prompts, completions, self.pad_id, self.device)
+        if reference:
+            with self.reference():
+                return completion_logps(self.logits(ids, mask), ids, comp)
+        return completion_logps(self.logits(ids, mask), ids, comp)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], *, temperature: float, top_p: float, max_new_tokens: int,
+                 reference: bool = False, seed: int | None = None) -> Generation:
+        """Sample one reply per prompt (left-padded batch); ``reference`` samples from the base."""
+        eos = self.tokenizer.eos_token_id
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, p in enumerate(prompts):
+            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p):] = 1
+        if seed is not None:
+            torch.manual_seed(seed)
+        kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=self.pad_id, eos_token_id=eos)
+        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else kwargs.update(do_sample=False)
+        was_training = self.peft.training
+        self.peft.eval()
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
+                if reference:
+                    with self.peft.disable_adapter():
+                        out = self.peft.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+                else:
+                    out = self.peft.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+        finally:
+            self.peft.train(was_training)
+        completions = []
+        for row in out[:, width:].tolist():
+            completions.append(row[: row.index(eos) + 1] if eos in row else row)
+        texts = self.tokenizer.batch_decode([[t for t in c if t != eos] for c in completions], skip_special_tokens=True)
+        return Generation(completions, [t.strip() for t in texts])
+
+    # ---- the reward model on the same base ------------------------------------------------------
+
+    @contextmanager
+    def _adapter(self, name: str):
+        """Switch the active adapter; PEFT's set_adapter also flips requires_grad, so restore it after."""
+        flags = {p: p.requires_grad for p in self.peft.parameters()}
+        self.peft.base_model.set_adapter(name)
+        try:
+            yield
+        finally:
+            self.peft.base_model.set_adapter(POLICY)
+            for p, flag in flags.items():
+                p.requires_grad_(flag)
+
+    @property
+    def has_reward(self) -> bool:
+        return self.reward_head is not None or self._separate_reward is not None
+
+    @property
+    def shares_reward_base(self) -> bool:
+        return self.reward_head is not None
+
+    @torch.no_grad()
+    def reward_scores(self, contexts, responses, batch_size: int = 64) -> np.ndarray:
+        """The reward model's score of each (context, response)."""
+        from ..reward.model import encode, pool
+        from ..reward.train import pad
+
+        if self._separate_reward is not None:
+            from ..reward.train import score
+
+            model, tokenizer, meta = self._separate_reward
+            return score(model, encode(tokenizer, contexts, responses, meta["max_length"]), tokenizer.pad_token_id, batch_size)[0]
+        if self.reward_head is None:
+            raise RuntimeError("no reward model attached")
+        sequences = encode(self.tokenizer, contexts, responses, self.reward_meta["max_length"])
+        backbone = _backbone(self.peft)
+        scores = np.zeros(len(sequences), np.float32)
+        was_training = self.peft.training
+        self.peft.eval()
+        try:
+            with self._adapter(REWARD):
+                for start in range(0, len(sequences), batch_size):
+                    ids, mask = pad(sequences[start: start + batch_size], self.pad_id, self.device)
+                    hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+                    out = self.reward_head(pool(hidden, mask, self.reward_meta["pooling"]).to(self.reward_head.weight.dtype))
+                    scores[start: start + len(ids)] = out[:, 0].float().cpu().numpy()
+        finally:
+            self.peft.train(was_training)
+        return scores
+
+
+def _backbone(peft_model):
+    """The transformer body (no LM head) of a PEFT causal LM, with the LoRA layers injected."""
+    lm = peft_model.get_base_model()
+    return getattr(lm, lm.base_model_prefix)
+
+
+def lora_config(settings):
+    from peft import LoraConfig
+
+    return LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      target_modules=settings.target_modules, task_type="CAUSAL_LM")
+
+
+def build_policy(base: str, lora, *, dtype: str = "float32", quantization: str = "none", seed: int = 0,
+                 adapter: str | Path | None = None, log=print) -> PolicyModel:
+    """Load ``base`` once and put a fresh LoRA adapter on it (or load ``adapter``, trainable)."""
+    from peft import PeftModel, get_peft_model
+
+    tokenizer = load_tokenizer(base)
+    ensure_chat_template(tokenizer, log)
+    lm = load_base(base, causal_lm=True, dtype=dtype, quantization=quantization)
+    torch.manual_seed(seed)
+    if adapter is not None:
+        peft_model = PeftModel.from_pretrained(lm, adapter, is_trainable=True)
+    else:
+        peft_model = get_peft_model(lm, lora_config(lora))
+    return PolicyModel(peft_model, tokenizer, base)
+
+
+def attach_reward(policy: PolicyModel, reward_dir: str | Path, *, share_base: bool = True, log=print) -> str:
+    """Attach the reward model in ``reward_dir``: as a second adapter + head on the policy's own base when
+    the reward model was trained on the same base (and ``share_base``), else loaded beside it.
+    Returns "shared" or "separate"."""
+    from ..reward.model import META_FILE, load_reward_model
+
+    reward_dir = Path(reward_dir)
+    if not (reward_dir / META_FILE).is_file():
+        raise BaseModelError(f"{reward_dir} is not a reward-model folder (no {META_FILE})")
+    meta = json.loads((reward_dir / META_FILE).read_text())
+    same = meta["base"] != "tiny" and _same_base(meta["base"], policy.base)
+    if share_base and same:
+        _load_shared_reward(policy, reward_dir, meta)
+        return "shared"
+    why = "it was trained on another base" if not same else "reward_model.share_base is false"
+    log(f"[policy] reward model loaded with its own copy of its base ({meta['base']}): {why}")
+    policy._separate_reward = load_reward_model(reward_dir)
+    return "separate"
+
+
+def _same_base(a: str, b: str) -> bool:
+    pa_, pb = Path(a).expanduser(), Path(b).expanduser()
+    if pa_.exists() and pb.exists():
+        return pa_.resolve() == pb.resolve()
+    return a == b
+
+
+def _load_shared_reward(policy: PolicyModel, reward_dir: Path, meta: dict) -> None:
+    """Add the reward adapter to the policy's PEFT model and load its weights and head.
+
+    The reward adapter was saved from a bare backbone (``AutoModel``), whose module paths lack the causal
+    LM's body prefix (``layers.0...`` versus ``model.layers.0...``): the keys are moved under it.
+    """
+    from peft import LoraConfig, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    config = LoraConfig.from_pretrained(reward_dir / "adapter")
+    config.inference_mode = True
+    policy.peft.add_adapter(REWARD, config)
+    prefix = policy.peft.get_base_model().base_model_prefix
+    state = {}
+    for key, value in load_file(reward_dir / "adapter" / "adapter_model.safetensors").items():
+        inner = key.removeprefix("base_model.model.")
+        state[f"base_model.model.{prefix}.{inner}"] = value
+    result = set_peft_model_state_dict(policy.peft, state, adapter_name=REWARD)
+    missing = [k for k in result.missing_keys if f".{REWARD}." in k or k.endswith(f".{REWARD}")]
+    if missing or result.unexpected_keys:
+        raise BaseModelError(f"{reward_dir}: the reward adapter does not fit the policy's base "
+                             f"(missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]})")
+    hidden = policy.peft.get_base_model().config.hidden_size
+    head = torch.nn.Linear(hidden, 1 + len(meta["reasons"]))
+    head.load_state_dict(load_file(reward_dir / "head.safetensors"))
+    head.requires_grad_(False)
+    policy.reward_head = head.to(policy.device)
+    policy.reward_meta = meta
+    for name, p in policy.peft.named_parameters():  # the reward adapter is frozen: only the policy trains
+        if f".{REWARD}." in name:
+            p.requires_grad_(False)

@@ -1,0 +1,97 @@
+"""What every policy method gets: the model, its settings, the weighted training data, and helpers to
+tokenise, sample, score and run the shared optimisation loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..reward.data import RewardData
+from ..training import fit, step_plan
+from .model import PolicyModel, encode_completions, encode_prompts
+
+
+@dataclass
+class MethodRun:
+    policy: PolicyModel
+    section: object  # PolicySection
+    data: RewardData  # the training split: thumbs (point) and A/B choices (pairs), each with a weight
+    user_weight: dict = field(default_factory=dict)  # user_id -> trust (1 for everyone when unweighted)
+    seed: int = 0
+    progress: bool | None = None
+    log: Callable[[str], None] = print
+
+    def __post_init__(self):
+        self.rng = np.random.default_rng(self.seed)
+
+    @property
+    def config(self):
+        return self.section.method_config()
+
+    def prompts(self, contexts) -> list[list[int]]:
+        return encode_prompts(self.policy.tokenizer, contexts, self.section.max_prompt_length)
+
+    def completions(self, responses) -> list[list[int]]:
+        return encode_completions(self.policy.tokenizer, responses, self.section.max_completion_length)
+
+    def context_weight(self, user_ids) -> np.ndarray:
+        """Weight of a context generated for: the trust of the user whose conversation it is."""
+        return np.array([self.user_weight.get(u, 1.0) for u in user_ids], np.float64)
+
+    def limit(self, n: int) -> np.ndarray:
+        """Indices of the items to train on: all, or a random ``train.max_items`` of them."""
+        cap = self.section.train.max_items
+        if cap is None or n <= cap:
+            return np.arange(n)
+        return np.sort(self.rng.choice(n, cap, replace=False))
+
+    @torch.no_grad()
+    def logps(self, prompts, completions, *, reference: bool, batch_size: int = 32) -> torch.Tensor:
+        """Summed completion log-probs of every (prompt, completion), in batches of similar length."""
+        out = torch.zeros(len(prompts))
+        order = np.argsort([len(p) + len(c) for p, c in zip(prompts, completions)], kind="stable")
+        for start in range(0, len(order), batch_size):
+            rows = order[start: start + batch_size]
+            out[rows] = self.policy.sequence_logps([prompts[i] for i in rows], [completions[i] for i in rows],
+                                                   reference=reference).float().cpu()
+        return out
+
+    def sample(self, contexts, n: int, desc: str) -> list[list[str]]:
+        """``n`` replies per context from the current policy, batched across contexts and samples."""
+        s = self.section.eval.sampling
+        prompts = self.prompts(contexts)
+        flat = [p for p in prompts for _ in range(n)]
+        texts: list[str] = []
+        with tqdm(total=len(flat), desc=desc, unit="reply", disable=self._quiet()) as bar:
+            for start in range(0, len(flat), s.batch_size):
+                chunk = flat[start: start + s.batch_size]
+                texts += self.policy.generate(chunk, temperature=s.temperature, top_p=s.top_p,
+                                              max_new_tokens=s.max_new_tokens, seed=self.seed + start).texts
+                bar.update(len(chunk))
+        return [texts[i * n: (i + 1) * n] for i in range(len(prompts))]
+
+    def fit(self, lengths, step_loss: Callable, desc: str) -> list[dict]:
+        """The shared loop over the method's items (``lengths`` per item) with a progress bar."""
+        t = self.section.train
+        plan = step_plan(lengths, t.batch_size, t.epochs, t.group_by_length, self.rng)
+        torch.manual_seed(self.seed)
+        self.policy.peft.train()
+        with tqdm(total=sum(len(s) for s in plan), desc=desc, unit="ex", disable=self._quiet()) as bar:
+            def advance(n, loss):
+                bar.update(n)
+                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+
+            history = fit(self.policy.trainable_parameters(), plan, step_loss, t, advance)
+        self.policy.peft.eval()
+        return history
+
+    def _quiet(self):
+        return None if self.progress is None else not self.progress
+
+
+def weights_tensor(values, device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(values, np.float64), dtype=torch.float32, device=device)

@@ -1,0 +1,183 @@
+"""The policy stage on a tiny model: 2-step runs of each method, what trains, the shared base, outputs
+that load with PEFT, and clear errors."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from rlhf_organic.cli import main
+from rlhf_organic.errors import RecipeError
+from rlhf_organic.models.loading import BaseModelError
+from rlhf_organic.models.tiny import save_tiny
+from rlhf_organic.policy.config import PolicySection, settings_from_cli
+from rlhf_organic.policy.methods import METHODS
+from rlhf_organic.policy.model import attach_reward, build_policy
+from rlhf_organic.policy.train import MethodRun
+from rlhf_organic.reward.data import load_reward_data, split
+from rlhf_organic.reward.model import load_reward_model
+from rlhf_organic.reward.train import score
+
+TWO_STEPS = {"train": {"batch_size": 4, "max_items": 8, "lr": 0.05}, "eval": {"contexts": 4, "sampling": {"max_new_tokens": 8}},
+             "max_prompt_length": 48, "max_completion_length": 16}
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    """A tiny simulated dataset, trust folder, a tiny base folder, a reward model on that base, a judge."""
+    root = tmp_path_factory.mktemp("policy")
+    runner = CliRunner()
+    steps = [["simulate", "--preset", "tiny", "--users", "30", "--set", "preferences_per_user=2", "--out", str(root / "sim"), "-q"],
+             ["ingest", str(root / "sim" / "logs"), "--out", str(root / "ds"), "-q"],
+             ["trust", str(root / "ds"), "--scheme", "per_user", "--set", "reference.folds=3", "--out", str(root / "trust"), "-q"]]
+    for args in steps:
+        res = runner.invoke(main, args)
+        assert res.exit_code == 0, res.output
+    data = load_reward_data(root / "ds")
+    texts = list(data.point["response"]) + [m["content"] for c in data.point["context"] for m in c]
+    save_tiny(root / "base", texts, kind="decoder", vocab_size=400, hidden=32)
+    for args in (["reward", "train", str(root / "ds"), "--trust", str(root / "trust"), "--set", f"base={root / 'base'}",
+                  "--set", "train.epochs=0.3", "--set", "max_length=48", "--set", "lora.modules_to_save=[]",
+                  "--out", str(root / "reward"), "-q"],
+                 ["policy", "judge", str(root / "ds"), "--ground-truth", str(root / "sim"), "--max-examples", "300", "--out", str(root / "judge"), "-q"]):
+        res = runner.invoke(main, args)
+        assert res.exit_code == 0, res.output
+    return root
+
+
+def _section(sim, method, **extra):
+    return PolicySection(method=method, base=str(sim / "base"), **{**TWO_STEPS, **extra})
+
+
+def _run(sim, section, weights=None, reward=True):
+    policy = build_policy(section.base, section.lora, log=lambda m: None)
+    if reward:
+        attach_reward(policy, sim / "reward", log=lambda m: None)
+    data, _ = split(load_reward_data(sim / "ds", sim / "trust"), 0.1, 0)
+    if weights is not None:
+        data.point["weight"], data.pairs["weight"] = weights, weights
+    return policy, MethodRun(policy, section, data, log=lambda m: None)
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto", "cringe"])
+def test_two_steps_of_each_method_move_only_the_policy_lora(sim, method):
+    section = _section(sim, method)
+    policy, run = _run(sim, section)
+    before = {n: p.detach().clone() for n, p in policy.peft.named_parameters()}
+    result = METHODS[method].train(run)
+    assert len(result["history"]) == 2 and all(np.isfinite(h["loss"]) for h in result["history"])
+    changed = {n for n, p in policy.peft.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n and ".default." in n for n in changed)
+    assert any("lora_B" in n for n in changed)
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto", "cringe"])
+def test_weight_zero_everywhere_gives_no_update(sim, method):
+    policy, run = _run(sim, _section(sim, method), weights=0.0)
+    before = {n: p.detach().clone() for n, p in policy.peft.named_parameters()}
+    history = METHODS[method].train(run)["history"]
+    assert all(h["loss"] == 0 for h in history)
+    assert all(torch.equal(p, before[n]) for n, p in policy.peft.named_parameters())
+
+
+def test_on_policy_dpo_and_iterative_cringe_use_the_reward_model(sim):
+    section = _section(sim, "dpo", dpo={"pairs": [], "on_policy": {"contexts": 6, "n": 3}})
+    policy, run = _run(sim, section)
+    result = METHODS["dpo"].train(run)
+    assert set(result["sources"]) == {"on_policy"} and result["items"] >= 1
+    section = _section(sim, "cringe", cringe={"iterations": 2, "contexts_per_iteration": 5})
+    policy, run = _run(sim, section)
+    result = METHODS["cringe"].train(run)
+    assert [r["items"] for r in result["rounds"]] == [8, 13]
+    policy, run = _run(sim, section, reward=False)
+    with pytest.raises(ValueError, match="reward model"):
+        METHODS["cringe"].train(run)
+
+
+def test_the_reward_model_shares_the_policy_base(sim):
+    """One copy of the base: policy, reference (adapter off) and reward adapter + head on the same weights."""
+    policy, _ = _run(sim, _section(sim, "kto"))
+    assert policy.shares_reward_base
+    reward_backbone = load_reward_model(sim / "reward")[0].backbone
+    base_numel = sum(p.numel() for n, p in reward_backbone.named_parameters() if "lora_" not in n)
+    non_lora = {p.data_ptr(): p.numel() for n, p in policy.peft.named_parameters() if "lora_" not in n}
+    lm_head_extra = 0 if policy.peft.get_base_model().config.tie_word_embeddings else policy.peft.get_base_model().lm_head.weight.numel()
+    assert sum(non_lora.values()) == base_numel + lm_head_extra  # every base weight exactly once
+    # the shared reward scores what the stand-alone reward model scores
+    model, tokenizer, meta = load_reward_model(sim / "reward")
+    data = load_reward_data(sim / "ds")
+    ctx, resp = list(data.point["context"][:6]), list(data.point["response"][:6])
+    from rlhf_organic.reward.model import encode
+
+    alone = score(model, encode(tokenizer, ctx, resp, meta["max_length"]), tokenizer.pad_token_id)[0]
+    assert np.allclose(policy.reward_scores(ctx, resp), alone, atol=1e-5)
+    # the policy adapter is still the active, trainable one afterwards
+    assert all(".default." in n for n, p in policy.peft.named_parameters() if p.requires_grad)
+
+
+def test_reference_is_the_base_with_the_adapter_off(sim):
+    from transformers import AutoModelForCausalLM
+
+    policy, _ = _run(sim, _section(sim, "kto"), reward=False)
+    with torch.no_grad():
+        for n, p in policy.peft.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    prompts, completions = [[5, 6, 7], [8, 9]], [[10, 11, 2], [12, 2]]
+    plain = AutoModelForCausalLM.from_pretrained(sim / "base")
+    from rlhf_organic.policy.model import batch_sequences, completion_logps
+
+    ids, mask, comp = batch_sequences(prompts, completions, policy.pad_id)
+    expected = completion_logps(plain(input_ids=ids, attention_mask=mask).logits, ids, comp)
+    assert torch.allclose(policy.sequence_logps(prompts, completions, reference=True), expected, atol=1e-5)
+    assert not torch.allclose(policy.sequence_logps(prompts, completions), expected, atol=1e-3)
+
+
+def test_four_bit_is_refused_on_cpu(sim):
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    with pytest.raises(BaseModelError, match="CUDA"):
+        build_policy(str(sim / "base"), PolicySection().lora, quantization="4bit")
+
+
+def test_cli_trains_evaluates_and_writes_a_loadable_adapter_and_merged_model(sim, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    sets = ["base=tiny", "tiny.hidden=32", "tiny.imitation_max=60", "tiny.vocab_size=400", "train.batch_size=4",
+            "train.max_items=8", "eval.contexts=4", "eval.sampling.max_new_tokens=8", "export_merged=true"]
+    res = CliRunner().invoke(main, ["policy", "train", str(sim / "ds"), "--method", "kto", "--trust", str(sim / "trust"),
+                                    "--reward", str(sim / "reward"), "--judge", str(sim / "judge"), "--out", str(tmp_path / "p"), "-q"]
+                             + [a for s in sets for a in ("--set", s)])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "p"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train"]["steps"] == 2 and metrics["weighted"]
+    assert set(metrics["eval"]["judge"]) >= {"base_good", "tuned_good", "win_rate", "tuned_unsafe_rate"}
+    assert metrics["eval"]["kl_to_reference"] >= 0 and "reward" in metrics["eval"]
+    assert (out / "samples.md").read_text().count("**tuned**") == 4
+    # the adapter loads with PEFT on the saved base and matches the merged export
+    ids = torch.tensor([[5, 6, 7, 8]])
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out / "base"), out / "adapter").eval()
+    merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
+    with torch.no_grad():
+        assert torch.allclose(tuned(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-4)
+    assert "clean judge p(good)" in res.output
+
+
+def test_settings_errors_name_the_key():
+    with pytest.raises(RecipeError, match="kto.beta"):
+        settings_from_cli("kto", ["kto.beta=-1"])
+    with pytest.raises(RecipeError, match="no pair source"):
+        settings_from_cli("dpo", ["dpo.pairs=[]"])
+    with pytest.raises(RecipeError, match="method"):
+        settings_from_cli("ppo2", [])
+
+
+def test_kto_without_thumbs_is_a_clear_error(sim):
+    policy, run = _run(sim, _section(sim, "kto"), reward=False)
+    run.data.point = run.data.point.iloc[:0]
+    with pytest.raises(ValueError, match="kto needs thumbs"):
+        METHODS["kto"].train(run)
