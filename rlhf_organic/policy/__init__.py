@@ -1,0 +1,1 @@
+"""Policy training from organic feedback: methods, the shared base, evaluation."""
