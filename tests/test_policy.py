@@ -181,3 +181,18 @@ def test_kto_without_thumbs_is_a_clear_error(sim):
     run.data.point = run.data.point.iloc[:0]
     with pytest.raises(ValueError, match="kto needs thumbs"):
         METHODS["kto"].train(run)
+
+
+def test_a_base_without_chat_template_gets_the_default_with_a_warning(sim):
+    from rlhf_organic.models.loading import load_tokenizer
+    from rlhf_organic.policy.model import ensure_chat_template, prompt_text
+
+    tokenizer = load_tokenizer(str(sim / "base"))
+    tokenizer.chat_template = None
+    messages = []
+    ensure_chat_template(tokenizer, messages.append)
+    assert messages and "no chat template" in messages[0]
+    assert prompt_text(tokenizer, [{"role": "user", "content": "hi"}]) == "<|user|>hi\n<|assistant|>"
+    # a template that rejects the turns (two user turns in a row) falls back to the default
+    tokenizer.chat_template = "{{ raise_exception('alternate!') }}"
+    assert prompt_text(tokenizer, [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]).endswith("<|assistant|>")

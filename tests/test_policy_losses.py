@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from rlhf_organic.losses import cringe, dpo, kto, token_nll
 from rlhf_organic.policy.model import batch_sequences, completion_logps, token_logps

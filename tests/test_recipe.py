@@ -31,7 +31,7 @@ def test_unknown_key_lists_valid_keys_and_suggests_nearest(tmp_path):
 
 
 def test_unknown_section(tmp_path):
-    with pytest.raises(RecipeError, match=r"outptu: unknown key 'outptu' \(did you mean 'output'\?\); valid keys: data, name, output, reward, seed, trust"):
+    with pytest.raises(RecipeError, match=r"outptu: unknown key 'outptu' \(did you mean 'output'\?\); valid keys: data, name, output, policy, reward, seed, trust"):
         load_recipe(_write(tmp_path, "name: x\noutptu: {dir: y}\n"))
 
 
