@@ -128,12 +128,13 @@ def prepare_seed(spec: dict) -> dict:
 
 
 def run_pipeline(run_dir: Path, seed: int, users: int) -> dict:
-    """quickstart.yaml with this seed and size: simulation, dataset, trust (combined), reward (weighted)."""
+    """quickstart.yaml with this seed and size, up to the reward model: simulation, dataset, trust (combined), reward (weighted)."""
     from rlhf_organic.pipeline import run_recipe
     from rlhf_organic.recipe import load_recipe
 
     recipe = load_recipe(RECIPE, [f"seed={seed}", f"output.dir={run_dir}", "output.overwrite=true",
                                   f"data.simulate.users={users}"])
+    recipe = recipe.model_copy(update={"policy": None})  # the bench trains its own policies, arm by arm
     return run_recipe(recipe, progress=False, log=quiet, echo=quiet)
 
 

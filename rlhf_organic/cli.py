@@ -48,7 +48,7 @@ def policy() -> None:
 
 @policy.command("train")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
-@click.option("--method", default="kto", show_default=True, help="dpo, kto or cringe")
+@click.option("--method", default="kto", show_default=True, help="dpo, kto, cringe, rejection_sampling or ppo")
 @click.option("--trust", "trust_dir", type=click.Path(file_okay=False),
               help="trust folder whose weights to use (default: uniform weights)")
 @click.option("--reward", "reward_dir", type=click.Path(exists=True, file_okay=False),

@@ -151,3 +151,88 @@ def _token_weights(weights: torch.Tensor | None, mask: torch.Tensor) -> torch.Te
     if weights is None:
         return None
     return weights.unsqueeze(-1).expand(mask.shape)[mask.bool()]
+
+
+# --- PPO (Schulman et al. 2017; the RLHF form of Ouyang et al. 2022) ------------------------------
+# Per-token tensors are [batch, steps] over the completion tokens only, left-aligned: step t is the
+# t-th generated token, and ``mask`` is 1 for the tokens a row really has (its length), 0 after.
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the tokens where ``mask`` is 1 (0 when there are none)."""
+    mask = mask.to(values.dtype)
+    total = mask.sum()
+    return (values * mask).sum() / total if total > 0 else (values * mask).sum()
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """``values`` scaled to unit variance over the masked tokens (and centred unless ``shift_mean`` is
+    false); padded positions are returned as 0."""
+    mean = masked_mean(values, mask)
+    var = masked_mean((values - mean) ** 2, mask)
+    out = (values - mean) * torch.rsqrt(var + 1e-8)
+    if not shift_mean:
+        out = out + mean
+    return out * mask.to(values.dtype)
+
+
+def token_rewards(scores: torch.Tensor, logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor,
+                  kl_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rewards, kl) per token: ``-kl_coef * (log pi - log pi_ref)`` at every token, plus the sequence's
+    reward-model score at its last token. ``kl`` is the per-token estimate log pi - log pi_ref."""
+    mask = mask.to(logps.dtype)
+    kl = (logps - ref_logps) * mask
+    rewards = -kl_coef * kl
+    last = (mask.sum(1).long() - 1).clamp(min=0)
+    rewards = rewards.clone()
+    rewards[torch.arange(len(scores)), last] += scores.to(rewards.dtype) * (mask.sum(1) > 0).to(rewards.dtype)
+    return rewards, kl
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016) backwards over each row's tokens.
+
+    delta_t = r_t + gamma * V_{t+1} - V_t (V after a row's last token is 0: the episode ends), and
+    A_t = delta_t + gamma * lam * A_{t+1}. Returns (advantages, returns = advantages + values), 0 where
+    ``mask`` is 0."""
+    mask = mask.to(values.dtype)
+    steps = rewards.shape[1]
+    advantages = torch.zeros_like(values)
+    running = torch.zeros(values.shape[0], dtype=values.dtype, device=values.device)
+    next_value = torch.zeros_like(running)
+    for t in reversed(range(steps)):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = (delta + gamma * lam * running) * mask[:, t]
+        advantages[:, t] = running
+        next_value = values[:, t] * mask[:, t]
+    return advantages, (advantages + values) * mask
+
+
+def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                    cliprange: float = 0.2) -> tuple[torch.Tensor, dict]:
+    """The clipped surrogate: mean over tokens of max(-A r, -A clip(r, 1 - eps, 1 + eps)), r = pi / pi_old.
+    Also returns the clip fraction, the approximate KL to the old policy (mean of (log r)^2 / 2) and the
+    mean ratio, for logging and early stopping."""
+    log_ratio = (logps - old_logps) * mask
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - cliprange, 1 + cliprange)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        stats = {"clipfrac": float(masked_mean((clipped > unclipped).to(logps.dtype), mask)),
+                 "approx_kl": float(masked_mean(0.5 * log_ratio**2, mask)),
+                 "ratio": float(masked_mean(ratio, mask))}
+    return loss, stats
+
+
+def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                   cliprange_value: float = 0.2) -> tuple[torch.Tensor, dict]:
+    """The clipped value loss: 0.5 * mean over tokens of max((V - R)^2, (V_clipped - R)^2), where V_clipped
+    stays within ``cliprange_value`` of the rollout's value."""
+    clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+    losses = torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)
+    loss = 0.5 * masked_mean(losses, mask)
+    with torch.no_grad():
+        stats = {"value_clipfrac": float(masked_mean(((clipped - returns) ** 2 > (values - returns) ** 2).to(values.dtype), mask))}
+    return loss, stats

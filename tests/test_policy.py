@@ -61,9 +61,15 @@ def _run(sim, section, weights=None, reward=True):
     return policy, MethodRun(policy, section, data, log=lambda m: None)
 
 
-@pytest.mark.parametrize("method", ["dpo", "kto", "cringe"])
+# settings that make each generating method take exactly two optimizer steps
+ONLINE = {"rejection_sampling": {"rejection_sampling": {"rounds": 2, "contexts_per_round": 4, "n": 3, "max_new_tokens": 8}},
+          "ppo": {"ppo": {"rounds": 1, "contexts_per_round": 4, "minibatch_size": 2, "ppo_epochs": 1, "max_new_tokens": 8,
+                          "target_kl": None}}}
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto", "cringe", "rejection_sampling", "ppo"])
 def test_two_steps_of_each_method_move_only_the_policy_lora(sim, method):
-    section = _section(sim, method)
+    section = _section(sim, method, **ONLINE.get(method, {}))
     policy, run = _run(sim, section)
     before = {n: p.detach().clone() for n, p in policy.peft.named_parameters()}
     result = METHODS[method].train(run)
@@ -71,6 +77,8 @@ def test_two_steps_of_each_method_move_only_the_policy_lora(sim, method):
     changed = {n for n, p in policy.peft.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n and ".default." in n for n in changed)
     assert any("lora_B" in n for n in changed)
+    # PPO also trains its value head, which starts at 0; no other method has one
+    assert (policy.value_head is not None and policy.value_head.weight.abs().sum() > 0) == (method == "ppo")
 
 
 @pytest.mark.parametrize("method", ["dpo", "kto", "cringe"])
@@ -196,3 +204,75 @@ def test_a_base_without_chat_template_gets_the_default_with_a_warning(sim):
     # a template that rejects the turns (two user turns in a row) falls back to the default
     tokenizer.chat_template = "{{ raise_exception('alternate!') }}"
     assert prompt_text(tokenizer, [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]).endswith("<|assistant|>")
+
+
+def test_first_ppo_epoch_on_fresh_rollouts_has_ratio_one_and_kl_zero(sim):
+    """The padding trap: rollout log-probs must come from the same (right-padded) pass as training's, so
+    the first minibatch of the first epoch sees ratio 1 and KL 0, and a fresh adapter has KL 0 to the base."""
+    section = _section(sim, "ppo", ppo={"rounds": 1, "contexts_per_round": 6, "minibatch_size": 6, "ppo_epochs": 2,
+                                        "max_new_tokens": 8, "target_kl": None})
+    policy, run = _run(sim, section)
+    result = METHODS["ppo"].train(run)
+    first, second = result["history"]
+    assert first["ratio"] == pytest.approx(1.0, abs=1e-6) and first["approx_kl"] == pytest.approx(0.0, abs=1e-10)
+    assert first["clipfrac"] == 0
+    assert result["rounds"][0]["kl_to_reference"] == pytest.approx(0.0, abs=1e-5)
+    assert second["approx_kl"] > 0  # the first update moved the policy
+
+
+def test_batched_token_stats_match_one_sequence_at_a_time(sim):
+    policy, _ = _run(sim, _section(sim, "ppo"), reward=False)
+    policy.add_value_head()
+    with torch.no_grad():
+        for n, p in policy.peft.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)
+        policy.value_head.weight.normal_(0, 0.3)
+    prompts, completions = [[5, 6, 7, 8, 9], [8, 9], [4, 5, 6]], [[10, 11, 2], [12, 2], [13, 14, 15, 16]]
+    logps, values, mask = policy.token_stats(prompts, completions, values=True)
+    assert mask.tolist() == [[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]]
+    for i, (p, c) in enumerate(zip(prompts, completions)):
+        one, v, _ = policy.token_stats([p], [c], values=True)
+        assert torch.allclose(logps[i, : len(c)], one[0], atol=1e-5) and torch.allclose(values[i, : len(c)], v[0], atol=1e-5)
+    assert torch.allclose(logps.sum(1), policy.sequence_logps(prompts, completions), atol=1e-5)
+
+
+def test_sampling_n_replies_reuses_the_prompt_cache_without_changing_them(sim):
+    policy, _ = _run(sim, _section(sim, "rejection_sampling"), reward=False)
+    prompts = [[5, 6, 7, 8, 9], [8, 9], [4, 5, 6]]
+    for temperature in (0.0, 1.0):
+        kwargs = dict(n=3, temperature=temperature, top_p=1.0, max_new_tokens=6, seed=3)
+        shared = policy.generate(prompts, **kwargs)
+        plain = policy.generate(prompts, reuse_prompt_cache=False, **kwargs)
+        assert shared.completions == plain.completions and len(shared.completions) == 9
+
+
+def test_rejection_sampling_keeps_the_best_and_draws_only_trusted_contexts(sim):
+    from rlhf_organic.policy.methods.ppo import draw
+    from rlhf_organic.policy.methods.rejection_sampling import select
+
+    scores = np.array([[0.1, 0.9, 0.5], [2.0, -1.0, 2.0]])
+    assert select(scores, "best").tolist() == [[False, True, False], [True, False, False]]
+    assert select(scores, "top_k", k=2).tolist() == [[False, True, True], [True, False, True]]
+    assert select(scores, "threshold", threshold=0.4).tolist() == [[False, True, True], [True, False, True]]
+    rng = np.random.default_rng(0)
+    assert set(draw(rng, np.array([0.0, 1.0, 0.0, 3.0]), 50)) == {1, 3}
+    assert sorted(draw(rng, np.array([0.0, 1.0, 2.0, 3.0]), 3)) == [1, 2, 3]  # without replacement while possible
+    section = _section(sim, "rejection_sampling", **ONLINE["rejection_sampling"])
+    policy, run = _run(sim, section)
+    trusted = run.data.point["user_id"].iloc[0]
+    run.user_weight = {u: float(u == trusted) for u in run.data.point["user_id"]} | {u: 0.0 for u in run.data.pairs["user_id"]}
+    result = METHODS["rejection_sampling"].train(run)
+    assert result["weight_sum"] == result["items"]  # every kept reply is from the one trusted user (weight 1)
+    run.user_weight = {u: 0.0 for u in run.user_weight}
+    with pytest.raises(ValueError, match="weight 0"):
+        METHODS["ppo"].train(run)
+    with pytest.raises(RecipeError, match="k"):
+        settings_from_cli("rejection_sampling", ["rejection_sampling.keep=top_k", "rejection_sampling.k=5"])
+
+
+def test_online_methods_need_a_reward_model(sim):
+    for method in ("rejection_sampling", "ppo"):
+        policy, run = _run(sim, _section(sim, method), reward=False)
+        with pytest.raises(ValueError, match="reward model"):
+            METHODS[method].train(run)

@@ -194,3 +194,69 @@ def test_kto_loss_equals_trl_kto_trainer_loss_on_the_same_batch(tmp_path):
                desirable_weight=1.0, undesirable_weight=1.5)
     assert logratios.abs().sum() > 0.01
     assert ours.item() == pytest.approx(trl_loss.item(), rel=1e-5)
+
+
+# ---- PPO ------------------------------------------------------------------------------------------
+
+
+def test_gae_on_a_three_step_example_by_hand():
+    from rlhf_organic.losses import gae
+
+    # row 0: 3 tokens, gamma 1, lambda 0.95. delta_2 = 1 - 0.7 = 0.3; delta_1 = 0.7 - 0.6 = 0.1;
+    # delta_0 = 0.6 - 0.5 = 0.1. A_2 = 0.3, A_1 = 0.1 + 0.95 * 0.3 = 0.385, A_0 = 0.1 + 0.95 * 0.385 = 0.46575
+    # row 1: 2 tokens then padding (its value 9 must not leak in). delta_1 = 2 - 0.5 = 1.5; A_0 = (0 + 0.5 - 1) + 0.95 * 1.5
+    rewards = torch.tensor([[0.0, 0.0, 1.0], [0.0, 2.0, 5.0]])
+    values = torch.tensor([[0.5, 0.6, 0.7], [1.0, 0.5, 9.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    adv, ret = gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    assert torch.allclose(adv, torch.tensor([[0.46575, 0.385, 0.3], [0.925, 1.5, 0.0]]))
+    assert torch.allclose(ret, torch.tensor([[0.96575, 0.985, 1.0], [1.925, 2.0, 0.0]]))
+    # gamma 0.9, lambda 0.8 on row 0: delta_2 = 0.3, delta_1 = 0.9*0.7 - 0.6 = 0.03, delta_0 = 0.9*0.6 - 0.5 = 0.04
+    adv, _ = gae(rewards[:1], values[:1], mask[:1], gamma=0.9, lam=0.8)
+    a1 = 0.03 + 0.72 * 0.3
+    assert torch.allclose(adv, torch.tensor([[0.04 + 0.72 * a1, a1, 0.3]]))
+
+
+def test_clipped_surrogate_by_hand():
+    from rlhf_organic.losses import ppo_policy_loss
+
+    logps = torch.tensor([[0.5, -0.5, 0.5]])
+    old = torch.zeros(1, 3)
+    adv = torch.tensor([[1.0, 1.0, -2.0]])
+    loss, stats = ppo_policy_loss(logps, old, adv, torch.ones(1, 3), cliprange=0.2)
+    # ratio e^0.5 with A=1: clipped at 1.2 -> -1.2; ratio e^-0.5 with A=1: unclipped -e^-0.5 is larger;
+    # ratio e^0.5 with A=-2: unclipped 2 e^0.5 is larger (clipping never helps a bad action)
+    expected = (-1.2 - math.exp(-0.5) + 2 * math.exp(0.5)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert stats["clipfrac"] == pytest.approx(1 / 3)
+    assert stats["approx_kl"] == pytest.approx(0.125)
+    # at ratio 1 the loss is -mean(A) and its gradient -A / n per token; a masked token counts for nothing
+    logps = torch.zeros(1, 3, requires_grad=True)
+    loss, stats = ppo_policy_loss(logps, old, adv, torch.tensor([[1, 1, 0]]))
+    loss.backward()
+    assert loss.item() == pytest.approx(-1.0) and stats["ratio"] == 1 and stats["approx_kl"] == 0
+    assert torch.allclose(logps.grad, torch.tensor([[-0.5, -0.5, 0.0]]))
+
+
+def test_value_clipping_by_hand():
+    from rlhf_organic.losses import ppo_value_loss
+
+    # old 0, return 1, clip 0.2: V=0.5 -> clipped 0.2, max(0.25, 0.64) = 0.64; V=-0.5 -> -0.2, max(2.25, 1.44) = 2.25
+    loss, stats = ppo_value_loss(torch.tensor([[0.5, -0.5]]), torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1, 2), 0.2)
+    assert loss.item() == pytest.approx(0.5 * (0.64 + 2.25) / 2)
+    assert stats["value_clipfrac"] == pytest.approx(0.5)
+
+
+def test_token_rewards_and_whitening_by_hand():
+    from rlhf_organic.losses import token_rewards, whiten
+
+    logps = torch.tensor([[-1.0, -2.0, -1.0], [-1.0, -1.0, 0.0]])
+    ref = torch.tensor([[-1.5, -1.0, -1.0], [-2.0, -1.0, -7.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    rewards, kl = token_rewards(torch.tensor([2.0, -1.0]), logps, ref, mask, kl_coef=0.1)
+    assert torch.allclose(kl, torch.tensor([[0.5, -1.0, 0.0], [1.0, 0.0, 0.0]]))
+    # -0.1 * kl per token, the score added at each row's last real token
+    assert torch.allclose(rewards, torch.tensor([[-0.05, 0.1, 2.0], [-0.1, -1.0, 0.0]]))
+    white = whiten(torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 100.0]]), mask)
+    expected = (torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]) - 3) / math.sqrt(2.0)
+    assert torch.allclose(white[mask.bool()], expected, atol=1e-6) and white[1, 2] == 0

@@ -70,7 +70,7 @@ class RewardUse(Section):
 class _PolicySettings(Section):
     """``policy``: fine-tune the dialogue policy with LoRA from the organic data, weighted by trust."""
 
-    method: Literal[tuple(METHODS)] = Field("kto", description="dpo, kto or cringe (see docs/policy.md)")  # type: ignore[valid-type]
+    method: Literal[tuple(METHODS)] = Field("kto", description="dpo, kto, cringe, rejection_sampling or ppo (see docs/policy.md)")  # type: ignore[valid-type]
     base: str = Field("tiny", description="'tiny', a hub id, a local model folder or a .gguf file")
     tiny: TinyPolicyBase = TinyPolicyBase()
     dtype: DType = "float32"

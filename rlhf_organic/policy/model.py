@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +103,7 @@ class PolicyModel:
         self.reward_head: torch.nn.Linear | None = None
         self.reward_meta: dict | None = None
         self._separate_reward = None  # (model, tokenizer, meta) when the reward model has its own base
+        self.value_head: torch.nn.Linear | None = None  # PPO's critic, on the policy's hidden states
 
     @property
     def device(self):
@@ -113,7 +114,8 @@ class PolicyModel:
         return self.tokenizer.pad_token_id
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.peft.parameters() if p.requires_grad]
+        extra = list(self.value_head.parameters()) if self.value_head is not None else []
+        return [p for p in self.peft.parameters() if p.requires_grad] + extra
 
     def logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.peft(input_ids=ids, attention_mask=mask, use_cache=False).logits
@@ -134,8 +136,10 @@ class PolicyModel:
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], *, temperature: float, top_p: float, max_new_tokens: int,
-                 reference: bool = False, seed: int | None = None) -> Generation:
-        """Sample one reply per prompt (left-padded batch); ``reference`` samples from the base."""
+                 n: int = 1, reference: bool = False, seed: int | None = None, reuse_prompt_cache: bool = True) -> Generation:
+        """Sample ``n`` replies per prompt in one left-padded batch; prompt i's replies come at i*n .. i*n+n-1.
+        ``reference`` samples from the base. With ``n`` > 1 the prompts are run through the model once and
+        their key/value cache copied ``n`` times (``reuse_prompt_cache``), instead of ``n`` prefills."""
         eos = self.tokenizer.eos_token_id
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
@@ -143,6 +147,7 @@ class PolicyModel:
         for i, p in enumerate(prompts):
             ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
             mask[i, width - len(p):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
         if seed is not None:
             torch.manual_seed(seed)
         kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=self.pad_id, eos_token_id=eos)
@@ -150,13 +155,15 @@ class PolicyModel:
         was_training = self.peft.training
         self.peft.eval()
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), ExitStack() as stack:
                 warnings.filterwarnings("ignore", message=".*generation flags are not valid.*")
                 if reference:
-                    with self.peft.disable_adapter():
-                        out = self.peft.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
-                else:
-                    out = self.peft.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), **kwargs)
+                    stack.enter_context(self.peft.disable_adapter())
+                if n > 1:
+                    if reuse_prompt_cache and width > 1:
+                        kwargs["cache"] = self._prompt_cache(ids, mask, n)
+                    ids, mask = ids.repeat_interleave(n, 0), mask.repeat_interleave(n, 0)
+                out = self.peft.generate(input_ids=ids, attention_mask=mask, **kwargs)
         finally:
             self.peft.train(was_training)
         completions = []
@@ -164,6 +171,46 @@ class PolicyModel:
             completions.append(row[: row.index(eos) + 1] if eos in row else row)
         texts = self.tokenizer.batch_decode([[t for t in c if t != eos] for c in completions], skip_special_tokens=True)
         return Generation(completions, [t.strip() for t in texts])
+
+    def _prompt_cache(self, ids: torch.Tensor, mask: torch.Tensor, n: int):
+        """The key/value cache of every prompt but its last token, repeated ``n`` times along the batch;
+        ``generate`` then only runs that last token. Positions follow the left padding, as in ``generate``."""
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = self.peft(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                          use_cache=True).cache
+        cache.batch_repeat_interleave(n)
+        return cache
+
+    # ---- PPO: per-token log-probs and values --------------------------------------------------
+
+    def add_value_head(self) -> torch.nn.Linear:
+        """A scalar value head on the policy's last hidden state (trainable; starts at 0)."""
+        hidden = self.peft.get_base_model().config.hidden_size
+        self.value_head = torch.nn.Linear(hidden, 1).to(self.device)
+        torch.nn.init.zeros_(self.value_head.weight)
+        torch.nn.init.zeros_(self.value_head.bias)
+        return self.value_head
+
+    def token_stats(self, prompts, completions, *, values: bool = False, reference: bool = False):
+        """Per completion token: (log-probs [batch, steps], values [batch, steps] or None, mask [batch, steps]).
+
+        Step t is the t-th completion token; its log-prob and the value of the state before it are read at
+        the position that predicts it. Sequences are right-padded, prompt + completion unpadded within.
+        """
+        ids, mask, _ = batch_sequences(prompts, completions, self.pad_id, self.device)
+        steps = max(len(c) for c in completions)
+        starts = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
+        index = (starts[:, None] + torch.arange(steps, device=self.device)[None]).clamp(max=ids.shape[1] - 2)
+        lengths = torch.tensor([len(c) for c in completions], device=self.device)
+        step_mask = (torch.arange(steps, device=self.device)[None] < lengths[:, None]).long()
+        with self.reference() if reference else nullcontext():
+            out = self.peft(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=values)
+        logps = token_logps(out.logits, ids).gather(1, index) * step_mask
+        if not values:
+            return logps, None, step_mask
+        state = out.hidden_states[-1].to(self.value_head.weight.dtype)
+        v = self.value_head(state).squeeze(-1)[:, :-1].gather(1, index) * step_mask
+        return logps, v.float(), step_mask
 
     # ---- the reward model on the same base ------------------------------------------------------
 

@@ -107,6 +107,10 @@ def save_policy(policy, section, folder: Path, *, base_in_folder: bool) -> None:
     """The policy adapter alone (not the reward adapter), its settings, and the merged model if asked."""
     policy.peft.save_pretrained(folder / "adapter", selected_adapters=["default"])
     policy.tokenizer.save_pretrained(folder / "adapter")
+    if policy.value_head is not None:  # PPO's critic, to continue training later
+        from safetensors.torch import save_file
+
+        save_file(policy.value_head.state_dict(), folder / "value_head.safetensors")
     meta = {"format": 1, "base": "base" if base_in_folder else section.base, "method": section.method,
             "dtype": section.dtype, "max_prompt_length": section.max_prompt_length,
             "max_completion_length": section.max_completion_length}
