@@ -109,7 +109,28 @@ def load_base(base: str, *, causal_lm: bool = False, dtype: DType = "float32", q
 
         # no gradient checkpointing by default: it costs ~45% of the speed and small models do not need it
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        guard_4bit_for_training(model)
     return model
+
+
+def guard_4bit_for_training(model) -> int:
+    """Keep bitsandbytes' 4-bit layers trainable after a no-grad pass; returns how many layers it set.
+
+    On a CPU with AVX512-BF16, the first eval / no-grad forward of a ``Linear4bit`` (evaluation,
+    generation) repacks its weight for an inference kernel without autograd, and from then on the
+    LoRA layers on top of it get wrong (mostly zero) gradients, with only a warning. Every method that
+    generates and then trains walks into this; switching that kernel off on every 4-bit layer avoids
+    it (tested against a full-precision reference in ``tests/test_quantized.py``). It is a no-op for
+    layers on a GPU, so it is applied to every 4-bit model whatever the device.
+    """
+    try:
+        from bitsandbytes.nn import Linear4bit
+    except ImportError:
+        return 0
+    layers = [m for m in model.modules() if isinstance(m, Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
 
 
 def is_decoder(model_or_config) -> bool:
