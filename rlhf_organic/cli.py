@@ -43,7 +43,7 @@ def main() -> None:
 
 @main.group()
 def policy() -> None:
-    """Fine-tune the dialogue policy (LoRA) with DPO, KTO or Cringe, weighted by trust."""
+    """Fine-tune the dialogue policy (LoRA) with DPO, KTO, Cringe, rejection sampling or PPO, weighted by trust."""
 
 
 @policy.command("train")
@@ -52,7 +52,7 @@ def policy() -> None:
 @click.option("--trust", "trust_dir", type=click.Path(file_okay=False),
               help="trust folder whose weights to use (default: uniform weights)")
 @click.option("--reward", "reward_dir", type=click.Path(exists=True, file_okay=False),
-              help="reward-model folder: scores the evaluation; needed by on-policy DPO and iterative Cringe")
+              help="reward-model folder: scores the evaluation; needed by rejection_sampling, ppo, on-policy DPO and iterative Cringe")
 @click.option("--judge", "judge_dir", type=click.Path(exists=True, file_okay=False),
               help="clean-judge folder (rlhf-organic policy judge) for the clean metrics")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",

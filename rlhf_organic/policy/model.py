@@ -191,11 +191,12 @@ class PolicyModel:
         torch.nn.init.zeros_(self.value_head.bias)
         return self.value_head
 
-    def token_stats(self, prompts, completions, *, values: bool = False, reference: bool = False):
+    def token_stats(self, prompts, completions, *, values: bool = False, reference: bool = False, temperature: float = 1.0):
         """Per completion token: (log-probs [batch, steps], values [batch, steps] or None, mask [batch, steps]).
 
         Step t is the t-th completion token; its log-prob and the value of the state before it are read at
         the position that predicts it. Sequences are right-padded, prompt + completion unpadded within.
+        ``temperature`` divides the logits first: the log-probs of the distribution the replies were sampled from.
         """
         ids, mask, _ = batch_sequences(prompts, completions, self.pad_id, self.device)
         steps = max(len(c) for c in completions)
@@ -205,7 +206,7 @@ class PolicyModel:
         step_mask = (torch.arange(steps, device=self.device)[None] < lengths[:, None]).long()
         with self.reference() if reference else nullcontext():
             out = self.peft(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=values)
-        logps = token_logps(out.logits, ids).gather(1, index) * step_mask
+        logps = token_logps(out.logits / temperature, ids).gather(1, index) * step_mask
         if not values:
             return logps, None, step_mask
         state = out.hidden_states[-1].to(self.value_head.weight.dtype)

@@ -5,7 +5,8 @@ of the user whose conversation each comes from), sample one reply each from the 
 score it with the reward model (its adapter + head on the same base when it shares it). Then, without
 gradient: the policy's and the reference's (adapter off) per-token log-probs and the value head's
 values, all from one right-padded re-scoring pass, so the first PPO epoch starts at ratio 1 and KL 0
-whatever the generation padding was. Rewards: ``-kl_coef * (log pi - log pi_ref)`` per token, plus
+whatever the generation padding was. Log-probs are those of the sampling distribution (logits divided by
+the rollout ``temperature``), so the replies are on-policy for the distribution being optimised. Rewards: ``-kl_coef * (log pi - log pi_ref)`` per token, plus
 the (clipped) reward-model score at the last token; GAE advantages, whitened; returns = advantages +
 values. Then ``ppo_epochs`` passes over the rollouts in minibatches: clipped surrogate + ``vf_coef`` x
 clipped value loss, stopping a round's epochs early when the approximate KL to the rollout policy
@@ -95,8 +96,8 @@ def rollout(run: MethodRun, contexts, user_ids, seed: int) -> dict:
     if cfg.reward_clip is not None:
         scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
     with torch.no_grad():
-        logps, values, mask = policy.token_stats(prompts, completions, values=True)
-        ref_logps, _, _ = policy.token_stats(prompts, completions, reference=True)
+        logps, values, mask = policy.token_stats(prompts, completions, values=True, temperature=cfg.temperature)
+        ref_logps, _, _ = policy.token_stats(prompts, completions, reference=True, temperature=cfg.temperature)
     rewards, kl = token_rewards(scores.to(logps.device), logps, ref_logps, mask, cfg.kl_coef)
     if cfg.whiten_rewards:
         rewards = whiten(rewards, mask, shift_mean=False)
@@ -142,7 +143,8 @@ def train(run: MethodRun) -> dict:
                 steps = int(batch["mask"][rows].sum(1).max())
                 pick = lambda x: x[rows][:, :steps]  # noqa: E731 - drop the columns no row of this minibatch uses
                 logps, values, mask = policy.token_stats([batch["prompts"][i] for i in rows],
-                                                         [batch["completions"][i] for i in rows], values=True)
+                                                         [batch["completions"][i] for i in rows], values=True,
+                                                         temperature=cfg.temperature)
                 pg, pg_stats = ppo_policy_loss(logps, pick(batch["logps"]), pick(batch["advantages"]), mask, cfg.cliprange)
                 vf, vf_stats = ppo_value_loss(values, pick(batch["values"]), pick(batch["returns"]), mask, cfg.cliprange_value)
                 loss = pg + cfg.vf_coef * vf
