@@ -38,9 +38,9 @@ DESCRIPTION = "PPO: rollouts from the policy, reward-model scores, KL penalty to
 
 class Config(Section):
     rounds: int = Field(20, ge=1, description="rollout batches, each followed by ppo_epochs of updates")
-    contexts_per_round: int = Field(16, ge=1, description="contexts (one reply each) per rollout batch")
+    contexts_per_round: int = Field(64, ge=1, description="contexts (one reply each) per rollout batch")
     ppo_epochs: int = Field(4, ge=1, description="passes over each rollout batch")
-    minibatch_size: int = Field(8, ge=1, description="rollouts per optimizer step")
+    minibatch_size: int = Field(16, ge=1, description="rollouts per optimizer step")
     kl_coef: float = Field(0.05, ge=0, description="per-token penalty on log pi - log pi_ref")
     cliprange: float = Field(0.2, gt=0, description="policy ratio clip")
     cliprange_value: float = Field(0.2, gt=0, description="value clip around the rollout's values")

@@ -25,7 +25,7 @@ DESCRIPTION = "rejection sampling: sample n replies, keep the reward model's bes
 
 class Config(Section):
     rounds: int = Field(2, ge=1, description="sample-score-keep-train rounds")
-    contexts_per_round: int = Field(128, ge=1, description="training contexts sampled per round")
+    contexts_per_round: int = Field(512, ge=1, description="training contexts sampled per round")
     n: int = Field(4, ge=1, description="replies sampled per context")
     keep: Literal["best", "top_k", "threshold"] = Field("best", description="which samples to fine-tune on")
     k: int = Field(1, ge=1, description="with keep: top_k, the k best replies of each context")
