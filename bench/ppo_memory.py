@@ -57,6 +57,7 @@ import os
 import subprocess
 import sys
 import time
+from itertools import accumulate
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -289,17 +290,6 @@ def worker_trl(spec: dict) -> dict:
 # ---- ours ----------------------------------------------------------------------------------------
 
 
-def ppo_available() -> str | None:
-    """None when rlhf_organic has a ``ppo`` policy method; otherwise why not."""
-    try:
-        from rlhf_organic.policy.methods import METHODS
-    except Exception as exc:  # noqa: BLE001 - a half-written module: say so, the baseline can still run
-        return f"rlhf_organic.policy.methods does not import ({type(exc).__name__}: {exc})"
-    if "ppo" not in METHODS:
-        return f"rlhf_organic.policy.methods.METHODS has no 'ppo' yet (has {', '.join(sorted(METHODS))})"
-    return None
-
-
 def worker_reward(spec: dict) -> dict:
     """A reward model on the bench's base folder, a few steps of the project's reward stage (cached)."""
     from rlhf_organic.reward.data import load_reward_data
@@ -370,50 +360,36 @@ def worker_ours(spec: dict) -> dict:
     pairs = pd.DataFrame(columns=PAIR_COLUMNS + ["weight"])
     run = MethodRun(policy, section, RewardData(point, pairs), seed=spec["seed"], progress=False, log=lambda m: None)
 
-    # Measurement only: record when each generate() call starts and the longest reply it sampled (the trl
-    # row records the same), so per-batch times exist even if the method's history has no timings.
-    calls: list[float] = []
+    # Measurement only: the longest reply each generate() call sampled (the trl row records the same).
     generated: list[int] = []
     generate = policy.generate
 
-    def timed_generate(*a, **k):
-        calls.append(time.perf_counter())
+    def counted_generate(*a, **k):
         out = generate(*a, **k)
         generated.append(max((len(c) for c in out.completions), default=0))
         return out
 
-    policy.generate = timed_generate
+    policy.generate = counted_generate
     began = time.perf_counter()
     result = METHODS["ppo"].train(run)
     seconds = time.perf_counter() - began
     memory.stop()
     history = result["history"]  # one entry per optimizer step
-    rounds = result.get("rounds") or []  # one entry per rollout batch
-    batches = len(rounds) or len({h.get("round") for h in history}) or len(history)
+    rounds = result["rounds"]  # one entry per rollout batch, with its rollout and update seconds
+    batches = len(rounds)
     answer = {
         "seconds": seconds, "batches": batches, "optimizer_steps": len(history), "load_seconds": round(load_seconds, 2),
         "seconds_per_batch": seconds / max(1, batches),
         **memory.result(), "memory_at_end_mb": memory_now_mb(),
         "trainable_parameters": sum(p.numel() for p in policy.trainable_parameters()), "models": 1,
-        "generate_calls": len(calls), "generated_tokens": generated,
+        "generate_calls": len(generated), "generated_tokens": generated,
         "prompt_tokens": [len(p) for p in run.prompts(point["context"])],
         "last_history": {k: v for k, v in (history[-1] if history else {}).items() if isinstance(v, (int, float))},
         "rounds": rounds,
     }
-    # Per-batch times: from the method's per-round records (rollout + update seconds), else from the
-    # generate() calls when there is exactly one per batch (batch i runs from its call to the next).
-    if rounds and all("rollout_seconds" in r and "update_seconds" in r for r in rounds):
-        each, answer["batch_seconds_from"] = [r["rollout_seconds"] + r["update_seconds"] for r in rounds], "rounds"
-        answer["rollout_seconds"] = [r["rollout_seconds"] for r in rounds]
-        answer["update_seconds"] = [r["update_seconds"] for r in rounds]
-    elif calls and len(calls) == batches:
-        ends = [began] + calls[1:] + [began + seconds]
-        each, answer["batch_seconds_from"] = [b - a for a, b in zip(ends, ends[1:])], "generate() calls"
-    else:
-        each = []
-    if each:
-        answer.update(batch_seconds=[round(s, 3) for s in each], first_batch_seconds=each[0],
-                      later_batch_seconds=(sum(each[1:]) / len(each[1:])) if len(each) > 1 else None)
+    answer["rollout_seconds"] = [r["rollout_seconds"] for r in rounds]
+    answer["update_seconds"] = [r["update_seconds"] for r in rounds]
+    answer.update(batch_times(0.0, list(accumulate(r + u for r, u in zip(answer["rollout_seconds"], answer["update_seconds"])))))
     return answer
 
 
@@ -460,10 +436,6 @@ def main(argv=None) -> None:
         return
 
     rows = [(kind, label) for kind, label in ROWS if args.only in (None, kind)]
-    if any(kind == "ours" for kind, _ in rows) and (why := ppo_available()):
-        sys.exit(f"ppo_memory: cannot run the ours row: {why}.\n"
-                 "Run the baseline alone with --only trl until rlhf_organic/policy/methods/ppo.py is registered.")
-
     limit_cpus()
     started = time.perf_counter()
     machine = machine_info("torch", "transformers", "trl", "peft", "accelerate")  # trl: the project's, not the baseline's
