@@ -275,13 +275,18 @@ def reward_score(model, data, out, batch_size, overwrite, quiet) -> None:
 @main.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.argument("overrides", nargs=-1)
-@click.option("-q", "--quiet", is_flag=True, help="no progress bars")
-def run(recipe: str, overrides: tuple[str, ...], quiet: bool) -> None:
+@click.option("--resume", is_flag=True, help="continue the run folder: reuse every completed stage whose settings and inputs are unchanged")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bars and no stage log, only the final summary")
+@click.option("-v", "--verbose", is_flag=True, help="also log each stage's fingerprint and settings")
+def run(recipe: str, overrides: tuple[str, ...], resume: bool, quiet: bool, verbose: bool) -> None:
     """Run RECIPE end to end (with key=value OVERRIDES) into its run folder."""
     from .pipeline import run_recipe
     from .recipe import load_recipe
 
-    run_recipe(load_recipe(recipe, list(overrides)), progress=_progress(quiet), log=_log, echo=click.echo)
+    if quiet and verbose:
+        raise click.UsageError("--quiet and --verbose contradict each other; pass one")
+    run_recipe(load_recipe(recipe, list(overrides)), resume=resume, progress=_progress(quiet),
+               log=(lambda message: None) if quiet else _log, echo=click.echo, verbose=verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,90 +1,246 @@
 """``rlhf-organic run``: the stages of a recipe, in order, into one run folder.
 
-Run folder: ``recipe.yaml`` (resolved), ``simulation/`` (when the data is simulated), ``dataset/``
-(the ingested tables), ``trust/`` (users' trust and examples' weights), ``reward/`` (the reward
-model, when the recipe has a ``reward`` section) and ``report.txt``. Later stages add their own
-subfolders.
+Run folder: ``recipe.yaml`` (resolved), one subfolder per stage (``simulation/`` when the data is
+simulated, ``dataset/``, ``trust/``, ``reward/`` and ``policy/`` when the recipe has those sections, and
+``judge/``, the clean judge, when a simulated run trains a policy), ``report.md`` + ``report.html`` (+
+their plots in ``report/``), ``report.txt`` (what the console shows) and, with tensorboard,
+``tensorboard/``.
+
+Every stage writes its folder under a temporary name and renames it when complete; then the run writes
+the stage's completion marker ``stage.json`` into it, last: the stage's fingerprint (a hash of its
+settings, the seed, its input files and the fingerprints of the stages it reads), its metrics, time and
+peak memory. ``--resume`` reuses every stage whose marker carries the fingerprint the stage would have
+now, and recomputes the rest; an ablation also reuses a stage completed in a sibling run with the same
+fingerprint (through a symbolic link).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from .errors import UserError
+from .fingerprint import files_signature, fingerprint
 from .recipe import Recipe, dump_recipe
+
+MARKER = "stage.json"
+
+
+@dataclass
+class Stage:
+    """One step of the pipeline: ``run(folder)`` writes ``folder`` and returns the stage's metrics."""
+
+    name: str
+    folder: str
+    needs: tuple[str, ...]
+    settings: dict
+    run: Callable[[Path], dict] = field(repr=False)
+
+
+def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log: Callable[[str], None] = print) -> list[Stage]:
+    """The stages ``recipe`` declares, in order, reading and writing under the run folder ``out``."""
+    from .data.sources import expand_inputs
+
+    data, seed = recipe.data, recipe.seed
+    stages: list[Stage] = []
+    ground_truth = recipe.trust.ground_truth
+    truth_settings: dict = {}
+    if data.source == "simulate":
+        config = data.simulate.config(seed)
+
+        def simulate(folder: Path) -> dict:
+            from .data.simulate import simulate as run_simulation
+
+            return run_simulation(config, folder, progress=progress).counts
+
+        stages.append(Stage("simulate", "simulation", (), config.model_dump(mode="json"), simulate))
+        inputs = [str(out / "simulation" / "logs")]
+        ground_truth = ground_truth or str(out / "simulation" / "ground_truth.parquet")
+        input_settings: dict = {}
+    else:
+        inputs = list(data.inputs)
+        try:
+            input_settings = {"files": files_signature(expand_inputs(inputs))}
+        except UserError as exc:
+            raise UserError(f"data.inputs: {exc}") from None
+    if recipe.trust.ground_truth:  # a file outside the run folder: its signature is part of the inputs
+        truth = Path(recipe.trust.ground_truth)
+        truth_settings = {"ground_truth": files_signature(sorted(truth.glob("ground_truth*.parquet")) if truth.is_dir() else [truth])}
+    simulated = ("simulate",) if data.source == "simulate" else ()
+
+    def ingest(folder: Path) -> dict:
+        from .data.ingest import ingest as run_ingest
+        from .data.inspect import inspect_dataset
+
+        run_ingest(inputs, folder, fmt=data.format, strict=data.strict, chunk_bytes=data.chunk_mb << 20,
+                   max_context=data.max_context, progress=progress, log=log)
+        return inspect_dataset(folder)
+
+    stages.append(Stage("ingest", "dataset", simulated, {**input_settings, **data.model_dump(
+        mode="json", include={"format", "strict", "max_context"})}, ingest))
+
+    def trust(folder: Path) -> dict:
+        from .trust.stage import compute_trust
+
+        return compute_trust(out / "dataset", folder, recipe.trust, seed=seed, ground_truth=ground_truth,
+                             progress=progress, log=log)
+
+    stages.append(Stage("trust", "trust", ("ingest", *simulated),
+                        {"trust": recipe.trust.model_dump(mode="json"), "seed": seed, **truth_settings}, trust))
+
+    if recipe.reward is not None:
+        spec = recipe.reward.resolve()
+        weighted = recipe.reward.weighted
+
+        def reward(folder: Path) -> dict:
+            from .reward.stage import train_reward
+
+            return train_reward(out / "dataset", folder, spec, trust=out / "trust" if weighted else None,
+                                ground_truth=ground_truth, seed=seed, progress=progress, log=log)
+
+        stages.append(Stage("reward", "reward", ("ingest", "trust", *simulated),
+                            {"spec": spec.model_dump(mode="json"), "weighted": weighted, "seed": seed, **truth_settings},
+                            reward))
+
+    if recipe.policy is not None:
+        section = recipe.policy
+        judged = data.source == "simulate"
+        if judged:
+            def judge(folder: Path) -> dict:
+                from .policy.judge import train_judge
+
+                return train_judge(out / "dataset", out / "simulation", folder, eval_fraction=section.eval_fraction,
+                                   seed=seed, progress=progress, log=log)
+
+            stages.append(Stage("judge", "judge", ("ingest", "simulate"),
+                                {"eval_fraction": section.eval_fraction, "seed": seed}, judge))
+
+        def policy(folder: Path) -> dict:
+            from .policy.stage import train_policy
+
+            return train_policy(out / "dataset", folder, section, trust=out / "trust",
+                                reward=out / "reward" if recipe.reward is not None else None,
+                                judge=out / "judge" if judged else None, seed=seed, progress=progress, log=log)
+
+        needs = ("ingest", "trust") + (("reward",) if recipe.reward is not None else ()) + (("judge",) if judged else ())
+        stages.append(Stage("policy", "policy", needs, {"policy": section.model_dump(mode="json"), "seed": seed}, policy))
+    return stages
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The completion marker of a stage folder, or None when the stage did not complete."""
+    try:
+        return json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_marker(folder: Path, marker: dict) -> None:
+    """Written last, through a temporary file and a rename: a marker is never half-written."""
+    tmp = folder / f".{MARKER}.tmp"
+    tmp.write_text(json.dumps(marker, indent=2, default=str) + "\n")
+    os.replace(tmp, folder / MARKER)
+
+
+def _clear(path: Path) -> None:
+    """Remove a stale stage folder; a link to a sibling run's folder is unlinked, never followed."""
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def _prepare_run_folder(recipe: Recipe, out: Path, resume: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not resume:
+        if not recipe.output.overwrite:
+            raise UserError(f"run folder {out} exists; pass --resume to continue it (completed stages are reused), "
+                            "output.overwrite=true to replace it, or choose another output.dir")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / ".recipe.yaml.tmp"
+    tmp.write_text(dump_recipe(recipe), encoding="utf-8")
+    os.replace(tmp, out / "recipe.yaml")
 
 
 def run_recipe(
     recipe: Recipe,
     *,
+    resume: bool = False,
+    reuse_from: tuple[Path, ...] = (),
     progress: bool | None = None,
     log: Callable[[str], None] = print,
     echo: Callable[[str], None] = print,
+    verbose: bool = False,
 ) -> dict:
-    """Run every stage the recipe declares; returns the dataset report and each stage's metrics."""
-    from .data.ingest import ingest
-    from .data.inspect import format_report, inspect_dataset
-    from .data.simulate import simulate
-    from .trust.stage import compute_trust, format_metrics
+    """Run every stage the recipe declares; returns each stage's completion marker (metrics, timings).
+
+    ``resume``: keep the run folder and reuse its completed stages whose fingerprint still matches.
+    ``reuse_from``: other run folders whose completed stages may be reused when their fingerprint matches.
+    """
+    from .reporting.run import console_summary, write_run_report
+    from .tracking import open_tracker, resolve
 
     out = recipe.output_dir()
-    if out.exists() and any(out.iterdir()):
-        if not recipe.output.overwrite:
-            raise UserError(f"run folder {out} exists; pass output.overwrite=true or choose another output.dir")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    trackers = resolve(recipe.output.report_to)  # a missing tracker package fails before any work
+    _prepare_run_folder(recipe, out, resume)
+    tracker = open_tracker(trackers, out, recipe, log=log)
+    started = time.perf_counter()
+    stages = plan_stages(recipe, out, progress=progress, log=log)
+    prints: dict[str, str] = {}
+    markers: dict[str, dict] = {}
+    try:
+        for number, stage in enumerate(stages, 1):
+            prints[stage.name] = fingerprint(stage.name, stage.settings, [prints[n] for n in stage.needs])
+            folder = out / stage.folder
+            marker = _reuse(stage, folder, prints[stage.name], reuse_from, log)
+            if marker is None:
+                log(f"[{number}/{len(stages)}] {stage.name}")
+                if verbose:
+                    log(f"[{stage.name}] fingerprint {prints[stage.name]}; settings {json.dumps(stage.settings, default=str)[:2000]}")
+                marker = _run_stage(stage, folder, prints[stage.name])
+                log(f"[{stage.name}] done in {marker['seconds']:.1f} s, peak memory {marker['peak_rss_mb']} MB")
+            markers[stage.name] = marker
+            tracker.log_stage(number, stage.name, marker, folder)
+        total = round(time.perf_counter() - started, 2)
+        write_run_report(out, recipe, markers, total)
+        text = console_summary(markers)
+        (out / "report.txt").write_text(text + "\n", encoding="utf-8")
+        echo(text)
+    finally:
+        tracker.close()
+    log(f"[done] {total:.0f} s; report: {out / 'report.md'} (and report.html)")
+    return markers
 
-    data = recipe.data
-    ground_truth = recipe.trust.ground_truth
-    if data.source == "simulate":
-        log(f"[data] simulating preset {data.simulate.preset!r}")
-        result = simulate(data.simulate.config(recipe.seed), out / "simulation", progress=progress)
-        inputs = [str(result.out / "logs")]
-        ground_truth = ground_truth or str(result.out / "ground_truth.parquet")
-    else:
-        inputs = list(data.inputs)
-    log("[data] ingesting")
-    ingest(
-        inputs, out / "dataset", fmt=data.format, strict=data.strict, chunk_bytes=data.chunk_mb << 20,
-        max_context=data.max_context, progress=progress, log=log,
-    )
-    report = inspect_dataset(out / "dataset")
-    log(f"[trust] scheme {recipe.trust.scheme!r}")
-    metrics = compute_trust(
-        out / "dataset", out / "trust", recipe.trust, seed=recipe.seed, ground_truth=ground_truth,
-        progress=progress, log=log,
-    )
-    text = format_report(report) + "\n\nTrust\n" + format_metrics(metrics)
-    results = {"dataset": report, "trust": metrics}
-    if recipe.reward is not None:
-        from .reward.stage import format_metrics as format_reward, train_reward
 
-        spec = recipe.reward.resolve()
-        log(f"[reward] spec {recipe.reward.spec!r}")
-        results["reward"] = train_reward(
-            out / "dataset", out / "reward", spec, trust=out / "trust" if recipe.reward.weighted else None,
-            ground_truth=ground_truth, seed=recipe.seed, progress=progress, log=log,
-        )
-        text += "\n\nReward model\n" + format_reward(results["reward"])
-    if recipe.policy is not None:
-        from .policy.judge import train_judge
-        from .policy.stage import format_metrics as format_policy, train_policy
+def _run_stage(stage: Stage, folder: Path, print_: str) -> dict:
+    from .monitor import measure
 
-        judge = None
-        if data.source == "simulate":
-            train_judge(out / "dataset", out / "simulation", out / "judge", eval_fraction=recipe.policy.eval_fraction,
-                        seed=recipe.seed, progress=progress, log=log)
-            judge = out / "judge"
-        log(f"[policy] method {recipe.policy.method!r}")
-        results["policy"] = train_policy(
-            out / "dataset", out / "policy", recipe.policy, trust=out / "trust",
-            reward=out / "reward" if recipe.reward is not None else None, judge=judge, seed=recipe.seed,
-            progress=progress, log=log,
-        )
-        text += "\n\nPolicy\n" + format_policy(results["policy"])
-    (out / "report.txt").write_text(text + "\n", encoding="utf-8")
-    echo(text)
-    log(f"[done] run folder: {out}")
-    return results
+    _clear(folder)
+    with measure() as usage:
+        metrics = stage.run(folder)
+    marker = {"stage": stage.name, "fingerprint": print_, "completed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              **usage, "reused": False, "metrics": metrics}
+    write_marker(folder, marker)
+    return marker
+
+
+def _reuse(stage: Stage, folder: Path, print_: str, reuse_from: tuple[Path, ...], log) -> dict | None:
+    """The stage's marker when a completed stage with this fingerprint exists here or in ``reuse_from``."""
+    here = read_marker(folder)
+    if here is not None and here.get("fingerprint") == print_:
+        log(f"[{stage.name}] reused: completed earlier with the same settings and inputs")
+        return {**here, "reused": True}
+    for other in reuse_from:
+        donor = Path(other) / stage.folder
+        there = read_marker(donor)
+        if there is not None and there.get("fingerprint") == print_ and donor.resolve() != folder.resolve():
+            _clear(folder)
+            folder.symlink_to(os.path.relpath(donor.resolve(), folder.parent.resolve()), target_is_directory=True)
+            log(f"[{stage.name}] reused from {other}: same settings and inputs")
+            return {**there, "reused": True}
+    return None

@@ -75,9 +75,17 @@ class DataSection(Section):
         return self
 
 
+TRACKERS = ("tensorboard", "wandb", "trackio")
+
+
 class OutputSection(Section):
     dir: str = Field("runs/{name}", description="run folder; {name} is the recipe name")
     overwrite: bool = Field(False, description="replace an existing run folder")
+    report_to: Literal["auto", "none"] | list[Literal[TRACKERS]] = Field(  # type: ignore[valid-type]
+        "auto", description="experiment trackers: auto (tensorboard when installed), none, or a list of "
+        "tensorboard, wandb, trackio",
+    )
+    samples_in_report: int = Field(8, ge=0, description="base vs tuned replies shown in report.md / report.html")
 
 
 class Recipe(Section):
