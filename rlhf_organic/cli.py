@@ -289,5 +289,22 @@ def run(recipe: str, overrides: tuple[str, ...], resume: bool, quiet: bool, verb
                log=(lambda message: None) if quiet else _log, echo=click.echo, verbose=verbose)
 
 
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.argument("overrides", nargs=-1)
+@click.option("--grid", "grid", multiple=True, metavar="KEY=V1,V2",
+              help="a recipe key and its values, e.g. trust.scheme=uniform,per_user_example,combined (repeatable: the product)")
+@click.option("--seeds", type=click.IntRange(1, 100), help="runs per cell (default: the recipe's ablate.seeds, or 1)")
+@click.option("--out", type=click.Path(file_okay=False), help="ablation folder (default: the recipe's output.dir)")
+@click.option("--resume", is_flag=True, help="continue the ablation folder: completed runs and stages are reused")
+@click.option("-q", "--quiet", is_flag=True, help="no progress bars and no log, only the final tables")
+def ablate(recipe, overrides, grid, seeds, out, resume, quiet) -> None:
+    """Run RECIPE over a grid of settings and seeds; compare the cells in report.md / report.html."""
+    from .ablate import run_ablation
+
+    run_ablation(recipe, list(overrides), grid_items=list(grid), seeds=seeds, out=out, resume=resume,
+                 progress=_progress(quiet), log=(lambda message: None) if quiet else _log, echo=click.echo)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -88,6 +88,20 @@ class OutputSection(Section):
     samples_in_report: int = Field(8, ge=0, description="base vs tuned replies shown in report.md / report.html")
 
 
+class AblateSection(Section):
+    """``ablate``: the grid ``rlhf-organic ablate`` runs (``run`` ignores it)."""
+
+    grid: dict[str, list] = Field(default_factory=dict, description="recipe key -> values, e.g. {trust.scheme: [uniform, combined]}")
+    seeds: int = Field(1, ge=1, le=100, description="runs per cell, with seeds seed, seed+1, ...")
+
+    @model_validator(mode="after")
+    def _values_listed(self) -> "AblateSection":
+        for key, values in self.grid.items():
+            if not values:
+                raise ValueError(f"grid key {key!r} has no values")
+        return self
+
+
 class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="run name (letters, digits, _ . -)")
     seed: int = Field(0, description="default seed of every stage")
@@ -96,6 +110,7 @@ class Recipe(Section):
     reward: Optional[RewardSection] = None
     policy: Optional[PolicySection] = None
     output: OutputSection = OutputSection()
+    ablate: Optional[AblateSection] = None
 
     def output_dir(self) -> Path:
         return Path(self.output.dir.format(name=self.name))

@@ -142,7 +142,7 @@ def _cell(value) -> str:
 
 
 def _numeric_column(rows: list[list[str]], i: int) -> bool:
-    values = [r[i] for r in rows if r[i] not in ("–", "")]
+    values = [r[i].strip("*") for r in rows if r[i] not in ("–", "")]
     return bool(values) and all(NUMERIC.match(v) for v in values)
 
 
