@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .data import INPUT_FORMATS
+from .distributed import is_main
 from .errors import UserError
 
 
@@ -28,11 +29,17 @@ class _Group(click.Group):
 
 
 def _log(message: str) -> None:
-    click.echo(message, err=True)
+    if is_main():  # in a multi-process run (accelerate launch) only the main process logs
+        click.echo(message, err=True)
+
+
+def _echo(message: str) -> None:
+    if is_main():
+        click.echo(message)
 
 
 def _progress(quiet: bool) -> bool | None:
-    return False if quiet else None  # None: a bar only on a terminal
+    return False if quiet or not is_main() else None  # None: a bar only on a terminal
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -69,7 +76,7 @@ def policy_train(dataset, method, trust_dir, reward_dir, judge_dir, settings, ou
     section = settings_from_cli(method, list(settings))
     metrics = train_policy(dataset, out, section, trust=trust_dir, reward=reward_dir, judge=judge_dir, seed=seed,
                            overwrite=overwrite, progress=_progress(quiet), log=_log)
-    click.echo(format_metrics(metrics))
+    _echo(format_metrics(metrics))
     _log(f"policy: {out}")
 
 
@@ -252,7 +259,7 @@ def reward_train(dataset, spec_name, trust_dir, settings, out, ground_truth, see
     spec = load_spec(spec_name, sets=list(settings))
     metrics = train_reward(dataset, out, spec, trust=trust_dir, ground_truth=ground_truth, seed=seed,
                            overwrite=overwrite, progress=_progress(quiet), log=_log)
-    click.echo(format_metrics(metrics))
+    _echo(format_metrics(metrics))
     _log(f"reward model: {out}")
 
 

@@ -4,6 +4,14 @@
 ``group_by_length`` the items are sorted by length inside windows of 64 steps (far less padding) and
 the steps shuffled again. ``fit`` runs AdamW with linear warm-up and decay and gradient clipping over
 those steps, calling the method's ``step_loss``.
+
+In a multi-process run (``rlhf_organic.distributed``: ``accelerate launch``, ``torchrun``) every process walks
+the same plan and takes its share of each step, ``step[rank::world]``; its loss is scaled by its share of
+the step's items and the gradients are summed across processes before clipping, so every process takes
+the same optimizer step and keeps the same parameters. For a loss that is a plain mean over the step's
+items this is the one-process gradient exactly (up to float rounding); for a weighted mean (trust
+weights), or a loss mixing means over different kinds of items, each process's mean uses its own share's
+denominator, so the step is close to, not equal to, the one-process step (``docs/distributed.md``).
 """
 
 from __future__ import annotations
@@ -47,22 +55,61 @@ def fit(params: list[torch.nn.Parameter], plan: list[np.ndarray], step_loss: Cal
     """Minimise ``step_loss(step) -> (loss, parts)`` over ``plan``; returns the loss history.
 
     ``settings`` has lr, weight_decay, warmup_ratio and grad_clip; ``progress(n_items, loss)`` is
-    called after every step.
+    called after every step. In a multi-process run each process computes ``step_loss`` on its share
+    of the step (module docstring); the history's values are those of the whole step.
     """
+    from . import distributed
+
+    params = list(params)
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     warmup = max(1, int(settings.warmup_ratio * len(plan)))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (len(plan) - s) / max(1, len(plan) - warmup)))
     )
+    world = distributed.setup()
+    if world > 1:
+        distributed.broadcast_params(params)
     history = []
     for number, step in enumerate(plan):
-        loss, parts = step_loss(step)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if world > 1:
+            value, parts = _shared_step(params, step, step_loss, optimizer, distributed)
+        else:
+            loss, parts = step_loss(step)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            value = float(loss.detach())
         torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
         optimizer.step()
         schedule.step()
-        history.append({"step": number + 1, "loss": float(loss.detach()), **parts})
+        history.append({"step": number + 1, "loss": value, **parts})
         if progress is not None:
             progress(len(step), history[-1]["loss"])
+    if world > 1:
+        distributed.check_in_sync(params)
     return history
+
+
+def _shared_step(params, step: np.ndarray, step_loss: Callable, optimizer, distributed) -> tuple[float, dict]:
+    """This process's share of ``step``: loss scaled by the share, backward, gradients summed over the
+    processes; returns the step's loss and parts, each the share-weighted sum of the processes' values."""
+    world, rank = distributed.world(), distributed.rank()
+    mine = step[rank::world]
+    share = len(mine) / max(1, len(step))
+    optimizer.zero_grad(set_to_none=True)
+    value, parts = 0.0, {}
+    if len(mine):  # an empty share (a step smaller than the world) still joins the reduction below, with no gradient
+        loss, parts = step_loss(mine)
+        (loss * share).backward()
+        value = float(loss.detach())
+    distributed.all_reduce_grads(params)
+    shares = distributed.gather((share, value, parts))
+    merged: dict = {}
+    for key in dict.fromkeys(k for _, _, p in shares for k in p):  # a part only some shares have (no A/B choice in one)
+        having = [(s, p[key]) for s, _, p in shares if key in p]
+        values = [v for _, v in having]
+        total = sum(s for s, _ in having)
+        if all(v == values[0] for v in values) or total == 0 or not all(isinstance(v, (int, float)) for v in values):
+            merged[key] = values[0]  # the same everywhere (a round number), or nothing to weigh by
+        else:
+            merged[key] = sum(s * v for s, v in having) / total
+    return sum(s * v for s, v, _ in shares), merged

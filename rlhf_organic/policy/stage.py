@@ -18,6 +18,7 @@ import orjson
 import pyarrow.parquet as pq
 import yaml
 
+from .. import distributed
 from ..atomic import atomic_dir, check_free
 from ..reward.data import RewardDataError, load_reward_data, split
 from .methods import METHODS
@@ -60,6 +61,8 @@ def train_policy(
 
     dataset, out = Path(dataset), Path(out)
     trust = Path(trust) if (trust is not None and section.weighted) else None
+    distributed.setup()  # a multi-process launch: every process trains on its share (docs/distributed.md)
+    distributed.check_quantization(section.quantization)
     check_free(out, overwrite)
     if section.train.threads:
         torch.set_num_threads(section.train.threads)
@@ -96,7 +99,8 @@ def train_policy(
             (tmp / "samples.md").write_text(samples_markdown(samples, section.eval.samples_shown), encoding="utf-8")
         metrics["seconds"] = {"prepare": round(prepared - started, 2), "train": round(trained - prepared, 2),
                               "evaluate": round(time.perf_counter() - trained, 2)}
-        save_policy(policy, section, tmp, base_in_folder=section.base == "tiny")
+        if distributed.is_main():  # the other processes' folders are thrown away: skip the (merged) export
+            save_policy(policy, section, tmp, base_in_folder=section.base == "tiny")
         (tmp / "metrics.json").write_bytes(orjson.dumps(metrics, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
         (tmp / "history.json").write_bytes(orjson.dumps(history))
         (tmp / "README.md").write_text(model_card(section, metrics), encoding="utf-8")

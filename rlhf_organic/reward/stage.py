@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..atomic import atomic_dir, check_free
 from ..errors import UserError
 from . import evaluate as ev
@@ -167,6 +168,8 @@ def train_reward(
     dataset, out = Path(dataset), Path(out)
     trust = Path(trust) if trust is not None else None
     ground_truth = Path(ground_truth) if ground_truth is not None else None
+    distributed.setup()  # a multi-process launch: every process trains on its share (docs/distributed.md)
+    distributed.check_quantization(spec.quantization)
     check_free(out, overwrite)
     if spec.train.threads:
         torch.set_num_threads(spec.train.threads)
