@@ -96,11 +96,15 @@ def run_ablation(
     seeds: int | None = None,
     out: str | Path | None = None,
     resume: bool = False,
+    reuse_from: tuple[Path, ...] = (),
     progress: bool | None = None,
     log: Callable[[str], None] = print,
     echo: Callable[[str], None] = print,
 ) -> dict:
-    """Run every cell of the grid (the recipe's ``ablate`` section, then ``grid_items``) and write the report."""
+    """Run every cell of the grid (the recipe's ``ablate`` section, then ``grid_items``) and write the report.
+
+    ``reuse_from``: run folders outside the ablation whose completed stages may be reused too.
+    """
     from .pipeline import run_recipe
     from .reporting.ablation import write_ablation_report
 
@@ -122,7 +126,7 @@ def run_ablation(
     log(f"[ablate] {n_labels} cells x {seeds} seeds = {len(cells)} runs into {out}")
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    done: list[Path] = []
+    done: list[Path] = list(reuse_from)
     for number, cell in enumerate(cells, 1):
         log(f"[ablate] run {number}/{len(cells)}: {cell.label}, seed {cell.seed}")
         markers = run_recipe(cell_recipe(recipe_path, list(overrides), cell), resume=True, reuse_from=tuple(done),

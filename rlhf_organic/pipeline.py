@@ -2,7 +2,8 @@
 
 Run folder: ``recipe.yaml`` (resolved), one subfolder per stage (``simulation/`` when the data is
 simulated, ``dataset/``, ``trust/``, ``reward/`` and ``policy/`` when the recipe has those sections, and
-``judge/``, the clean judge, when a simulated run trains a policy), ``report.md`` + ``report.html`` (+
+``judge/``, the clean judge, when a simulated run trains a policy, and ``base/``, the tiny policy base,
+when ``policy.base`` is ``tiny``), ``report.md`` + ``report.html`` (+
 their plots in ``report/``), ``report.txt`` (what the console shows) and, with tensorboard,
 ``tensorboard/``.
 
@@ -120,14 +121,31 @@ def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log:
             stages.append(Stage("judge", "judge", ("ingest", "simulate"),
                                 {"eval_fraction": section.eval_fraction, "seed": seed}, judge))
 
+        needs = ("ingest", "trust") + (("reward",) if recipe.reward is not None else ()) + (("judge",) if judged else ())
+        trained = section
+        if section.base == "tiny":  # its own stage, so that runs differing only in trust or method share it
+            def base(folder: Path) -> dict:
+                from .atomic import atomic_dir
+                from .policy.base import build_tiny_base
+
+                with atomic_dir(folder) as tmp:
+                    build_tiny_base(out / "dataset", tmp, section, seed=seed, progress=progress, log=log)
+                return {"base": "tiny", **section.tiny.model_dump()}
+
+            stages.append(Stage("base", "base", ("ingest",), {
+                "tiny": section.tiny.model_dump(mode="json"), "seed": seed, "train": section.train.model_dump(mode="json"),
+                **section.model_dump(mode="json", include={"eval_fraction", "max_prompt_length", "max_completion_length"}),
+            }, base))
+            trained = section.model_copy(update={"base": str((out / "base").absolute())})
+            needs += ("base",)
+
         def policy(folder: Path) -> dict:
             from .policy.stage import train_policy
 
-            return train_policy(out / "dataset", folder, section, trust=out / "trust",
+            return train_policy(out / "dataset", folder, trained, trust=out / "trust",
                                 reward=out / "reward" if recipe.reward is not None else None,
                                 judge=out / "judge" if judged else None, seed=seed, progress=progress, log=log)
 
-        needs = ("ingest", "trust") + (("reward",) if recipe.reward is not None else ()) + (("judge",) if judged else ())
         stages.append(Stage("policy", "policy", needs, {"policy": section.model_dump(mode="json"), "seed": seed}, policy))
     return stages
 

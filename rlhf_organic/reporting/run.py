@@ -13,7 +13,8 @@ from .doc import Doc
 from .plots import plot_before_after, plot_loss_curves
 
 STAGE_TITLES = {"simulate": "simulate organic logs", "ingest": "ingest", "trust": "per-user trust",
-                "reward": "reward model", "judge": "clean judge", "policy": "policy"}
+                "reward": "reward model", "judge": "clean judge", "base": "tiny policy base (imitation)",
+                "policy": "policy"}
 
 
 def _fmt_seconds(seconds: float) -> str:

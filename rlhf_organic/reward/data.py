@@ -105,10 +105,9 @@ def load_reward_data(dataset: str | Path, trust_dir: str | Path | None = None, s
         point["weight"], pairs["weight"] = 1.0, 1.0
     else:
         trust_dir = Path(trust_dir)
-        if len(point):
-            point["weight"] = _weights(trust_dir, "examples.parquet", "example_id", point["example_id"])
-        if len(pairs):
-            pairs["weight"] = _weights(trust_dir, "preferences.parquet", "preference_id", pairs["preference_id"])
+        # an empty table (a dataset without A/B choices) still gets its weight column
+        point["weight"] = _weights(trust_dir, "examples.parquet", "example_id", point["example_id"]) if len(point) else 1.0
+        pairs["weight"] = _weights(trust_dir, "preferences.parquet", "preference_id", pairs["preference_id"]) if len(pairs) else 1.0
     return RewardData(point, pairs)
 
 
