@@ -44,7 +44,7 @@ class Tracker:
         curve = []
         history = folder / "history.json"
         if history.is_file():
-            curve = [(row["step"], row["loss"]) for row in json.loads(history.read_text()) if "loss" in row]
+            curve = [(row["step"], row["loss"]) for row in json.loads(history.read_text()) if "loss" in row and not row.get("skipped")]
         for backend in self.backends:
             backend.log(scalars, number, f"{name}/train_loss", curve)
 

@@ -22,6 +22,12 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from .errors import UserError
+
+
+class NonFiniteError(UserError):
+    """A NaN or infinite loss or gradient stopped training (``train.on_nonfinite: stop``)."""
+
 GROUP_WINDOW = 64  # steps per length-sorting window
 
 
@@ -70,6 +76,7 @@ def fit(params: list[torch.nn.Parameter], plan: list[np.ndarray], step_loss: Cal
     if world > 1:
         distributed.broadcast_params(params)
     history = []
+    on_nonfinite = getattr(settings, "on_nonfinite", "stop")
     for number, step in enumerate(plan):
         if world > 1:
             value, parts = _shared_step(params, step, step_loss, optimizer, distributed)
@@ -78,7 +85,19 @@ def fit(params: list[torch.nn.Parameter], plan: list[np.ndarray], step_loss: Cal
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             value = float(loss.detach())
-        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, settings.grad_clip))
+        if not (math.isfinite(value) and math.isfinite(grad_norm)):
+            # the same decision in every process: the loss and the summed gradients are the same everywhere
+            what = f"loss {value}" if not math.isfinite(value) else f"gradient norm {grad_norm}"
+            if on_nonfinite == "stop":
+                raise NonFiniteError(
+                    f"non-finite {what} at step {number + 1} of {len(plan)} (batch of {len(step)} items: "
+                    f"{_items(step)}); nothing was saved. Lower the learning rate, look at those items, or set "
+                    "train.on_nonfinite: skip to drop such batches")
+            optimizer.zero_grad(set_to_none=True)  # the batch is dropped: no update, parameters untouched
+            schedule.step()
+            history.append({"step": number + 1, "loss": math.nan, "skipped": what})
+            continue
         optimizer.step()
         schedule.step()
         history.append({"step": number + 1, "loss": value, **parts})
@@ -87,6 +106,11 @@ def fit(params: list[torch.nn.Parameter], plan: list[np.ndarray], step_loss: Cal
     if world > 1:
         distributed.check_in_sync(params)
     return history
+
+
+def _items(step: np.ndarray, shown: int = 10) -> str:
+    listed = ", ".join(str(int(i)) for i in step[:shown])
+    return listed + (f", ... ({len(step) - shown} more)" if len(step) > shown else "")
 
 
 def _shared_step(params, step: np.ndarray, step_loss: Callable, optimizer, distributed) -> tuple[float, dict]:

@@ -43,6 +43,8 @@ class PolicyTrain(Section):
     group_by_length: bool = Field(True, description="batch items of similar length: less padding, same data")
     max_items: int | None = Field(None, ge=1, description="train on at most this many items (random subset)")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="a NaN / infinite loss or gradient: stop with a message naming the step and batch, or skip the batch")
 
 
 class Sampling(Section):

@@ -24,8 +24,9 @@ def _save(fig, path: Path) -> None:
 
 def plot_loss_curves(path: Path, history: list[dict], title: str) -> bool:
     """The training loss by step, raw and smoothed (a moving average over ~5% of the steps)."""
-    steps = [row["step"] for row in history if "loss" in row]
-    losses = np.array([row["loss"] for row in history if "loss" in row], dtype=float)
+    rows = [row for row in history if "loss" in row and not row.get("skipped")]  # skipped: non-finite batches
+    steps = [row["step"] for row in rows]
+    losses = np.array([row["loss"] for row in rows], dtype=float)
     if len(losses) < 2:
         return False
     plt = _pyplot()

@@ -70,6 +70,8 @@ class TrainSettings(Section):
     eval_fraction: float = Field(0.1, ge=0, lt=1, description="conversations (and A/B choices) held out for evaluation")
     eval_clean_max: int = Field(2000, ge=0, description="at most this many held-out replies scored against clean labels")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="a NaN / infinite loss or gradient: stop with a message naming the step and batch, or skip the batch")
 
 
 class RewardSpec(Section):
