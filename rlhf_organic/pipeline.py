@@ -11,7 +11,8 @@ Every stage writes its folder under a temporary name and renames it when complet
 the stage's completion marker ``stage.json`` into it, last: the stage's fingerprint (a hash of its
 settings, the seed, its input files and the fingerprints of the stages it reads), its metrics, time and
 peak memory. ``--resume`` reuses every stage whose marker carries the fingerprint the stage would have
-now, and recomputes the rest; an ablation also reuses a stage completed in a sibling run with the same
+now, and recomputes the rest, continuing a stage's training from its last checkpoint
+(``checkpoint.py``) when an earlier attempt died in the middle of it; an ablation also reuses a stage completed in a sibling run with the same
 fingerprint (through a symbolic link).
 """
 
@@ -30,6 +31,7 @@ from .fingerprint import files_signature, fingerprint
 from .recipe import Recipe, dump_recipe
 
 MARKER = "stage.json"
+CHECKPOINTS = ".checkpoints"  # in the run folder: training checkpoints of the stage under way
 
 
 @dataclass
@@ -79,11 +81,12 @@ def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log:
         from .data.inspect import inspect_dataset
 
         run_ingest(inputs, folder, fmt=data.format, strict=data.strict, chunk_bytes=data.chunk_mb << 20,
-                   max_context=data.max_context, progress=progress, log=log)
+                   max_context=data.max_context, progress=progress, log=log, privacy=data.privacy)
         return inspect_dataset(folder)
 
+    privacy = data.privacy.settings()  # {} when off; a missing salt fails here, before any stage runs
     stages.append(Stage("ingest", "dataset", simulated, {**input_settings, **data.model_dump(
-        mode="json", include={"format", "strict", "max_context"})}, ingest))
+        mode="json", include={"format", "strict", "max_context"}), **({"privacy": privacy} if privacy else {})}, ingest))
 
     def trust(folder: Path) -> dict:
         from .trust.stage import compute_trust
@@ -220,7 +223,7 @@ def run_recipe(
                 log(f"[{number}/{len(stages)}] {stage.name}")
                 if verbose:
                     log(f"[{stage.name}] fingerprint {prints[stage.name]}; settings {json.dumps(stage.settings, default=str)[:2000]}")
-                marker = _run_stage(stage, folder, prints[stage.name])
+                marker = _run_stage(stage, folder, prints[stage.name], recipe.output)
                 log(f"[{stage.name}] done in {marker['seconds']:.1f} s, peak memory {marker['peak_rss_mb']} MB")
             markers[stage.name] = marker
             tracker.log_stage(number, stage.name, marker, folder)
@@ -235,15 +238,25 @@ def run_recipe(
     return markers
 
 
-def _run_stage(stage: Stage, folder: Path, print_: str) -> dict:
+def _run_stage(stage: Stage, folder: Path, print_: str, output) -> dict:
+    """Run a stage afresh, or on from its training checkpoint when an earlier attempt died in it."""
+    from .checkpoint import checkpointing
     from .monitor import measure
 
     _clear(folder)
-    with measure() as usage:
+    for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by a killed attempt
+        shutil.rmtree(stale, ignore_errors=True)
+    checkpoints = folder.parent / CHECKPOINTS
+    for old in checkpoints.glob(f"{stage.name}-*"):
+        if old.name != f"{stage.name}-{print_}":  # another fingerprint: of no use now
+            shutil.rmtree(old, ignore_errors=True)
+    with measure() as usage, checkpointing(checkpoints / f"{stage.name}-{print_}", output.checkpoint_steps,
+                                           output.checkpoint_minutes):
         metrics = stage.run(folder)
     marker = {"stage": stage.name, "fingerprint": print_, "completed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               **usage, "reused": False, "metrics": metrics}
     write_marker(folder, marker)
+    shutil.rmtree(checkpoints / f"{stage.name}-{print_}", ignore_errors=True)
     return marker
 
 

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 from .data import INPUT_FORMATS
+from .data.privacy import PrivacySection
 from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
 from .section import Section
@@ -67,6 +68,8 @@ class DataSection(Section):
     strict: bool = Field(False, description="stop at the first bad record instead of quarantining it")
     chunk_mb: int = Field(32, ge=1, le=4096, description="ingest reads this many MB at a time")
     max_context: int = Field(256, ge=1, description="most recent earlier messages kept in an example's context")
+    privacy: PrivacySection = Field(default_factory=PrivacySection, description="ids to hash and fields to drop at "
+                                    "ingest (docs/safety.md)")
 
     @model_validator(mode="after")
     def _inputs_for_files(self) -> "DataSection":
@@ -86,6 +89,11 @@ class OutputSection(Section):
         "tensorboard, wandb, trackio",
     )
     samples_in_report: int = Field(8, ge=0, description="base vs tuned replies shown in report.md / report.html")
+    show_user_text: Optional[bool] = Field(
+        None, description="print user message text in reports and policy/samples.md; default (null): only for "
+        "simulated data (data.source: simulate)")
+    checkpoint_steps: int = Field(200, ge=1, description="training checkpoint every this many steps (for --resume)")
+    checkpoint_minutes: float = Field(10.0, gt=0, description="... or after this many minutes, whichever comes first")
 
 
 class AblateSection(Section):

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from . import checkpoint
 from .errors import UserError
 
 
@@ -76,8 +77,16 @@ def fit(params: list[torch.nn.Parameter], plan: list[np.ndarray], step_loss: Cal
     if world > 1:
         distributed.broadcast_params(params)
     history = []
+    start = 0
+    saver = checkpoint.next_fit()  # None unless the pipeline checkpoints this stage
+    if saver is not None and (restored := saver.restore(params, optimizer, schedule)) is not None:
+        start, history = restored
+        if progress is not None:  # the bar starts where the checkpoint left off
+            progress(sum(len(s) for s in plan[:start]), history[-1]["loss"] if history else math.nan)
     on_nonfinite = getattr(settings, "on_nonfinite", "stop")
     for number, step in enumerate(plan):
+        if number < start:
+            continue
         if world > 1:
             value, parts = _shared_step(params, step, step_loss, optimizer, distributed)
         else:
@@ -103,6 +112,10 @@ def fit(params: list[torch.nn.Parameter], plan: list[np.ndarray], step_loss: Cal
         history.append({"step": number + 1, "loss": value, **parts})
         if progress is not None:
             progress(len(step), history[-1]["loss"])
+        if saver is not None and number + 1 < len(plan) and saver.due(number + 1):
+            saver.save(number + 1, params, optimizer, schedule, history)
+    if saver is not None and start < len(plan):
+        saver.save(len(plan), params, optimizer, schedule, history, done=True)
     if world > 1:
         distributed.check_in_sync(params)
     return history

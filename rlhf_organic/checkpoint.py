@@ -1,0 +1,154 @@
+"""Training checkpoints, so that a run killed in the middle of a stage (preemption, OOM, kill -9) resumes
+from its last checkpoint instead of from the stage's start.
+
+The pipeline opens a ``checkpointing(folder)`` context around each stage; every ``training.fit`` call
+inside it gets its own subfolder (``fit-000``, ``fit-001``, ... in call order, which is deterministic for a
+given stage fingerprint). A checkpoint holds what the rest of the optimisation depends on: the trainable
+parameters, AdamW's state, the learning-rate schedule, every random number generator (torch, CUDA,
+numpy's global one, Python's), the position in the step plan and the loss history. A finished ``fit`` is
+marked ``done``: on resume the stage's code re-runs up to that call (deterministically), the call
+restores its final state at once, and training goes on from the first unfinished call.
+
+Format: ``step-NNNNNNN/`` with ``tensors.safetensors`` (parameters, optimizer moments, torch RNG) and
+``state.json`` (everything else), written as ``.step-NNNNNNN.partial`` and renamed when complete: a
+half-written checkpoint is never loaded. No pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_current: ContextVar["Checkpointer | None"] = ContextVar("rlhf_organic_checkpointer", default=None)
+
+
+@dataclass
+class Checkpointer:
+    folder: Path
+    every_steps: int
+    every_seconds: float
+    calls: int = field(default=0)
+
+    def next_fit(self) -> "FitCheckpoint":
+        fit = FitCheckpoint(self.folder / f"fit-{self.calls:03d}", self.every_steps, self.every_seconds)
+        self.calls += 1
+        return fit
+
+
+@contextmanager
+def checkpointing(folder: Path, every_steps: int = 200, every_minutes: float = 10.0):
+    """Checkpoint every ``fit`` inside the block into ``folder`` (kept for the next attempt if the block dies)."""
+    token = _current.set(Checkpointer(Path(folder), every_steps, every_minutes * 60))
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+def next_fit() -> "FitCheckpoint | None":
+    """The checkpoint of the ``fit`` call starting now, or None outside ``checkpointing``."""
+    checkpointer = _current.get()
+    return checkpointer.next_fit() if checkpointer is not None else None
+
+
+class FitCheckpoint:
+    def __init__(self, folder: Path, every_steps: int, every_seconds: float) -> None:
+        self.folder, self.every_steps, self.every_seconds = folder, every_steps, every_seconds
+        self.last_save = time.monotonic()
+
+    def due(self, steps_done: int) -> bool:
+        return steps_done % self.every_steps == 0 or time.monotonic() - self.last_save >= self.every_seconds
+
+    def latest(self) -> Path | None:
+        complete = sorted(self.folder.glob("step-*")) if self.folder.is_dir() else []
+        return complete[-1] if complete else None
+
+    def save(self, steps_done: int, params, optimizer, schedule, history: list[dict], *, done: bool = False) -> None:
+        """Write a checkpoint after ``steps_done`` steps (the main process only), then drop older ones."""
+        from safetensors.torch import save_file
+
+        from . import distributed
+
+        self.last_save = time.monotonic()
+        if not distributed.is_main():
+            return
+        tensors = {f"param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(params)}
+        opt = optimizer.state_dict()
+        for index, state in opt["state"].items():
+            for key, value in state.items():
+                tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            for i, s in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = s
+        np_state = np.random.get_state()
+        state = {
+            "steps_done": steps_done, "done": done, "history": history,
+            "param_groups": opt["param_groups"],
+            "schedule": {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"},
+            "rng_python": _jsonable(random.getstate()),
+            "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+        }
+        name = f"step-{steps_done:07d}"
+        tmp = self.folder / f".{name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file(tensors, str(tmp / "tensors.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(state))
+        final = self.folder / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for old in self.folder.glob("step-*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+
+    def restore(self, params, optimizer, schedule) -> tuple[int, list[dict]] | None:
+        """Load the latest checkpoint into the live objects; returns (steps done, history) or None."""
+        from safetensors.torch import load_file
+
+        path = self.latest()
+        if path is None:
+            return None
+        tensors = load_file(str(path / "tensors.safetensors"))
+        state = json.loads((path / "state.json").read_text())
+        with torch.no_grad():
+            for i, p in enumerate(params):
+                saved = tensors[f"param.{i}"]
+                if saved.shape != p.shape:
+                    raise RuntimeError(f"checkpoint {path} does not fit this model (parameter {i}: {tuple(saved.shape)} "
+                                       f"vs {tuple(p.shape)}); delete it to start the stage afresh")
+                p.copy_(saved.to(p.device))
+        opt_state: dict = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, name = key.split(".", 2)
+                opt_state.setdefault(int(index), {})[name] = value.to(params[int(index)].device) if value.dim() else value
+        optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+        schedule.load_state_dict({**state["schedule"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+        torch.set_rng_state(tensors["rng.torch"])
+        if torch.cuda.is_available():
+            cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]
+            if cuda:
+                torch.cuda.set_rng_state_all(cuda)
+        random.setstate(_tupled(state["rng_python"]))
+        kind, keys, pos, has_gauss, cached = state["rng_numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+        return state["steps_done"], state["history"]
+
+
+def _jsonable(value):
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _tupled(value):
+    return tuple(_tupled(v) for v in value) if isinstance(value, list) else value
