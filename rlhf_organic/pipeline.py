@@ -204,7 +204,7 @@ def run_recipe(
     ``reuse_from``: other run folders whose completed stages may be reused when their fingerprint matches.
     """
     from .reporting.run import console_summary, write_run_report
-    from .tracking import open_tracker, resolve
+    from .tracking import live, open_tracker, resolve
 
     out = recipe.output_dir()
     trackers = resolve(recipe.output.report_to)  # a missing tracker package fails before any work
@@ -223,7 +223,8 @@ def run_recipe(
                 log(f"[{number}/{len(stages)}] {stage.name}")
                 if verbose:
                     log(f"[{stage.name}] fingerprint {prints[stage.name]}; settings {json.dumps(stage.settings, default=str)[:2000]}")
-                marker = _run_stage(stage, folder, prints[stage.name], recipe.output)
+                with live(tracker, stage.name):
+                    marker = _run_stage(stage, folder, prints[stage.name], recipe.output)
                 log(f"[{stage.name}] done in {marker['seconds']:.1f} s, peak memory {marker['peak_rss_mb']} MB")
             markers[stage.name] = marker
             tracker.log_stage(number, stage.name, marker, folder)

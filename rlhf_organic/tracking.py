@@ -1,8 +1,8 @@
 """Experiment tracking (``output.report_to``): each stage's metrics, time and memory, and the training
 loss curves of the reward model and the policy, sent to tensorboard, Weights & Biases or trackio.
 
-They are logged when a stage completes (from its metrics and ``history.json``), so a reused stage is
-logged the same way as a computed one. ``auto`` uses tensorboard when it is installed and nothing
+Training losses are logged live, step by step (``training.fit`` calls ``log_training_step``); a stage's
+metrics when it completes. A reused stage logs its metrics and, from ``history.json``, its loss curve. ``auto`` uses tensorboard when it is installed and nothing
 otherwise; a tracker named explicitly but not installed is an error before any work starts.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import json
 from collections.abc import Callable
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 from .errors import UserError
@@ -35,22 +37,55 @@ class Tracker:
 
     def __init__(self, backends: list) -> None:
         self.backends = backends
+        self.steps: dict[str, int] = {}
 
-    def log_stage(self, number: int, name: str, marker: dict, folder: Path) -> None:
+    def log_step(self, stage: str, loss: float, parts: dict) -> None:
+        """One training step of ``stage`` (every ``fit`` call of the stage continues the same curve)."""
         if not self.backends:
             return
+        self.steps[stage] = step = self.steps.get(stage, 0) + 1
+        scalars = {f"{stage}/train/loss": loss}
+        scalars.update({f"{stage}/train/{k}": float(v) for k, v in parts.items()
+                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        for backend in self.backends:
+            backend.log(scalars, step, f"{stage}/train/step")
+
+    def log_stage(self, number: int, name: str, marker: dict, folder: Path) -> None:
+        """A completed stage's metrics, time and memory; a reused stage's loss curve from its history."""
+        if not self.backends:
+            return
+        if marker.get("reused") and (folder / "history.json").is_file():
+            for row in json.loads((folder / "history.json").read_text()):
+                if "loss" in row and not row.get("skipped"):
+                    self.log_step(name, row["loss"], {})
         scalars = flatten({"metrics": marker.get("metrics") or {}}, name)
         scalars.update({f"{name}/seconds": marker.get("seconds", 0.0), f"{name}/peak_rss_mb": marker.get("peak_rss_mb", 0)})
-        curve = []
-        history = folder / "history.json"
-        if history.is_file():
-            curve = [(row["step"], row["loss"]) for row in json.loads(history.read_text()) if "loss" in row and not row.get("skipped")]
         for backend in self.backends:
-            backend.log(scalars, number, f"{name}/train_loss", curve)
+            backend.log(scalars, number, "pipeline/stage")
 
     def close(self) -> None:
         for backend in self.backends:
             backend.close()
+
+
+_live: ContextVar["tuple[Tracker, str] | None"] = ContextVar("rlhf_organic_live_tracker", default=None)
+
+
+@contextmanager
+def live(tracker: Tracker, stage: str):
+    """Within the block, ``log_training_step`` sends each training step of ``stage`` to ``tracker``."""
+    token = _live.set((tracker, stage))
+    try:
+        yield
+    finally:
+        _live.reset(token)
+
+
+def log_training_step(loss: float, parts: dict) -> None:
+    """Called by ``training.fit`` after every step; a no-op outside a tracked pipeline stage."""
+    current = _live.get()
+    if current is not None:
+        current[0].log_step(current[1], loss, parts)
 
 
 class _TensorBoard:
@@ -60,11 +95,9 @@ class _TensorBoard:
         self.writer = SummaryWriter(str(folder))
         self.writer.add_text("recipe", "```\n" + recipe_yaml + "\n```")
 
-    def log(self, scalars, step, curve_name, curve) -> None:
+    def log(self, scalars: dict, step: int, step_name: str) -> None:
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, step)
-        for s, loss in curve:
-            self.writer.add_scalar(curve_name, loss, s)
         self.writer.flush()
 
     def close(self) -> None:
@@ -72,8 +105,8 @@ class _TensorBoard:
 
 
 class _RunLogger:
-    """wandb and trackio share the ``init(project, name, config)`` / ``log(dict)`` / ``finish()`` shape.
-    Stage metrics go to a summary step each; loss curves are logged point by point under their own key."""
+    """wandb and trackio share the ``init(project, name, config)`` / ``log(dict)`` / ``finish()`` shape; their
+    own step counter is global, so each dict carries its own x-axis (``<stage>/train/step``, ``pipeline/stage``)."""
 
     def __init__(self, module_name: str, project: str, name: str, config: dict, folder: Path) -> None:
         import importlib
@@ -82,10 +115,8 @@ class _RunLogger:
         kwargs = {"dir": str(folder)} if module_name == "wandb" else {}
         self.run = self.module.init(project=project, name=name, config=config, **kwargs)
 
-    def log(self, scalars, step, curve_name, curve) -> None:
-        for s, loss in curve:
-            self.module.log({curve_name: loss, f"{curve_name}_step": s})
-        self.module.log(scalars)
+    def log(self, scalars: dict, step: int, step_name: str) -> None:
+        self.module.log({**scalars, step_name: step})
 
     def close(self) -> None:
         self.module.finish()

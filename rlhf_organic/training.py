@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from . import checkpoint
+from . import checkpoint, tracking
 from .errors import UserError
 
 
@@ -110,6 +110,7 @@ def fit(params: list[torch.nn.Parameter], plan: list[np.ndarray], step_loss: Cal
         optimizer.step()
         schedule.step()
         history.append({"step": number + 1, "loss": value, **parts})
+        tracking.log_training_step(value, parts)
         if progress is not None:
             progress(len(step), history[-1]["loss"])
         if saver is not None and number + 1 < len(plan) and saver.due(number + 1):

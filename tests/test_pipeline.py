@@ -157,3 +157,18 @@ def test_missing_input_files_are_a_clear_error(tmp_path):
                     f"output: {{dir: '{tmp_path}/runs/f', report_to: none}}\n")
     with pytest.raises(UserError, match="data.inputs"):
         run_recipe(load_recipe(path), progress=False, log=lambda m: None, echo=lambda m: None)
+
+
+def test_training_steps_are_logged_live_to_tensorboard(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    path = _recipe(tmp_path)
+    assert _run(path, "output.report_to=[tensorboard]").exit_code == 0
+    events = EventAccumulator(str(tmp_path / "runs" / "t" / "tensorboard"))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    steps = json.loads((tmp_path / "runs" / "t" / "reward" / "history.json").read_text())
+    assert len(events.Scalars("reward/train/loss")) == len(steps)
+    assert events.Scalars("reward/train/loss")[-1].value == pytest.approx(steps[-1]["loss"])
+    assert "trust/metrics/user/auc" in tags and "reward/seconds" in tags
