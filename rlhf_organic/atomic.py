@@ -52,3 +52,12 @@ def atomic_dir(out: str | Path):
         raise
     if several:
         distributed.barrier()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write a file through a temporary file beside it and a rename: readers see the old or the new
+    content, never half of it."""
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

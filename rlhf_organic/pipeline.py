@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import write_text
 from .errors import UserError
 from .fingerprint import files_signature, fingerprint
 from .recipe import Recipe, dump_recipe
@@ -163,9 +164,7 @@ def read_marker(folder: Path) -> dict | None:
 
 def write_marker(folder: Path, marker: dict) -> None:
     """Written last, through a temporary file and a rename: a marker is never half-written."""
-    tmp = folder / f".{MARKER}.tmp"
-    tmp.write_text(json.dumps(marker, indent=2, default=str) + "\n")
-    os.replace(tmp, folder / MARKER)
+    write_text(folder / MARKER, json.dumps(marker, indent=2, default=str) + "\n")
 
 
 def _clear(path: Path) -> None:
@@ -183,9 +182,7 @@ def _prepare_run_folder(recipe: Recipe, out: Path, resume: bool) -> None:
                             "output.overwrite=true to replace it, or choose another output.dir")
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".recipe.yaml.tmp"
-    tmp.write_text(dump_recipe(recipe), encoding="utf-8")
-    os.replace(tmp, out / "recipe.yaml")
+    write_text(out / "recipe.yaml", dump_recipe(recipe))
 
 
 def run_recipe(
@@ -231,7 +228,7 @@ def run_recipe(
         total = round(time.perf_counter() - started, 2)
         write_run_report(out, recipe, markers, total)
         text = console_summary(markers)
-        (out / "report.txt").write_text(text + "\n", encoding="utf-8")
+        write_text(out / "report.txt", text + "\n")
         echo(text)
     finally:
         tracker.close()

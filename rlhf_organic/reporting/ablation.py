@@ -4,12 +4,14 @@ column in bold, plots of the key metrics, and the raw numbers per run (``results
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text
 from .doc import Doc
 from .plots import plot_metric_by_cell
 
@@ -128,9 +130,11 @@ def write_ablation_report(out: Path, recipe, grid: dict, seeds: int, results: li
     md, html = doc.write(out, "report")
     rows = [{"cell": r["cell"], "seed": r["seed"], "folder": r["folder"],
              **{label: metric_value(r["markers"], where) for _, label, where, _ in METRICS}} for r in results]
-    (out / "results.json").write_text(json.dumps(rows, indent=2).replace("NaN", "null") + "\n")
-    with open(out / "results.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows([{k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows])
+    blank = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]
+    write_text(out / "results.json", json.dumps(blank, indent=2) + "\n")
+    table = io.StringIO()
+    writer = csv.DictWriter(table, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(blank)
+    write_text(out / "results.csv", table.getvalue())
     return md, html, text

@@ -121,16 +121,12 @@ class Doc:
 
     def write(self, folder: Path, stem: str = "report") -> tuple[Path, Path]:
         """``folder/stem.md`` and ``folder/stem.html``, each through a temporary file and a rename."""
-        import os
+        from ..atomic import write_text
 
-        paths = []
-        for suffix, text in (("md", self.to_markdown(folder)), ("html", self.to_html())):
-            path = folder / f"{stem}.{suffix}"
-            tmp = folder / f".{stem}.{suffix}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            os.replace(tmp, path)
-            paths.append(path)
-        return paths[0], paths[1]
+        md, html = folder / f"{stem}.md", folder / f"{stem}.html"
+        write_text(md, self.to_markdown(folder))
+        write_text(html, self.to_html())
+        return md, html
 
 
 def _cell(value) -> str:
