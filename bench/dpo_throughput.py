@@ -126,7 +126,6 @@ def main(argv=None) -> None:
     parser.add_argument("--pairs", type=int, default=64, help="A/B pairs trained on (one epoch)")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "rlhf_organic_bench")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/rlhf_bench_dpo_throughput"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -141,7 +140,7 @@ def main(argv=None) -> None:
     machine = machine_info("torch", "transformers", "trl", "peft")
     args.workdir.mkdir(parents=True, exist_ok=True)
     pairs = make_pairs(args.workdir, args.pairs, args.seed)
-    model = {"smollm2": lambda: smollm2_folder(args.cache), "tiny": lambda: tiny_folder(args.workdir, pairs)}.get(
+    model = {"smollm2": smollm2_folder, "tiny": lambda: tiny_folder(args.workdir, pairs)}.get(
         args.model, lambda: Path(args.model))()
     common = {"pairs": str(pairs), "model": str(model), "batch_size": args.batch_size}
     results = []

@@ -441,7 +441,7 @@ def main(argv=None) -> None:
     machine = machine_info("torch", "transformers", "trl", "peft", "accelerate")  # trl: the project's, not the baseline's
     args.workdir.mkdir(parents=True, exist_ok=True)
     pairs = make_pairs(args.workdir, max(64, args.batches * args.batch_size), args.seed)
-    model = {"smollm2": lambda: smollm2_folder(args.cache), "tiny": lambda: tiny_folder(args.workdir, pairs)}.get(
+    model = {"smollm2": smollm2_folder, "tiny": lambda: tiny_folder(args.workdir, pairs)}.get(
         args.model, lambda: Path(args.model).resolve())()
     common = {"pairs": str(pairs), "model": str(model), "batches": args.batches, "batch_size": args.batch_size,
               "seed": args.seed}

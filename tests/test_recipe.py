@@ -27,11 +27,11 @@ def test_unknown_key_lists_valid_keys_and_suggests_nearest(tmp_path):
         load_recipe(path)
     msg = str(err.value)
     assert f"{path}:4: data.formt: unknown key 'formt' (did you mean 'format'?)" in msg
-    assert "valid keys: chunk_mb, format, inputs, max_context, simulate, source, strict" in msg
+    assert "valid keys: chunk_mb, format, inputs, max_context, privacy, simulate, source, strict" in msg
 
 
 def test_unknown_section(tmp_path):
-    with pytest.raises(RecipeError, match=r"outptu: unknown key 'outptu' \(did you mean 'output'\?\); valid keys: data, name, output, policy, reward, seed, trust"):
+    with pytest.raises(RecipeError, match=r"outptu: unknown key 'outptu' \(did you mean 'output'\?\); valid keys: ablate, data, name, output, policy, reward, seed, trust"):
         load_recipe(_write(tmp_path, "name: x\noutptu: {dir: y}\n"))
 
 

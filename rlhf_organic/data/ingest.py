@@ -164,15 +164,18 @@ def ingest(
     max_context: int = tables.DEFAULT_MAX_CONTEXT,
     progress: bool | None = None,
     log: Callable[[str], None] = print,
+    privacy=None,
 ) -> dict:
     """Ingest ``inputs`` into the dataset folder ``out``; returns the summary (also saved as summary.json).
 
     In ``strict`` mode the first bad line raises ``InputError`` naming file, line and reason, and
     nothing is written. Example contexts keep at most ``max_context`` earlier messages (the messages
-    table keeps them all). ``progress=None`` shows a progress bar only on a terminal.
+    table keeps them all). ``progress=None`` shows a progress bar only on a terminal. ``privacy``: a
+    ``privacy.PrivacySection`` (ids to hash, fields to drop), applied to every record as it is read.
     """
     if fmt not in INPUT_FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(INPUT_FORMATS)}")
+    scrub = privacy.scrubber() if privacy is not None else None  # a missing salt fails here, before any work
     out = Path(out)
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
@@ -189,11 +192,13 @@ def ingest(
     tmp.mkdir()
     started = time.perf_counter()
     try:
-        summary = _ingest_into(tmp, files, formats, strict, chunk_bytes, max_context, progress)
+        summary = _ingest_into(tmp, files, formats, strict, chunk_bytes, max_context, progress, scrub)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     summary["seconds"] = round(time.perf_counter() - started, 3)
+    if scrub is not None:  # the dataset says what was hashed and dropped (never the salt)
+        summary["privacy"] = {"hash_ids": sorted(scrub.hash_ids), "drop": sorted(scrub.drop)}
     (tmp / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
     if out.exists():
         shutil.rmtree(out)
@@ -208,7 +213,7 @@ def ingest(
     return summary
 
 
-def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, max_context, progress) -> dict:
+def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, max_context, progress, scrub=None) -> dict:
     counts = Counter({key: 0 for key in SUMMARY_COUNTS})  # counted here; the sink counts what it derives
     reasons: Counter[str] = Counter()
     sink = _Sink(tmp, max_context)
@@ -217,7 +222,7 @@ def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, max_context, pr
     def reject(item: Reject) -> None:
         if strict:
             raise InputError(item.message())
-        rejects_file.write(orjson.dumps(item.as_dict()) + b"\n")
+        rejects_file.write(orjson.dumps(scrub.reject(item.as_dict()) if scrub else item.as_dict()) + b"\n")
         reasons[_reason_kind(item.reason)] += 1
 
     total = sum(p.stat().st_size for p in files)
@@ -235,7 +240,7 @@ def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, max_context, pr
                 for item in parsed.rejects:
                     counts["rejected"] += 1
                     reject(item)
-                sink.submit(parsed, formats[path])
+                sink.submit(scrub.parsed(parsed) if scrub else parsed, formats[path])
     finally:
         bar.close()
         sink.close()

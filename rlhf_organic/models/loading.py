@@ -27,7 +27,12 @@ class BaseModelError(ValueError):
 
 
 def resolve_base(base: str) -> tuple[str, str | None]:
-    """(folder or hub id, GGUF file name or None) for a ``base`` string."""
+    """(folder or hub id, GGUF file name or None) for a ``base`` string.
+
+    A hub id with a complete copy in the local model cache (``rlhf-organic prepare-model``,
+    ``models.prepare``) resolves to that folder, so a recipe naming the hub id runs offline where the
+    model was prepared and downloads from the hub elsewhere. A local path always wins over the cache.
+    """
     path = Path(base).expanduser()
     if base.lower().endswith(".gguf"):
         if not path.is_file():
@@ -39,15 +44,31 @@ def resolve_base(base: str) -> tuple[str, str | None]:
         return str(path), None
     if path.exists() or base.startswith((".", "/", "~")):
         raise BaseModelError(f"{base} is neither a model folder nor a .gguf file")
+    from .prepare import cached_model
+
+    cached = cached_model(base)
+    if cached is not None:
+        return str(cached), None
     return base, None  # a hub id
 
 
-def _from_pretrained(cls, base: str, **kwargs):
+def _from_pretrained(cls, base: str, *, trust_remote_code: bool = False, **kwargs):
+    """``cls.from_pretrained`` on a resolved base. ``trust_remote_code`` is always passed explicitly (False
+    unless a recipe turns it on), so a model whose config names its own code (``auto_map``) is refused
+    with a clear message rather than run, or asked about on a terminal."""
     where, gguf_file = resolve_base(base)
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     try:
-        return cls.from_pretrained(where, **kwargs)
+        return cls.from_pretrained(where, trust_remote_code=bool(trust_remote_code), **kwargs)
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc) or trust_remote_code:
+            raise
+        raise BaseModelError(
+            f"could not load {base!r}: it needs code that ships with the model (its config or tokenizer config names "
+            "it in auto_map), and rlhf_organic does not run a model's own code unless told to. Read that code, then "
+            "set trust_remote_code: true in the reward spec or the policy section if you trust it"
+        ) from exc
     except OSError as exc:  # no network, unknown id, missing files
         raise BaseModelError(
             f"could not load {base!r}: {str(exc).splitlines()[0]} (a hub id needs network access to the model hub; "
@@ -57,11 +78,11 @@ def _from_pretrained(cls, base: str, **kwargs):
         raise BaseModelError(f"could not load {base!r}: {exc}") from exc
 
 
-def load_tokenizer(base: str):
+def load_tokenizer(base: str, *, trust_remote_code: bool = False):
     """The base's tokenizer, with a pad token (the EOS token when the base has none)."""
     from transformers import AutoTokenizer
 
-    tokenizer = _from_pretrained(AutoTokenizer, base)
+    tokenizer = _from_pretrained(AutoTokenizer, base, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
@@ -89,10 +110,14 @@ def quantization_config(quantization: Quantization):
     )
 
 
-def load_base(base: str, *, causal_lm: bool = False, dtype: DType = "float32", quantization: Quantization = "none"):
+def load_base(base: str, *, causal_lm: bool = False, dtype: DType = "float32", quantization: Quantization = "none",
+              trust_remote_code: bool = False):
     """The base model: the bare backbone (``AutoModel``), or with its LM head when ``causal_lm``.
 
-    A GGUF file is dequantized to ``dtype`` on load. Quantized loading puts the model on the GPU.
+    A GGUF file is dequantized to ``dtype`` on load. Quantized loading puts the model on the GPU. Weights
+    load from safetensors when the base has them; transformers loads a ``.bin`` checkpoint with
+    ``torch.load(weights_only=True)``, which refuses pickled code. ``trust_remote_code`` (default False)
+    lets a model's own code (``auto_map``) run.
     """
     import torch
     from transformers import AutoModel, AutoModelForCausalLM
@@ -103,7 +128,8 @@ def load_base(base: str, *, causal_lm: bool = False, dtype: DType = "float32", q
     bnb = quantization_config(quantization)
     if bnb is not None:
         kwargs.update(quantization_config=bnb, device_map={"": 0})
-    model = _from_pretrained(AutoModelForCausalLM if causal_lm else AutoModel, base, **kwargs)
+    model = _from_pretrained(AutoModelForCausalLM if causal_lm else AutoModel, base, trust_remote_code=trust_remote_code,
+                             **kwargs)
     if bnb is not None:
         from peft import prepare_model_for_kbit_training
 

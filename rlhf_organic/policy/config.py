@@ -77,6 +77,9 @@ class _PolicySettings(Section):
     tiny: TinyPolicyBase = TinyPolicyBase()
     dtype: DType = "float32"
     quantization: Quantization = Field("none", description="4bit / 8bit (QLoRA) need a CUDA GPU")
+    trust_remote_code: bool = Field(
+        False, description="let the base (and a reward model's base loaded beside it) run code that ships with it "
+        "(its config's auto_map); off unless you have read that code")
     weighted: bool = Field(True, description="weight examples by the trust stage (false: uniform weights)")
     lora: PolicyLora = PolicyLora()
     max_prompt_length: int = Field(128, ge=4, description="prompt tokens kept (cut from the left)")

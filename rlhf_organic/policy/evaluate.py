@@ -104,19 +104,31 @@ def win_rate(tuned, base) -> float:
     return float(np.mean((tuned > base) + 0.5 * (tuned == base))) if len(tuned) else float("nan")
 
 
-def samples_markdown(samples: pd.DataFrame, n: int) -> str:
-    """The first ``n`` samples side by side, for a person to read."""
-    lines = ["# Samples: base vs tuned", "", "Held-out contexts (last two turns shown), the logged bot reply, and replies "
+def samples_markdown(samples: pd.DataFrame, n: int, *, show_user_text: bool = False) -> str:
+    """The first ``n`` samples side by side, for a person to read.
+
+    Unless ``show_user_text``, the logged conversation (its context turns, which hold what a real person
+    wrote, and the logged bot reply, which can quote it) is replaced by a note; the base and tuned
+    replies, generated here, are always shown.
+    """
+    from ..data.privacy import HIDDEN_TEXT
+
+    shown = "last two turns shown" if show_user_text else "hidden: they hold what real users wrote"
+    lines = ["# Samples: base vs tuned", "", f"Held-out contexts ({shown}), the logged bot reply, and replies "
              "sampled from the base (adapter off) and the tuned policy with the same settings and seed.", ""]
     for i, row in samples.head(n).iterrows():
         lines.append(f"## {i + 1}. `{row['example_id']}`")
-        for m in list(row["context"])[-2:]:
-            lines.append(f"> **{m['role']}**: {m['content']}")
+        if show_user_text:
+            for m in list(row["context"])[-2:]:
+                lines.append(f"> **{m['role']}**: {m['content']}")
+        else:
+            lines.append(f"> {HIDDEN_TEXT}")
         lines.append("")
         for who, key in (("logged", "logged_reply"), ("base", "base_reply"), ("tuned", "tuned_reply")):
             extra = ""
             if f"{who}_judge_good" in row:
                 extra = f" (judge p(good) {row[f'{who}_judge_good']:.2f})"
-            lines.append(f"- **{who}**{extra}: {row[key]}")
+            text = row[key] if show_user_text or who != "logged" else "(logged reply hidden: output.show_user_text)"
+            lines.append(f"- **{who}**{extra}: {text}")
         lines.append("")
     return "\n".join(lines)

@@ -279,13 +279,14 @@ def lora_config(settings):
 
 
 def build_policy(base: str, lora, *, dtype: str = "float32", quantization: str = "none", seed: int = 0,
-                 adapter: str | Path | None = None, log=print) -> PolicyModel:
-    """Load ``base`` once and put a fresh LoRA adapter on it (or load ``adapter``, trainable)."""
+                 adapter: str | Path | None = None, trust_remote_code: bool = False, log=print) -> PolicyModel:
+    """Load ``base`` once and put a fresh LoRA adapter on it (or load ``adapter``, trainable).
+    ``trust_remote_code`` (default False) lets a base run the code that ships with it."""
     from peft import PeftModel, get_peft_model
 
-    tokenizer = load_tokenizer(base)
+    tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
     ensure_chat_template(tokenizer, log)
-    lm = load_base(base, causal_lm=True, dtype=dtype, quantization=quantization)
+    lm = load_base(base, causal_lm=True, dtype=dtype, quantization=quantization, trust_remote_code=trust_remote_code)
     torch.manual_seed(seed)
     if adapter is not None:
         peft_model = PeftModel.from_pretrained(lm, adapter, is_trainable=True)
@@ -294,10 +295,11 @@ def build_policy(base: str, lora, *, dtype: str = "float32", quantization: str =
     return PolicyModel(peft_model, tokenizer, base)
 
 
-def attach_reward(policy: PolicyModel, reward_dir: str | Path, *, share_base: bool = True, log=print) -> str:
+def attach_reward(policy: PolicyModel, reward_dir: str | Path, *, share_base: bool = True,
+                  trust_remote_code: bool = False, log=print) -> str:
     """Attach the reward model in ``reward_dir``: as a second adapter + head on the policy's own base when
-    the reward model was trained on the same base (and ``share_base``), else loaded beside it.
-    Returns "shared" or "separate"."""
+    the reward model was trained on the same base (and ``share_base``), else loaded beside it (with
+    ``trust_remote_code``, the caller's decision). Returns "shared" or "separate"."""
     from ..reward.model import META_FILE, load_reward_model
 
     reward_dir = Path(reward_dir)
@@ -310,7 +312,7 @@ def attach_reward(policy: PolicyModel, reward_dir: str | Path, *, share_base: bo
         return "shared"
     why = "it was trained on another base" if not same else "reward_model.share_base is false"
     log(f"[policy] reward model loaded with its own copy of its base ({meta['base']}): {why}")
-    policy._separate_reward = load_reward_model(reward_dir)
+    policy._separate_reward = load_reward_model(reward_dir, trust_remote_code=trust_remote_code)
     return "separate"
 
 

@@ -46,11 +46,14 @@ def train_policy(
     overwrite: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] = print,
+    show_user_text: bool = False,
 ) -> dict:
     """Train ``section.method`` on ``dataset`` (weights from ``trust`` when ``section.weighted``) into ``out``.
 
     ``reward``: a reward-model folder (needed by on-policy DPO and iterative Cringe; also scores the
     evaluation). ``judge``: a clean-judge folder (``judge.train_judge``) for the clean metrics.
+    ``show_user_text``: print the logged conversations' text in ``samples.md`` (default: hidden; a run
+    of a recipe rewrites it as ``output.show_user_text`` says).
     """
     import torch
 
@@ -77,10 +80,12 @@ def train_policy(
         base = section.base
         if base == "tiny":
             base = str(build_tiny_base(dataset, tmp / "base", section, seed=seed, progress=progress, log=log))
-        policy = build_policy(base, section.lora, dtype=section.dtype, quantization=section.quantization, seed=seed, log=log)
+        policy = build_policy(base, section.lora, dtype=section.dtype, quantization=section.quantization, seed=seed,
+                              trust_remote_code=section.trust_remote_code, log=log)
         reward_mode = None
         if reward is not None:
-            reward_mode = attach_reward(policy, reward, share_base=section.reward_model.share_base, log=log)
+            reward_mode = attach_reward(policy, reward, share_base=section.reward_model.share_base,
+                                        trust_remote_code=section.trust_remote_code, log=log)
         prepared = time.perf_counter()
         run = MethodRun(policy, section, train_data, user_weight=_user_trust(trust), seed=seed, progress=progress, log=log)
         result = METHODS[section.method].train(run)
@@ -96,7 +101,8 @@ def train_policy(
             metrics["eval"], samples = evaluate_policy(policy, contexts, section, judge=Judge(judge) if judge else None,
                                                        seed=seed, progress=progress)
             samples.to_parquet(tmp / "samples.parquet")
-            (tmp / "samples.md").write_text(samples_markdown(samples, section.eval.samples_shown), encoding="utf-8")
+            (tmp / "samples.md").write_text(samples_markdown(samples, section.eval.samples_shown, show_user_text=show_user_text),
+                                            encoding="utf-8")
         metrics["seconds"] = {"prepare": round(prepared - started, 2), "train": round(trained - prepared, 2),
                               "evaluate": round(time.perf_counter() - trained, 2)}
         if distributed.is_main():  # the other processes' folders are thrown away: skip the (merged) export
@@ -117,7 +123,7 @@ def save_policy(policy, section, folder: Path, *, base_in_folder: bool) -> None:
         save_file(policy.value_head.state_dict(), folder / "value_head.safetensors")
     meta = {"format": 1, "base": "base" if base_in_folder else section.base, "method": section.method,
             "dtype": section.dtype, "max_prompt_length": section.max_prompt_length,
-            "max_completion_length": section.max_completion_length}
+            "max_completion_length": section.max_completion_length, "trust_remote_code": section.trust_remote_code}
     (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     (folder / "settings.yaml").write_text(yaml.safe_dump(section.model_dump(mode="json"), sort_keys=False))
     if section.export_merged:
@@ -137,17 +143,22 @@ def export_merged(policy, folder: Path) -> None:
     policy.tokenizer.save_pretrained(folder)
 
 
-def load_policy(folder: str | Path):
-    """(PeftModel in eval mode, tokenizer) from a policy folder written by ``train_policy``."""
+def load_policy(folder: str | Path, *, trust_remote_code: bool = False):
+    """(PeftModel in eval mode, tokenizer) from a policy folder written by ``train_policy``.
+    ``trust_remote_code`` is the caller's decision, never the folder's."""
     from peft import PeftModel
 
-    from ..models.loading import load_base, load_tokenizer
+    from ..models.loading import BaseModelError, load_base, load_tokenizer
 
     folder = Path(folder)
     meta = json.loads((folder / META_FILE).read_text())
+    if meta.get("trust_remote_code") and not trust_remote_code:
+        raise BaseModelError(f"the policy in {folder} is on a base that runs its own code ({meta['base']}); "
+                             "loading it needs trust_remote_code=True")
     base = str(folder / "base") if meta["base"] == "base" else meta["base"]
-    lm = load_base(base, causal_lm=True, dtype=meta["dtype"])
-    return PeftModel.from_pretrained(lm, folder / "adapter").eval(), load_tokenizer(str(folder / "adapter"))
+    lm = load_base(base, causal_lm=True, dtype=meta["dtype"], trust_remote_code=trust_remote_code)
+    return (PeftModel.from_pretrained(lm, folder / "adapter").eval(),
+            load_tokenizer(str(folder / "adapter"), trust_remote_code=trust_remote_code))
 
 
 def format_metrics(metrics: dict) -> str:
@@ -176,7 +187,8 @@ def model_card(section, metrics: dict) -> str:
         f"A LoRA adapter (r={section.lora.r}) on `{base}`, trained by rlhf_organic's `{section.method}` on organic "
         "feedback, each example weighted by the trust of the user who gave it.", "",
         "```python", "from peft import PeftModel", "from transformers import AutoModelForCausalLM",
-        f"base = AutoModelForCausalLM.from_pretrained({'BASE' if section.base == 'tiny' else repr(section.base)})",
+        f"base = AutoModelForCausalLM.from_pretrained({'BASE' if section.base == 'tiny' else repr(section.base)}"
+        + (", trust_remote_code=True)" if section.trust_remote_code else ")"),
         "policy = PeftModel.from_pretrained(base, 'adapter')", "```", "",
         "## Results on held-out contexts", "", "```", format_metrics(metrics), "```", "",
         "Samples side by side: `samples.md`. All settings: `settings.yaml`.", "",

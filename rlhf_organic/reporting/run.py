@@ -7,8 +7,10 @@ can be rebuilt at any time and reads the same for a computed or a reused stage.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+from ..data.privacy import HIDDEN_TEXT, show_user_text
 from .doc import Doc
 from .plots import plot_before_after, plot_loss_curves
 
@@ -64,6 +66,7 @@ def build_run_report(out: Path, recipe, markers: dict, total_seconds: float) -> 
     doc.text(f"Run folder `{out}` · seed {recipe.seed} · {len(markers)} stages in {_fmt_seconds(total_seconds)}"
              + (f" ({', '.join(reused)} reused)" if reused else ""))
     doc.bullets(headline(markers))
+    shown = show_user_text(recipe)
 
     doc.heading("Pipeline")
     doc.table(["stage", "status", "time", "peak memory", "output"], [
@@ -73,7 +76,7 @@ def build_run_report(out: Path, recipe, markers: dict, total_seconds: float) -> 
         for name, m in markers.items()
     ])
     if "ingest" in markers:
-        _data_section(doc, markers["ingest"]["metrics"])
+        _data_section(doc, _private_view(markers["ingest"]["metrics"], shown))
     if "trust" in markers:
         _trust_section(doc, out, markers["trust"]["metrics"])
     plots = out / "report"
@@ -81,7 +84,7 @@ def build_run_report(out: Path, recipe, markers: dict, total_seconds: float) -> 
     if "reward" in markers:
         _reward_section(doc, out, plots, markers["reward"]["metrics"])
     if "policy" in markers:
-        _policy_section(doc, out, plots, markers["policy"]["metrics"], recipe.output.samples_in_report)
+        _policy_section(doc, out, plots, markers["policy"]["metrics"], recipe.output.samples_in_report, shown)
     doc.heading("Recipe")
     doc.text("Run it again with `rlhf-organic run " + str(out / "recipe.yaml") + "` (add `--resume` to reuse completed stages).")
     doc.code(dump_recipe(recipe), summary="the resolved recipe (every default filled in)")
@@ -93,7 +96,36 @@ def write_run_report(out: Path, recipe, markers: dict, total_seconds: float) -> 
     paths = doc.write(out, "report")
     if "policy" in markers:
         _extend_model_card(out / "policy", recipe, markers)
+        _rewrite_samples(out / "policy", recipe)
     return paths
+
+
+_LABEL = re.compile(r"[A-Za-z0-9_ .:/()-]{1,40}")
+
+
+def _private_view(report: dict, shown: bool) -> dict:
+    """The ingest metrics as a shared report may print them: with user text hidden, dislike reasons
+    that are not short labels (free text a user typed) are counted together, not printed."""
+    if shown or not report.get("dislike_reasons"):
+        return report
+    reasons: dict = {}
+    for reason, count in report["dislike_reasons"].items():
+        key = reason if _LABEL.fullmatch(str(reason)) else "(free-text reasons, hidden: output.show_user_text)"
+        reasons[key] = reasons.get(key, 0) + count
+    return {**report, "dislike_reasons": reasons}
+
+
+def _rewrite_samples(folder: Path, recipe) -> None:
+    """``policy/samples.md`` as ``output.show_user_text`` says (the stage writes it with user text hidden)."""
+    samples = folder / "samples.parquet"
+    if folder.is_symlink() or not samples.is_file() or recipe.policy is None:
+        return  # a stage reused from a sibling run keeps its own
+    import pandas as pd
+
+    from ..policy.evaluate import samples_markdown
+
+    text = samples_markdown(pd.read_parquet(samples), recipe.policy.eval.samples_shown, show_user_text=show_user_text(recipe))
+    (folder / "samples.md").write_text(text, encoding="utf-8")
 
 
 def _folder_of(out: Path, stage: str) -> str:
@@ -156,7 +188,7 @@ def _reward_section(doc: Doc, out: Path, plots: Path, m: dict) -> None:
         doc.image(plots / "reward_loss.png", "reward model training loss")
 
 
-def _policy_section(doc: Doc, out: Path, plots: Path, m: dict, samples_shown: int) -> None:
+def _policy_section(doc: Doc, out: Path, plots: Path, m: dict, samples_shown: int, shown: bool = False) -> None:
     doc.heading("Policy")
     t = m["train"]
     doc.text(f"Method `{m['method']}` on base `{m['base']}`, {'trust-weighted' if m['weighted'] else 'uniform weights'}: "
@@ -189,22 +221,25 @@ def _policy_section(doc: Doc, out: Path, plots: Path, m: dict, samples_shown: in
         doc.image(plots / "policy_loss.png", "policy training loss")
     samples = out / "policy" / "samples.parquet"
     if samples_shown and samples.is_file():
-        _samples(doc, samples, samples_shown)
+        _samples(doc, samples, samples_shown, shown)
 
 
-def _samples(doc: Doc, path: Path, n: int) -> None:
+def _samples(doc: Doc, path: Path, n: int, shown: bool = False) -> None:
+    """Base and tuned replies side by side; the user's last turn only when ``shown`` (else a note)."""
     import pandas as pd
 
     frame = pd.read_parquet(path).head(n)
     judged = "tuned_judge_good" in frame
     doc.heading("Sample replies, base and tuned", 3)
-    doc.text("Held-out contexts (last user turn shown), the base model's reply and the tuned policy's, "
+    doc.text("Held-out contexts (" + ("last user turn shown" if shown else "user text hidden: set output.show_user_text "
+             "to show it") + "), the base model's reply and the tuned policy's (both generated), "
              + ("with the clean judge's p(good)." if judged else "with the reward model's score.") + " More in `policy/samples.md`.")
     rows = []
     for row in frame.itertuples():
         users = [m["content"] for m in row.context if m["role"] == "user"]
+        said = (users[-1] if users else "") if shown else HIDDEN_TEXT
         score = (lambda k: getattr(row, f"{k}_judge_good")) if judged else (lambda k: getattr(row, f"{k}_reward", None))
-        rows.append([_clip(users[-1] if users else ""), _clip(row.base_reply), score("base"), _clip(row.tuned_reply), score("tuned")])
+        rows.append([_clip(said), _clip(row.base_reply), score("base"), _clip(row.tuned_reply), score("tuned")])
     doc.table(["user said", "base reply", "score", "tuned reply", "score"], rows)
 
 
@@ -229,13 +264,14 @@ def _extend_model_card(folder: Path, recipe, markers: dict) -> None:
         (folder / "adapter" / "README.md").write_text(text, encoding="utf-8")
 
 
-def console_summary(markers: dict) -> str:
-    """What ``rlhf-organic run`` prints at the end (also ``report.txt``)."""
+def console_summary(markers: dict, show_user_text: bool = False) -> str:
+    """What ``rlhf-organic run`` prints at the end (also ``report.txt``); free-text dislike reasons only
+    when ``show_user_text``."""
     from ..data.inspect import format_report
 
     parts = []
     if "ingest" in markers:
-        parts.append(format_report(markers["ingest"]["metrics"]))
+        parts.append(format_report(_private_view(markers["ingest"]["metrics"], show_user_text)))
     if "trust" in markers:
         from ..trust.stage import format_metrics
 

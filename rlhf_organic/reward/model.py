@@ -113,8 +113,8 @@ def build_reward_model(spec: RewardSpec, model_dir: Path, texts=None, reasons: l
         save_tiny(model_dir / "base", texts, kind=t.kind, vocab_size=t.vocab_size, seed=seed, hidden=t.hidden,
                   layers=t.layers, heads=t.heads, max_positions=max(512, spec.max_length))
     where = base_location(spec, model_dir)
-    tokenizer = load_tokenizer(where)
-    backbone = load_base(where, dtype=spec.dtype, quantization=spec.quantization)
+    tokenizer = load_tokenizer(where, trust_remote_code=spec.trust_remote_code)
+    backbone = load_base(where, dtype=spec.dtype, quantization=spec.quantization, trust_remote_code=spec.trust_remote_code)
     pooling = resolve_pooling(spec, backbone)
     torch.manual_seed(seed)
     model = RewardModel(get_peft_model(backbone, lora_config(spec)), pooling, len(reasons))
@@ -129,25 +129,34 @@ def save_reward_model(model: RewardModel, tokenizer, spec: RewardSpec, reasons: 
     model.backbone.save_pretrained(model_dir / "adapter")
     save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, model_dir / "head.safetensors")
     meta = {"format": 1, "base": spec.base, "pooling": model.pooling, "reasons": list(reasons), "max_length": spec.max_length,
-            "dtype": spec.dtype, "quantization": spec.quantization}
+            "dtype": spec.dtype, "quantization": spec.quantization, "trust_remote_code": spec.trust_remote_code}
     (model_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     (model_dir / "spec.yaml").write_text(dump_spec(spec))
 
 
-def load_reward_model(model_dir: str | Path, quantization: str | None = None):
-    """(model in eval mode, tokenizer, meta) from a folder written by ``save_reward_model``."""
+def load_reward_model(model_dir: str | Path, quantization: str | None = None, *, trust_remote_code: bool = False):
+    """(model in eval mode, tokenizer, meta) from a folder written by ``save_reward_model``.
+
+    ``trust_remote_code`` is the caller's (the recipe's) decision, never the folder's: a folder whose base
+    needs its own code is refused with a clear message unless the caller allows it.
+    """
     from peft import PeftModel
     from safetensors.torch import load_file
 
     from ..errors import UserError
+    from ..models.loading import BaseModelError
 
     model_dir = Path(model_dir)
     if not (model_dir / META_FILE).is_file():
         raise UserError(f"{model_dir} is not a reward-model folder (no {META_FILE})")
     meta = json.loads((model_dir / META_FILE).read_text())
+    if meta.get("trust_remote_code") and not trust_remote_code:
+        raise BaseModelError(f"the reward model in {model_dir} was trained on a base that runs its own code "
+                             f"({meta['base']}); loading it needs trust_remote_code: true (policy.trust_remote_code)")
     where = str(model_dir / "base") if meta["base"] == "tiny" else meta["base"]
-    tokenizer = load_tokenizer(where)
-    backbone = load_base(where, dtype=meta["dtype"], quantization=quantization or meta["quantization"])
+    tokenizer = load_tokenizer(where, trust_remote_code=trust_remote_code)
+    backbone = load_base(where, dtype=meta["dtype"], quantization=quantization or meta["quantization"],
+                         trust_remote_code=trust_remote_code)
     model = RewardModel(PeftModel.from_pretrained(backbone, model_dir / "adapter"), meta["pooling"], len(meta["reasons"]))
     model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
     return model.eval(), tokenizer, meta

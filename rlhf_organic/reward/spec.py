@@ -82,6 +82,9 @@ class RewardSpec(Section):
     tiny: TinyBase = TinyBase()
     dtype: DType = "float32"
     quantization: Quantization = Field("none", description="4bit / 8bit need a CUDA GPU")
+    trust_remote_code: bool = Field(
+        False, description="let the base run code that ships with it (its config's auto_map); off unless you have "
+        "read that code")
     signals: list[Literal["thumbs", "preferences"]] = Field(["thumbs", "preferences"], min_length=1)
     head: HeadSettings = HeadSettings()
     loss: LossMix = LossMix()

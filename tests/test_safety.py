@@ -1,0 +1,279 @@
+"""Safe loading: no pickle, no unsafe YAML, no model code run unless a recipe allows it, and output paths
+built from names kept inside their folder (docs/safety.md)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import sys
+import tokenize
+import uuid
+from pathlib import Path
+
+import pytest
+
+from rlhf_organic.errors import UserError
+from rlhf_organic.safepath import PathEscapeError, confined
+
+PACKAGE = Path(__file__).resolve().parents[1] / "rlhf_organic"
+
+# What the package must never do. Matched against code with strings and comments removed, so that
+# documentation (and a model card's example snippet) may name them.
+FORBIDDEN = {
+    "pickle": re.compile(r"\b(c?pickle|cloudpickle|dill|joblib|shelve)\b|\bmarshal\.loads?\b|read_pickle|to_pickle"),
+    "torch.load without weights_only=True": re.compile(r"\btorch\.load\((?![^)]*weights_only\s*=\s*True)"),
+    "weights_only=False": re.compile(r"weights_only\s*=\s*False"),
+    "allow_pickle=True": re.compile(r"allow_pickle\s*=\s*True"),
+    "unsafe YAML": re.compile(r"\byaml\.(load|load_all|unsafe_load|unsafe_load_all|full_load|full_load_all)\("
+                              r"|Loader\s*=\s*yaml\.(Loader|UnsafeLoader|FullLoader)\b"),
+    "trust_remote_code=True": re.compile(r"trust_remote_code\s*=\s*True"),
+    "eval / exec of text": re.compile(r"(?<![.\w])(eval|exec)\("),
+}
+
+# Known exceptions, each with its reason. distributed.gather sends small Python objects (floats and
+# a dict of floats) between the processes of one ``accelerate launch`` over its own gloo group: never
+# from a file or the network at large. It should move to JSON (see docs/safety.md); until then it is
+# the only entry here, and a new use of pickle anywhere fails this test.
+ALLOWED = {("distributed.py", "pickle")}
+
+
+def code_only(source: str) -> str:
+    """``source`` with every string literal and comment blanked (line structure kept)."""
+    drop = {tokenize.STRING, tokenize.COMMENT}
+    drop |= {getattr(tokenize, name) for name in ("FSTRING_MIDDLE", "TSTRING_MIDDLE") if hasattr(tokenize, name)}
+    lines = source.splitlines(keepends=True)
+    out = [list(line) for line in lines]
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type not in drop:
+            continue
+        (r0, c0), (r1, c1) = tok.start, tok.end
+        for row in range(r0, r1 + 1):
+            line = out[row - 1]
+            start = c0 if row == r0 else 0
+            end = c1 if row == r1 else len(line)
+            for col in range(start, min(end, len(line))):
+                if line[col] != "\n":
+                    line[col] = " "
+    return "".join("".join(line) for line in out)
+
+
+def scan(source: str) -> list[str]:
+    code = code_only(source)
+    return [name for name, pattern in FORBIDDEN.items() if pattern.search(code)]
+
+
+def test_the_scan_finds_what_it_looks_for_and_ignores_strings_and_comments():
+    assert scan("import pickle\n") == ["pickle"]
+    assert scan("x = torch.load(path)\n") == ["torch.load without weights_only=True"]
+    assert scan("x = torch.load(path, map_location='cpu', weights_only=True)\n") == []
+    assert scan("yaml.load(text, Loader=yaml.FullLoader)\n") == ["unsafe YAML"]
+    assert scan("yaml.safe_load(text)\nyaml.compose(text, Loader=yaml.SafeLoader)\n") == []
+    assert scan("AutoModel.from_pretrained(x, trust_remote_code=True)\n") == ["trust_remote_code=True"]
+    assert scan("eval(text)\n") == ["eval / exec of text"]
+    assert scan("model.eval()\n") == []
+    assert scan('"""torch.load(x) and pickle, in a docstring"""\n# yaml.load( in a comment\n') == []
+    assert scan("snippet = ', trust_remote_code=True)'\n") == []
+
+
+def test_the_package_loads_nothing_unsafely():
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for problem in scan(path.read_text(encoding="utf-8")):
+            if (path.name, problem) not in ALLOWED:
+                found.append(f"{path.relative_to(PACKAGE.parent)}: {problem}")
+    assert not found, "unsafe loading in the package:\n" + "\n".join(found)
+
+
+def test_yaml_tags_that_build_objects_are_refused(tmp_path):
+    from rlhf_organic.errors import RecipeError
+    from rlhf_organic.recipe import load_recipe
+
+    recipe = tmp_path / "evil.yaml"
+    recipe.write_text("name: !!python/object/apply:os.system ['echo owned']\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(recipe)
+
+
+# ---- trust_remote_code ---------------------------------------------------------------------------
+
+PROBE = '''
+import os, pathlib
+pathlib.Path(os.environ["RLHF_ORGANIC_PROBE_MARKER"]).write_text("the model's own code ran")
+from transformers import LlamaConfig, LlamaForCausalLM, LlamaModel, PreTrainedTokenizerFast
+class ProbeConfig(LlamaConfig):
+    model_type = "rlhf_organic_probe"
+class ProbeModel(LlamaModel):
+    config_class = ProbeConfig
+class ProbeForCausalLM(LlamaForCausalLM):
+    config_class = ProbeConfig
+class ProbeTokenizer(PreTrainedTokenizerFast):
+    pass
+'''
+
+
+@pytest.fixture
+def remote_code_model(tmp_path, monkeypatch):
+    """A tiny local model folder whose config and tokenizer config name their own code (auto_map): code
+    that, if run, writes a marker file."""
+    from transformers.dynamic_module_utils import HF_MODULES_CACHE
+
+    from rlhf_organic.models.tiny import save_tiny
+
+    name = f"rlhf_organic_probe_{uuid.uuid4().hex[:8]}"  # a fresh dynamic-module name: nothing cached
+    folder = save_tiny(tmp_path / name, ["hello there, how are you?", "fine thanks, and you?"] * 20,
+                       vocab_size=300, hidden=16, layers=1, heads=2)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="rlhf_organic_probe", architectures=["ProbeForCausalLM"], auto_map={
+        "AutoConfig": "probe.ProbeConfig", "AutoModel": "probe.ProbeModel",
+        "AutoModelForCausalLM": "probe.ProbeForCausalLM"})
+    (folder / "config.json").write_text(json.dumps(config))
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    tokenizer_config["auto_map"] = {"AutoTokenizer": [None, "probe.ProbeTokenizer"]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (folder / "probe.py").write_text(PROBE)
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("RLHF_ORGANIC_PROBE_MARKER", str(marker))
+    yield folder, marker
+    shutil.rmtree(Path(HF_MODULES_CACHE) / "transformers_modules" / name, ignore_errors=True)
+    for module in [m for m in sys.modules if name in m]:
+        del sys.modules[module]
+
+
+def test_a_models_own_code_is_refused_without_the_flag_and_runs_with_it(remote_code_model):
+    from rlhf_organic.models.loading import BaseModelError, load_base, load_tokenizer
+
+    folder, marker = remote_code_model
+    with pytest.raises(BaseModelError, match="trust_remote_code: true"):
+        load_base(str(folder), causal_lm=True)
+    with pytest.raises(BaseModelError, match="trust_remote_code"):
+        load_base(str(folder))
+    load_tokenizer(str(folder))  # transformers falls back to its own tokenizer class: no code of the model's runs
+    assert not marker.exists()
+    model = load_base(str(folder), causal_lm=True, trust_remote_code=True)
+    assert type(model).__name__ == "ProbeForCausalLM" and marker.exists()
+    assert type(load_tokenizer(str(folder), trust_remote_code=True)).__name__ == "ProbeTokenizer"
+
+
+def test_the_reward_spec_and_the_policy_section_pass_the_flag_to_from_pretrained(remote_code_model):
+    from rlhf_organic.models.loading import BaseModelError
+    from rlhf_organic.policy.config import PolicySection
+    from rlhf_organic.policy.model import build_policy
+    from rlhf_organic.reward.model import build_reward_model
+    from rlhf_organic.reward.spec import RewardSpec
+
+    folder, marker = remote_code_model
+    spec = RewardSpec(base=str(folder))
+    assert spec.trust_remote_code is False and PolicySection().trust_remote_code is False
+    with pytest.raises(BaseModelError, match="trust_remote_code"):
+        build_reward_model(spec, folder.parent / "reward")
+    section = PolicySection(base=str(folder))
+    with pytest.raises(BaseModelError, match="trust_remote_code"):
+        build_policy(section.base, section.lora, trust_remote_code=section.trust_remote_code, log=lambda m: None)
+    assert not marker.exists()
+    model, _ = build_reward_model(spec.model_copy(update={"trust_remote_code": True}), folder.parent / "reward")
+    assert marker.exists()
+    marker.unlink()
+    policy = build_policy(str(folder), section.lora, trust_remote_code=True, log=lambda m: None)
+    assert type(policy.peft.get_base_model()).__name__ == "ProbeForCausalLM"
+
+
+def test_the_policy_stage_passes_the_sections_flag(tmp_path, monkeypatch):
+    """train_policy hands ``policy.trust_remote_code`` to build_policy and attach_reward."""
+    import rlhf_organic.policy.model as policy_model
+    from rlhf_organic.data.ingest import ingest
+    from rlhf_organic.data.simulate import preset_config, simulate
+    from rlhf_organic.policy.config import PolicySection
+    from rlhf_organic.policy.stage import train_policy
+
+    simulate(preset_config("tiny", users=6, seed=0), tmp_path / "sim", progress=False)
+    ingest([str(tmp_path / "sim" / "logs")], tmp_path / "ds", log=lambda m: None, progress=False)
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_build_policy(base, lora, **kwargs):
+        seen["build_policy"] = kwargs["trust_remote_code"]
+        return object()
+
+    def fake_attach_reward(policy, reward_dir, **kwargs):
+        seen["attach_reward"] = kwargs["trust_remote_code"]
+        raise Stop
+
+    monkeypatch.setattr(policy_model, "build_policy", fake_build_policy)
+    monkeypatch.setattr(policy_model, "attach_reward", fake_attach_reward)
+    for flag in (False, True):
+        section = PolicySection(base=str(tmp_path / "somewhere"), trust_remote_code=flag)
+        with pytest.raises(Stop):
+            train_policy(tmp_path / "ds", tmp_path / f"policy-{flag}", section, reward=tmp_path / "reward",
+                         log=lambda m: None, progress=False)
+        assert seen == {"build_policy": flag, "attach_reward": flag}
+
+
+def test_a_saved_model_folder_cannot_turn_the_flag_on_by_itself(tmp_path):
+    from rlhf_organic.models.loading import BaseModelError
+    from rlhf_organic.reward.model import META_FILE, load_reward_model
+
+    (tmp_path / META_FILE).write_text(json.dumps({"format": 1, "base": "some/model", "pooling": "last", "reasons": [],
+                                                  "max_length": 64, "dtype": "float32", "quantization": "none",
+                                                  "trust_remote_code": True}))
+    with pytest.raises(BaseModelError, match="needs trust_remote_code"):
+        load_reward_model(tmp_path)
+
+
+def test_shipped_specs_and_recipes_keep_the_flag_off():
+    from rlhf_organic.recipe import load_recipe
+    from rlhf_organic.reward.spec import SPEC_DIRS, load_spec
+
+    root = PACKAGE.parent
+    for spec in sorted((root / "reward_models").glob("*.yaml")):
+        assert load_spec(str(spec)).trust_remote_code is False, spec
+    for recipe in sorted((root / "recipes").glob("*.yaml")):
+        text = recipe.read_text()
+        assert not re.search(r"trust_remote_code:\s*true", text, re.I), recipe
+    assert SPEC_DIRS  # the spec folder exists where load_spec looks
+
+
+# ---- paths built from names ---------------------------------------------------------------------
+
+def test_confined_accepts_names_inside_the_root(tmp_path):
+    assert confined(tmp_path, "cells", "trust.scheme=combined", "seed0") == tmp_path / "cells" / "trust.scheme=combined" / "seed0"
+    assert confined(tmp_path, "a..b", "..c") == tmp_path / "a..b" / "..c"  # dots inside a name are fine
+    assert confined(tmp_path, "sub/dir") == tmp_path / "sub" / "dir"
+
+
+@pytest.mark.parametrize("name", ["..", "../escape", "a/../../b", "a/..", "..\\escape", "/etc/passwd", "/", "C:\\x",
+                                  "C:x", "\\\\server\\share", "a\x00b", ""])
+def test_confined_refuses_escapes(tmp_path, name):
+    with pytest.raises(PathEscapeError) as err:
+        confined(tmp_path / "root", name, what="user id")
+    assert isinstance(err.value, UserError) and ("user id" in str(err.value))
+
+
+def test_confined_refuses_a_symlink_that_leads_out(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / "link").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(PathEscapeError, match="symbolic link"):
+        confined(root, "link", "file.txt")
+    (root / "inner").mkdir()
+    (root / "ok").symlink_to(root / "inner", target_is_directory=True)
+    assert confined(root, "ok", "file.txt") == root / "ok" / "file.txt"  # a link that stays inside is fine
+
+
+def test_ablation_cell_folders_stay_inside_and_never_collide(tmp_path):
+    from rlhf_organic.ablate import _slug, plan_cells
+
+    assert _slug("..") == "cell" and _slug(".") == "cell" and _slug("../../x") == ".._.._x" and _slug("a/b") == "a_b"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\n")
+    out = tmp_path / "ablation"
+    cells = plan_cells(recipe, [], {"data.inputs": [["../../a b"], ["../../a_b"], ["/etc"]]}, 1, out)
+    folders = [c.folder for c in cells]
+    assert len(set(folders)) == 3
+    for folder in folders:
+        assert os.path.realpath(folder).startswith(os.path.realpath(out / "cells") + os.sep)
