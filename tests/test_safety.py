@@ -33,11 +33,8 @@ FORBIDDEN = {
     "eval / exec of text": re.compile(r"(?<![.\w])(eval|exec)\("),
 }
 
-# Known exceptions, each with its reason. distributed.gather sends small Python objects (floats and
-# a dict of floats) between the processes of one ``accelerate launch`` over its own gloo group: never
-# from a file or the network at large. It should move to JSON (see docs/safety.md); until then it is
-# the only entry here, and a new use of pickle anywhere fails this test.
-ALLOWED = {("distributed.py", "pickle")}
+# Known exceptions, each with its reason (none now: distributed.gather moved from pickle to JSON).
+ALLOWED: set = set()
 
 
 def code_only(source: str) -> str:
