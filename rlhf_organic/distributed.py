@@ -110,11 +110,11 @@ def check_launch() -> None:
 
 
 def check_quantization(quantization: str) -> None:
-    """Refuse 4/8-bit models in a multi-process run: their loading pins every process to GPU 0."""
+    """Refuse 4/8-bit models in a multi-process run: never run with the gloo gradient exchange."""
     if world() > 1 and quantization != "none":
         raise UserError(
             f"quantization {quantization!r} is not supported in a multi-process run yet: quantized bases are loaded "
-            "onto GPU 0 in every process (rlhf_organic/models/loading.py). Run QLoRA in one process")
+            "onto each process's GPU, untested with the gradient exchange of several processes. Run QLoRA in one process")
 
 
 def setup() -> int:

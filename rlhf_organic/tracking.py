@@ -17,6 +17,9 @@ from pathlib import Path
 
 from .errors import UserError
 
+# dicts keyed by text from the data (free-text dislike reasons, reject reasons, file names): never
+# turned into metric names sent to a tracker
+PRIVATE = {"dislike_reasons", "reject_reasons", "inputs"}
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
 
 
@@ -24,6 +27,8 @@ def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
     """Numeric leaves of nested dicts as ``a/b/c`` keys (booleans and strings left out)."""
     flat: dict[str, float] = {}
     for key, value in metrics.items():
+        if key in PRIVATE:
+            continue
         name = f"{prefix}/{key}" if prefix else str(key)
         if isinstance(value, dict):
             flat.update(flatten(value, name))

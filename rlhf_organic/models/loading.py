@@ -114,7 +114,8 @@ def load_base(base: str, *, causal_lm: bool = False, dtype: DType = "float32", q
               trust_remote_code: bool = False):
     """The base model: the bare backbone (``AutoModel``), or with its LM head when ``causal_lm``.
 
-    A GGUF file is dequantized to ``dtype`` on load. Quantized loading puts the model on the GPU. Weights
+    A GGUF file is dequantized to ``dtype`` on load. With a CUDA GPU the model goes onto this process's GPU
+    (``cuda:LOCAL_RANK``), quantized or not; without one it stays on the CPU. Weights
     load from safetensors when the base has them; transformers loads a ``.bin`` checkpoint with
     ``torch.load(weights_only=True)``, which refuses pickled code. ``trust_remote_code`` (default False)
     lets a model's own code (``auto_map``) run.
@@ -124,10 +125,15 @@ def load_base(base: str, *, causal_lm: bool = False, dtype: DType = "float32", q
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # per-shard bars; the stages show their own
+    from .. import distributed
+
     kwargs = {"dtype": getattr(torch, dtype)}
+    device = distributed.device()  # cuda:LOCAL_RANK when there is a GPU, else the CPU
+    if device.type == "cuda":  # the whole model on this process's GPU (quantized or not)
+        kwargs["device_map"] = {"": device.index}
     bnb = quantization_config(quantization)
     if bnb is not None:
-        kwargs.update(quantization_config=bnb, device_map={"": 0})
+        kwargs["quantization_config"] = bnb
     model = _from_pretrained(AutoModelForCausalLM if causal_lm else AutoModel, base, trust_remote_code=trust_remote_code,
                              **kwargs)
     if bnb is not None:
