@@ -150,3 +150,15 @@ def test_existing_simulation_needs_overwrite(tmp_path):
         _run(tmp_path, "x", users=5)
     simulate(preset_config("tiny", users=5, files=1), tmp_path / "x", overwrite=True, progress=False)
     assert sorted(p.name for p in (tmp_path / "x" / "logs").iterdir()) == ["preferences.jsonl", "release_data_00.jsonl"]
+
+
+def test_simulation_is_moved_in_when_complete_and_overwrite_keeps_other_files(tmp_path):
+    from rlhf_organic.data.simulate import preset_config, simulate
+
+    out = tmp_path / "sim"
+    simulate(preset_config("tiny", users=12, files=3), out, progress=False)
+    (out / "notes.txt").write_text("mine")
+    simulate(preset_config("tiny", users=5, files=1), out, overwrite=True, progress=False)
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["preferences.jsonl", "release_data_00.jsonl"]
+    assert (out / "notes.txt").read_text() == "mine" and (out / "simulation.json").is_file()
+    assert not list(tmp_path.glob(".*partial*"))

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import random
 import shutil
 from dataclasses import dataclass, field
@@ -395,13 +396,13 @@ def simulate(
     from tqdm.auto import tqdm
 
     out = Path(out)
+    if (out / "logs").exists() and not overwrite:
+        raise UserError(f"{out} already holds a simulation; choose another --out or pass --overwrite")
+    # written into a temporary folder beside ``out`` and moved in when complete: a killed simulation
+    # never leaves logs that look like a whole corpus
+    final, out = out, out.parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(out, ignore_errors=True)
     logs = out / "logs"
-    if logs.exists():
-        if not overwrite:
-            raise UserError(f"{out} already holds a simulation; choose another --out or pass --overwrite")
-        shutil.rmtree(logs)
-        for old in out.glob("ground_truth*.parquet"):
-            old.unlink()
     logs.mkdir(parents=True)
     rng = random.Random(cfg.seed)
     types = _user_types(rng, cfg)
@@ -444,4 +445,19 @@ def simulate(
     (out / "simulation.json").write_bytes(
         orjson.dumps({"config": cfg.model_dump(), "counts": counts}, option=orjson.OPT_INDENT_2)
     )
-    return SimulationResult(out, counts)
+    _move_into(out, final)
+    return SimulationResult(final, counts)
+
+
+def _move_into(tmp: Path, out: Path) -> None:
+    """Replace the simulation in ``out`` (its logs, ground truth and summary) by the one in ``tmp``;
+    other files a user keeps in ``out`` stay. A fresh ``out`` is one rename."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    shutil.rmtree(out / "logs", ignore_errors=True)  # stale chunks of a larger earlier run must go
+    for old in out.glob("ground_truth*.parquet"):
+        old.unlink()
+    for item in sorted(tmp.iterdir(), key=lambda p: p.name == "simulation.json"):  # the summary last
+        os.replace(item, out / item.name)
+    tmp.rmdir()
