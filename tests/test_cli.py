@@ -88,7 +88,7 @@ def test_run_recipe_writes_a_run_folder(tmp_path):
 
 def test_quickstart_recipe_runs(tmp_path):
     res = CliRunner().invoke(
-        main, ["run", str(ROOT / "recipes/quickstart.yaml"), "-q", f"output.dir={tmp_path}/qs", "data.simulate.users=60",
+        main, ["run", str(ROOT / "recipes/quickstart_tiny.yaml"), "-q", f"output.dir={tmp_path}/qs", "data.simulate.users=60",
                "policy.tiny.imitation_max=300", "policy.train.max_items=16", "policy.eval.contexts=8"]
     )
     assert res.exit_code == 0, res.output
