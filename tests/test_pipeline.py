@@ -172,3 +172,25 @@ def test_training_steps_are_logged_live_to_tensorboard(tmp_path):
     assert len(events.Scalars("reward/train/loss")) == len(steps)
     assert events.Scalars("reward/train/loss")[-1].value == pytest.approx(steps[-1]["loss"])
     assert "trust/metrics/user/auc" in tags and "reward/seconds" in tags
+
+
+def test_trl_preferences_without_user_ids_run_end_to_end_under_uniform_trust(tmp_path):
+    """A user's own TRL preference file (no thumbs, no user ids): ``uniform`` trust weights every choice 1,
+    the reward model and DPO train on the choices, the evaluation takes held-out choices' prompts."""
+    rows = [{"prompt": f"question {i}", "chosen": "Sure, happy to help.", "rejected": "Go away."} for i in range(40)]
+    (tmp_path / "prefs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from test_recipes import TINY
+
+    overrides = [o for o in TINY if not o.startswith("data.")] + [
+        "data.source=files", f"data.inputs=[{tmp_path / 'prefs.jsonl'}]", "policy.method=dpo",
+        "policy.dpo.pairs=[preferences]", f"output.dir={tmp_path}/run"]
+    path = Path(__file__).parent.parent / "recipes" / "dpo.yaml"
+    refused = _run(path, *overrides)  # the recipe's combined scheme judges users: it says what to do instead
+    assert refused.exit_code == 2 and "trust.scheme: uniform" in refused.stderr
+    res = _run(path, *overrides, "trust.scheme=uniform", "output.overwrite=true")
+    assert res.exit_code == 0, res.output
+    markers = _markers(tmp_path / "run")
+    assert markers["trust"]["metrics"]["examples"] == 0
+    assert markers["reward"]["metrics"]["train"]["pairs"] > 0
+    assert markers["policy"]["metrics"]["eval"]["contexts"] > 0
+    assert "every label weighted 1" in (tmp_path / "run" / "report.md").read_text()

@@ -54,11 +54,11 @@ SUMMARY_COUNTS = (
 
 def detect_file_format(path: Path) -> str:
     """The format of the first recognisable record among the file's first lines."""
-    keys_seen = None
+    keys_seen, looked = None, 0
     for chunk in iter_chunks(path, 1 << 20):
         if isinstance(chunk, ReadFailure):
             break
-        for _, line in list(chunk.numbered())[:_DETECT_LINES]:
+        for _, line in list(chunk.numbered())[: _DETECT_LINES - looked]:
             if not line.strip():
                 continue
             try:
@@ -69,7 +69,9 @@ def detect_file_format(path: Path) -> str:
             if name:
                 return name
             keys_seen = keys_seen or sorted(obj)
-        break
+        looked += len(chunk.lines)  # a chunk ends at a line, so one over 1 MB starts the next: read on
+        if looked >= _DETECT_LINES:
+            break
     what = f"its records have keys {keys_seen}" if keys_seen else "no valid JSON object in its first lines"
     raise UserError(
         f"cannot tell the format of {display_name(path)}: {what}. "

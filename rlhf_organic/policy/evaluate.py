@@ -20,16 +20,28 @@ from .model import PolicyModel, batch_sequences, encode_prompts
 
 
 def eval_contexts(dataset: Path, fraction: float, seed: int, n: int) -> pd.DataFrame:
-    """``n`` bot turns (any, rated or not) of held-out conversations: their context and the logged reply."""
+    """``n`` bot turns (any, rated or not) of held-out conversations: their context and the logged reply.
+
+    A dataset of A/B choices only (TRL preference rows) has no bot turns: then held-out A/B choices
+    give the contexts, with the chosen reply as the logged one.
+    """
+    columns = ["example_id", "user_id", "context", "response"]
     path = Path(dataset) / "examples.parquet"
     ids = pq.read_table(path, columns=["example_id", "conversation_id"]).to_pandas()
-    ids = ids[held_out(ids["conversation_id"], fraction, seed)]
+    key, id_column = "conversation_id", "example_id"
+    prefs = Path(dataset) / "preferences.parquet"
+    if len(ids) == 0 and prefs.is_file():
+        path, key, id_column = prefs, "preference_id", "preference_id"
+        ids = pq.read_table(path, columns=[key]).to_pandas()
+    ids = ids[held_out(ids[key], fraction, seed)]
     if len(ids) > n:
         ids = ids.sample(n, random_state=seed)
     if len(ids) == 0:
-        return pd.DataFrame(columns=["example_id", "user_id", "context", "response"])
-    rows = pq.read_table(path, columns=["example_id", "user_id", "context", "response"],
-                         filters=pc.field("example_id").isin(list(ids["example_id"]))).to_pandas()
+        return pd.DataFrame(columns=columns)
+    read = ["example_id", "user_id", "context", "response"] if id_column == "example_id" else \
+        ["preference_id", "user_id", "context", "chosen"]
+    rows = pq.read_table(path, columns=read, filters=pc.field(id_column).isin(list(ids[id_column]))).to_pandas()
+    rows.columns = columns
     return rows.sort_values("example_id").reset_index(drop=True)
 
 

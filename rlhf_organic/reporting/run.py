@@ -23,6 +23,11 @@ def _fmt_seconds(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
+def _num(value: float | None, spec: str = ".3f") -> str:
+    """A number for the text, or a dash when there is none (no users with labels, no ground truth)."""
+    return "–" if value is None else format(value, spec)
+
+
 def _change(before: float | None, after: float | None) -> str:
     return "–" if before is None or after is None else f"{after - before:+.3f}"
 
@@ -35,9 +40,12 @@ def headline(markers: dict) -> list[str]:
         u = trust["user"]
         lines.append(f"**Trust** ({trust['scheme']}) tells trolls from helpers with AUC {u['auc']:.3f}; "
                      f"trolls keep {trust['troll_weight_kept']:.1%} of their label weight, helpers {trust['helper_weight_kept']:.1%}.")
-    elif trust:
+    elif trust.get("mean_trust") is not None:
         lines.append(f"**Trust** ({trust['scheme']}): mean trust {trust['mean_trust']:.3f}, "
-                     f"{trust['distrusted_users']} users distrusted, {trust['weight_kept']:.1%} of label weight kept.")
+                     f"{trust['distrusted_users']} users distrusted"
+                     + (f", {trust['weight_kept']:.1%} of label weight kept." if trust.get("weight_kept") is not None else "."))
+    elif trust:  # no user has labels (TRL data without user ids, under uniform)
+        lines.append(f"**Trust** ({trust['scheme']}): every label weighted 1.")
     reward = markers.get("reward", {}).get("metrics", {}).get("eval", {})
     clean = reward.get("clean_pointwise", {}).get("auc")
     held = reward.get("pointwise", {}).get("auc")
@@ -150,9 +158,9 @@ def _data_section(doc: Doc, report: dict) -> None:
 
 def _trust_section(doc: Doc, out: Path, m: dict) -> None:
     doc.heading("Trust")
-    doc.text(f"Scheme `{m['scheme']}`: {m['users_with_feedback']} users with feedback, mean trust {m['mean_trust']:.3f}, "
+    doc.text(f"Scheme `{m['scheme']}`: {m['users_with_feedback']} users with feedback, mean trust {_num(m['mean_trust'])}, "
              f"{m['distrusted_users']} distrusted (trust below {m['config'].get('cut', 0.5)}), "
-             f"{m['weight_kept']:.1%} of the label weight kept.")
+             f"{_num(m['weight_kept'], '.1%')} of the label weight kept.")
     if m.get("user", {}).get("auc") is not None:
         rows = [[level, m[key]["auc"], m[key]["precision"], m[key]["recall"], m[key]["n"], m[key]["n_bad"]]
                 for level, key in (("users", "user"), ("labels", "example")) if key in m]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ..section import Section
 from .reference import CLASSIFIERS, ReferenceConfig, held_out_probabilities
@@ -21,6 +21,10 @@ if TYPE_CHECKING:  # pyarrow stays out of recipe validation
 
 
 class SchemeConfig(Section):
+    # Settings bounded only from below (prior strengths, tolerances) must not take infinity or NaN:
+    # trust would come out NaN.
+    model_config = ConfigDict(allow_inf_nan=False)
+
     cut: float = Field(
         0.5, ge=0, le=1,
         description="users with trust below this count as distrusted (reports, and the troll precision/recall)",
@@ -105,7 +109,9 @@ def beta_prior(successes: np.ndarray, trials: np.ndarray, strength: float | None
             if spread > 1e-9:
                 strength = mean * (1 - mean) / spread - 1
         strength = float(np.clip(strength, 2.0, 200.0))
-    return mean * strength, (1 - mean) * strength
+    # A tiny given strength must not underflow a parameter to 0 (a Beta(0, b) prior is undefined).
+    tiny = np.finfo(np.float64).tiny
+    return max(mean * strength, tiny), max((1 - mean) * strength, tiny)
 
 
 def beta_posterior_mean(successes, trials, alpha: float, beta: float) -> np.ndarray:

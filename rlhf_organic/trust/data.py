@@ -29,7 +29,7 @@ class FeedbackData:
     user_ids: np.ndarray  # (n_users,) str, sorted
     user_counts: dict[str, np.ndarray]  # users.parquet counters, each (n_users,)
     example_ids: np.ndarray  # (n,) str: feedback-bearing examples
-    user: np.ndarray  # (n,) int: index into user_ids
+    user: np.ndarray  # (n,) int: index into user_ids; -1 for a label without a user (uniform scheme only)
     conversation_ids: np.ndarray  # (n,) str
     text: list[str]  # (n,) the bot response the feedback is about
     label: np.ndarray  # (n,) int8
@@ -49,10 +49,11 @@ class FeedbackData:
         return len(self.example_ids)
 
     def per_user_sum(self, values: np.ndarray) -> np.ndarray:
-        return np.bincount(self.user, weights=values, minlength=self.n_users)
+        known = self.user >= 0
+        return np.bincount(self.user[known], weights=np.asarray(values)[known], minlength=self.n_users)
 
     def per_user_count(self) -> np.ndarray:
-        return np.bincount(self.user, minlength=self.n_users).astype(np.int64)
+        return np.bincount(self.user[self.user >= 0], minlength=self.n_users).astype(np.int64)
 
     def per_user_mean(self, values: np.ndarray, default: float) -> np.ndarray:
         """Mean of ``values`` over each user's examples; ``default`` for users without any."""
@@ -108,8 +109,12 @@ def gold_labels(gold: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     return rows, good[rows].astype(np.int8)
 
 
-def load_feedback(dataset: str | Path) -> FeedbackData:
-    """Read the feedback of an ingested dataset folder (``rlhf-organic ingest`` output)."""
+def load_feedback(dataset: str | Path, anonymous: bool = False) -> FeedbackData:
+    """Read the feedback of an ingested dataset folder (``rlhf-organic ingest`` output).
+
+    Labels without a user id (TRL data, where ``user_id`` is optional) are refused unless ``anonymous``
+    (the uniform scheme, which needs no users): then their ``user`` index is -1.
+    """
     dataset = Path(dataset)
     for name in ("examples.parquet", "users.parquet"):
         if not (dataset / name).is_file():
@@ -121,8 +126,19 @@ def load_feedback(dataset: str | Path) -> FeedbackData:
     gold = examples.take(pa.array(gold_rows, pa.int64()))
     rated = examples.filter(pc.is_valid(examples.column("thumbs")))
     user = _index_of(rated.column("user_id"), user_ids)
-    if (user < 0).any():
-        bad = rated.column("example_id")[int(np.flatnonzero(user < 0)[0])].as_py()
+    unknown = user < 0
+    if anonymous:
+        unknown &= rated.column("user_id").is_valid().to_numpy(zero_copy_only=False)
+    if unknown.any():
+        first = int(np.flatnonzero(unknown)[0])
+        bad = rated.column("example_id")[first].as_py()
+        if not rated.column("user_id")[first].is_valid:  # e.g. TRL rows, whose user_id is optional
+            n = int(pc.sum(pc.is_null(rated.column("user_id"))).as_py())
+            raise UserError(
+                f"{dataset}: {n} thumbs label(s) have no user id (first: example {bad}); trust schemes judge users, "
+                "so every label needs one: give the input records a user_id, or use trust.scheme: uniform "
+                "(everyone weight 1)"
+            )
         raise UserError(f"{dataset}: example {bad} has feedback but its user is not in users.parquet")
     prefs_path = dataset / "preferences.parquet"
     prefs = pq.read_table(prefs_path, columns=["preference_id", "user_id"]) if prefs_path.is_file() else None

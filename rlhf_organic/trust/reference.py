@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from ..section import Section
 
@@ -24,11 +24,17 @@ from ..section import Section
 class ReferenceConfig(Section):
     """``trust.reference``: the held-out model whose agreement with each label is the evidence."""
 
+    model_config = ConfigDict(allow_inf_nan=False)  # C or tol at infinity: NaN or a late sklearn error
+
     model: Literal["ngram"] = Field("ngram", description="text classifier behind the reference")
     folds: int = Field(5, ge=2, le=50, description="k of the k-fold split (by user)")
     ngram_max: int = Field(2, ge=1, le=4, description="word n-grams up to this length")
     n_features: int = Field(1 << 18, ge=1 << 10, le=1 << 24, description="hashed feature dimensions")
-    C: float = Field(4.0, gt=0, description="inverse L2 regularisation of the logistic regression")
+    C: float = Field(
+        4.0, ge=1e-6, le=1e6,
+        description="inverse L2 regularisation of the logistic regression (liblinear never returns far outside "
+        "this range)",
+    )
     max_iter: int = Field(100, ge=10, description="solver iterations (liblinear)")
     tol: float = Field(1e-3, gt=0, description="solver stopping tolerance (liblinear)")
     max_train: int | None = Field(

@@ -34,7 +34,7 @@ MIN_GOLD_PER_CLASS = 10  # clean labels of each class needed before thresholds a
 
 def run_scheme(data: FeedbackData, settings: TrustSection, ctx: TrustContext, log=print) -> tuple[TrustResult, dict]:
     """(result, the scheme config actually used): with ``select_on_gold``, its threshold chosen first."""
-    if problem := _degenerate(data):
+    if problem := _degenerate(data, settings.scheme):
         raise UserError(problem)
     module = SCHEMES[settings.scheme]
     cfg = settings.scheme_config()
@@ -133,7 +133,7 @@ def _tables(data: FeedbackData, result: TrustResult) -> dict[str, pa.Table]:
     }
     examples = {
         "example_id": pa.array(data.example_ids.tolist(), pa.string()),
-        "user_id": pa.array(data.user_ids[data.user].tolist(), pa.string()),
+        "user_id": pa.array([data.user_ids[u] if u >= 0 else None for u in data.user], pa.string()),
         "conversation_id": pa.array(data.conversation_ids.tolist(), pa.string()),
         "thumbs": pa.array(np.where(data.label > 0, 1, -1).astype(np.int8)),
         "weight": pa.array(np.asarray(result.weight, np.float64)),
@@ -142,7 +142,8 @@ def _tables(data: FeedbackData, result: TrustResult) -> dict[str, pa.Table]:
     out = {"users": pa.table(users), "examples": pa.table(examples)}
     if len(data.preference_ids):
         has_user = data.preference_user >= 0
-        weight = np.where(has_user, np.asarray(result.trust)[np.maximum(data.preference_user, 0)], 1.0)
+        weight = np.ones(len(has_user))
+        weight[has_user] = np.asarray(result.trust)[data.preference_user[has_user]]
         out["preferences"] = pa.table({
             "preference_id": pa.array(data.preference_ids.tolist(), pa.string()),
             "user_id": pa.array([data.user_ids[u] if u >= 0 else None for u in data.preference_user], pa.string()),
@@ -167,8 +168,8 @@ def compute_trust(
     check_free(out, overwrite)
     ground_truth = ground_truth or settings.ground_truth
     started = time.perf_counter()
-    data = load_feedback(dataset)
-    if problem := _degenerate(data):
+    data = load_feedback(dataset, anonymous=settings.scheme == "uniform")
+    if problem := _degenerate(data, settings.scheme):
         raise UserError(f"{dataset}: {problem}")
     loaded = time.perf_counter()
     log(f"[trust] {settings.scheme}: {data.n_examples} labels from {int((data.per_user_count() > 0).sum())} "
@@ -180,7 +181,8 @@ def compute_trust(
     finally:
         bar.close()
     computed = time.perf_counter()
-    result.notes.extend(_warnings(data))
+    if settings.scheme != "uniform":  # the notes are about what the other schemes can learn from
+        result.notes.extend(_warnings(data))
     truth = load_ground_truth(ground_truth, data) if ground_truth else {}
     if "is_troll" in truth:
         known = truth["is_troll"][~np.isnan(truth["is_troll"])]
@@ -196,7 +198,7 @@ def compute_trust(
         **trust_metrics(
             result.trust, result.weight, n_feedback, cfg["cut"],
             user_is_troll=truth.get("is_troll"),
-            example_user_is_troll=truth["is_troll"][data.user] if "is_troll" in truth else None,
+            example_user_is_troll=_per_label(truth["is_troll"], data.user) if "is_troll" in truth else None,
             example_corrupted=truth.get("corrupted"),
         ),
     }
@@ -222,12 +224,22 @@ def compute_trust(
     return metrics
 
 
-def _degenerate(data: FeedbackData) -> str | None:
+def _per_label(per_user: np.ndarray, user: np.ndarray) -> np.ndarray:
+    """A per-user array spread over the labels; NaN for labels without a user."""
+    return np.where(user >= 0, np.asarray(per_user, np.float64)[np.maximum(user, 0)], np.nan)
+
+
+def _degenerate(data: FeedbackData, scheme: str) -> str | None:
+    if scheme == "uniform":  # weight 1 for everything: needs neither users nor thumbs, only some feedback
+        if data.n_examples == 0 and len(data.preference_ids) == 0:
+            return "the dataset has no feedback: no thumbs up/down and no A/B choices"
+        return None
     if data.n_users == 0:
-        return "the dataset has no users"
+        return ("the dataset has no users (records without a user_id): trust schemes judge users; "
+                "trust.scheme: uniform weights every label 1")
     if data.n_examples == 0:
         return ("no thumbs up/down in the dataset: trust schemes judge users by their feedback "
-                "(preferences alone are weighted by the uniform scheme only)")
+                "(A/B choices alone are weighted by trust.scheme: uniform only)")
     return None
 
 

@@ -10,6 +10,11 @@ it column-wise, so the output does not depend on which path a line took.
 Crowdworker ``mturk`` annotations (objects with unpublished keys, on about 0.4% of messages) cannot
 be in an explicit schema: the few lines that mention them are parsed again with orjson for that
 field alone.
+
+pyarrow's parser takes a little more than orjson: ``NaN`` / ``Infinity`` literals and nesting past
+1024 levels, in the fields it skips (anywhere else they are a type error). So the per-line path gives
+a line orjson cannot parse to pyarrow alone before rejecting it: a line's verdict never depends on
+which path its neighbours sent it down.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import pyarrow.json as pj
 from ..schema import CONVERSATION, MESSAGE, ROLE_ASSISTANT, ROLE_USER
 from ..tables import as_array
 from ..sources import Chunk
-from .common import BadRecord, Parsed, Reject, check_type, excerpt, load_object
+from .common import BadRecord, Parsed, Reject, check_type, describe, excerpt, load_object
 
 SAFETY = pa.struct([("duo_safety", pa.string()), ("string_matcher", pa.string())])
 _FAST_MESSAGE_FIELDS = [
@@ -100,6 +105,10 @@ def _parse_fast_or_split(lines, slow_out) -> list[pa.Table]:
 
 def _try_fast(lines: list[tuple[int, bytes]]) -> pa.Table | None:
     """The lines as a FULL_SCHEMA table via pyarrow.json, or None if any line needs the per-line path."""
+    if not all(line.lstrip()[:1] == b"{" for _, line in lines):
+        # Not an object: the per-line path says so. pyarrow.json takes a `null` line as a row of
+        # nulls, and crashes the process (segfault, pyarrow 26) when one starts the data.
+        return None
     data = b"\n".join(line for _, line in lines)
     longest = max(len(line) for _, line in lines)
     try:
@@ -123,6 +132,11 @@ def _try_fast(lines: list[tuple[int, bytes]]) -> pa.Table | None:
     return table.append_column("source_line", pa.array([n for n, _ in lines], pa.int64()))
 
 
+def _gold_numbers(gold: dict) -> dict:
+    """Crowdworker annotations as doubles: Arrow will not convert an integer above 2**53 by itself."""
+    return {key: float(value) if type(value) is int else value for key, value in gold.items()}
+
+
 def _with_mturk(table: pa.Table, mturk_lines: list[tuple[int, bytes]]) -> pa.Table:
     """Add the ``mturk`` message field, which has open keys and so cannot be in pyarrow's schema.
 
@@ -135,7 +149,10 @@ def _with_mturk(table: pa.Table, mturk_lines: list[tuple[int, bytes]]) -> pa.Tab
     where = np.full(int(starts[-1]), -1)  # message -> index into values, -1 for none
     values: list[dict] = []
     for row, line in mturk_lines:
-        messages = orjson.loads(line).get("message_history")
+        try:
+            messages = orjson.loads(line).get("message_history")
+        except orjson.JSONDecodeError:  # NaN / deep nesting that pyarrow took: the labels cannot be read
+            raise BadRecord("not valid JSON") from None  # the per-line path says where
         if not isinstance(messages, list) or len(messages) != lengths[row]:
             raise BadRecord("message_history does not match")
         for i, msg in enumerate(messages):
@@ -143,7 +160,7 @@ def _with_mturk(table: pa.Table, mturk_lines: list[tuple[int, bytes]]) -> pa.Tab
             if value is not None:
                 check_type(value, gold_type, f"message_history[{i}].mturk")
                 where[starts[row] + i] = len(values)
-                values.append(value)
+                values.append(_gold_numbers(value))
     # Building the column from a list of mostly None is slow for map types: gather instead.
     gold = pa.array(values, gold_type).take(pa.array(where, mask=where < 0))
     flat = pc.list_flatten(history)
@@ -158,16 +175,28 @@ def _with_mturk(table: pa.Table, mturk_lines: list[tuple[int, bytes]]) -> pa.Tab
 
 
 def _parse_slow(lines, chunk: Chunk, rejects: list[Reject]) -> pa.Table | None:
-    rows = []
+    rows, alone = [], []
     last_line = chunk.first_line + len(chunk.lines) - 1
     for line_no, line in lines:
         try:
-            obj = load_object(line, at_eof_line=chunk.at_eof and line_no == last_line)
+            try:
+                obj = load_object(line, at_eof_line=chunk.at_eof and line_no == last_line)
+            except BadRecord:
+                # NaN, Infinity or deep nesting in a field we skip: the bulk path takes it, so take it.
+                table = _try_fast([(line_no, line)]) if _beyond_orjson(line) else None
+                if table is None:
+                    raise
+                alone.append(table)
+                continue
+            if type(obj.get("user_pseudo_id")) is int:  # docs/formats.md: user ids may be integers
+                obj["user_pseudo_id"] = str(obj["user_pseudo_id"])
             history = obj.get("message_history")
             if isinstance(history, list):
-                for msg in history:
+                for i, msg in enumerate(history):
                     if isinstance(msg, dict) and isinstance(msg.get("reward"), dict):
-                        msg["reward"] = _reward_from_dict(msg["reward"])
+                        msg["reward"] = _reward_from_dict(msg["reward"], f"message_history[{i}].reward")
+                    if isinstance(msg, dict) and isinstance(msg.get("mturk"), dict):
+                        msg["mturk"] = _gold_numbers(msg["mturk"])
             for f in FULL_SCHEMA:
                 check_type(obj.get(f.name), f.type, f.name)
         except BadRecord as exc:
@@ -175,17 +204,28 @@ def _parse_slow(lines, chunk: Chunk, rejects: list[Reject]) -> pa.Table | None:
             continue
         obj["source_line"] = line_no
         rows.append(obj)
-    if not rows:
+    schema = FULL_SCHEMA.append(pa.field("source_line", pa.int64()))
+    tables = ([pa.Table.from_pylist(rows, schema=schema)] if rows else []) + [t.cast(schema) for t in alone]
+    if not tables:
         return None
-    return pa.Table.from_pylist(rows, schema=FULL_SCHEMA.append(pa.field("source_line", pa.int64())))
+    return pa.concat_tables(tables).sort_by("source_line") if alone else tables[0]
 
 
-def _reward_from_dict(value: dict) -> str:
+def _beyond_orjson(line: bytes) -> bool:
+    """Whether a line orjson rejects may be one pyarrow takes: a NaN / Infinity literal, or nesting
+    past orjson's 1024 levels (a cheap test; pyarrow, which costs more, decides)."""
+    return b"NaN" in line or b"Inf" in line or line.count(b"[") + line.count(b"{") > 1024
+
+
+def _reward_from_dict(value: dict, path: str) -> str:
     """The data card calls ``reward`` a dict although the files hold a string: keep a dict as JSON text."""
     for item in value.values():
         if isinstance(item, str) and item.startswith("Predicted class:"):
             return item
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:  # nested past what the encoder takes (255 levels)
+        raise BadRecord(f"field {path}: an object nested too deeply to keep as text") from None
 
 
 def to_canonical(table: pa.Table, source_file: str) -> tuple[pa.Table, list[Reject]]:
@@ -224,7 +264,7 @@ def to_canonical(table: pa.Table, source_file: str) -> tuple[pa.Table, list[Reje
         else:
             got = sender[i].as_py()
             reason = (
-                f"field message_history[{turn}].sender: expected bot/human (or Chatbot/Human), got {got!r}"
+                f"field message_history[{turn}].sender: expected bot/human (or Chatbot/Human), got {describe(got)}"
                 if got is not None
                 else f"field message_history[{turn}].sender: missing"
             )

@@ -61,6 +61,19 @@ def json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def describe(value: Any, limit: int = 40) -> str:
+    """A short mention of a JSON value for a reason: scalars as written (long strings cut), containers
+    by type. Never the whole value: it may be huge or nested too deeply to print."""
+    if value is None or isinstance(value, bool):
+        return json_type(value) if value is None else str(value).lower()
+    if isinstance(value, (int, float)):
+        text = repr(value)
+        return text if len(text) <= limit else f"{text[:limit]}..."
+    if isinstance(value, str):
+        return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
+    return json_type(value)
+
+
 def load_object(raw: bytes, at_eof_line: bool = False) -> dict:
     """Parse one JSONL line into a dict, or raise BadRecord saying why not."""
     try:
@@ -122,14 +135,17 @@ def _type_name(typ: pa.DataType) -> str:
     return "a number"
 
 
-def optional_id(obj: dict, key: str) -> str | None:
-    """An id field that may be a string or an integer (stored as a string); None when absent."""
+def optional_id(obj: dict, key: str, path: str | None = None) -> str | None:
+    """An id field that may be a string or an integer (stored as a string); None when absent.
+
+    ``path`` names the field in messages when it is not at the top level (``messages[2].id``).
+    """
     value = obj.get(key)
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    raise BadRecord(f"field {key}: expected a string or integer id, got {json_type(value)}")
+    raise BadRecord(f"field {path or key}: expected a string or integer id, got {json_type(value)}")
 
 
 def chat_messages(value: Any, path: str) -> list[tuple[str, str]]:

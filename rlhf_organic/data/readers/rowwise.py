@@ -18,6 +18,7 @@ from .common import (
     Parsed,
     Reject,
     chat_messages,
+    describe,
     empty_message,
     excerpt,
     json_type,
@@ -62,9 +63,15 @@ def _assistant_text(value, path: str) -> str:
     """A completion given as a string or as assistant message(s) -> its text."""
     if isinstance(value, str):
         return value
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list):
         raise BadRecord(f"field {path}: expected a string or a non-empty list of messages, got {json_type(value)}")
-    messages = chat_messages(value, path)
+    return _assistant_only(chat_messages(value, path), path)
+
+
+def _assistant_only(messages: list[tuple[str, str]], path: str) -> str:
+    """The joined text of one or more assistant messages."""
+    if not messages:
+        raise BadRecord(f"field {path}: expected a string or a non-empty list of messages, got an empty array")
     if any(role != ROLE_ASSISTANT for role, _ in messages):
         raise BadRecord(f"field {path}: expected only assistant messages")
     return "\n".join(text for _, text in messages)
@@ -108,7 +115,11 @@ def preference_looks_like(obj: dict) -> bool:
 
 
 def _split_implicit_prompt(chosen: list, rejected: list) -> tuple[list, list, list]:
-    """TRL's implicit-prompt form: chosen and rejected are whole conversations sharing a prefix."""
+    """TRL's implicit-prompt form: chosen and rejected are whole conversations sharing a prefix.
+
+    Both are parsed ``(role, text)`` messages: a turn is shared when its role and text are, whatever
+    else its JSON holds (comparing the raw JSON would also recurse into arbitrary nesting).
+    """
     n = 0
     while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:
         n += 1
@@ -121,15 +132,19 @@ def _preference_row(obj: dict, chunk: Chunk, line_no: int) -> dict:
     if prompt is None:
         if not (isinstance(chosen, list) and isinstance(rejected, list)):
             raise BadRecord("missing field prompt (needed unless chosen and rejected are message lists)")
-        prompt, chosen, rejected = _split_implicit_prompt(chosen, rejected)
+        context, chosen, rejected = _split_implicit_prompt(
+            chat_messages(chosen, "chosen"), chat_messages(rejected, "rejected")
+        )
+        chosen_text, rejected_text = _assistant_only(chosen, "chosen"), _assistant_only(rejected, "rejected")
+    else:
+        context = chat_messages(prompt, "prompt")
+        chosen_text, rejected_text = _assistant_text(chosen, "chosen"), _assistant_text(rejected, "rejected")
     return {
         "preference_id": _record_id(obj, chunk, line_no),
         "user_id": optional_id(obj, "user_id"),
-        "context": [
-            {"role": role, "content": text} for role, text in chat_messages(prompt, "prompt")
-        ],
-        "chosen": _assistant_text(chosen, "chosen"),
-        "rejected": _assistant_text(rejected, "rejected"),
+        "context": [{"role": role, "content": text} for role, text in context],
+        "chosen": chosen_text,
+        "rejected": rejected_text,
     }
 
 
@@ -152,7 +167,7 @@ def _feedback(msg: dict, path: str) -> tuple[bool | None, bool | None, str | Non
         raise BadRecord(f"field {path}.feedback: expected an object, got {json_type(fb)}")
     thumbs, reason = fb.get("thumbs"), fb.get("reason")
     if thumbs not in (None, 1, -1, 0) or isinstance(thumbs, bool):
-        raise BadRecord(f"field {path}.feedback.thumbs: expected 1, -1 or 0, got {thumbs!r}")
+        raise BadRecord(f"field {path}.feedback.thumbs: expected 1, -1 or 0, got {describe(thumbs)}")
     if reason is not None and not isinstance(reason, str):
         raise BadRecord(f"field {path}.feedback.reason: expected a string, got {json_type(reason)}")
     if thumbs is None or thumbs == 0:
@@ -179,7 +194,10 @@ def _messages_row(obj: dict, chunk: Chunk, line_no: int) -> dict:
         liked, disliked, reason = _feedback(msg, path)
         if (liked is not None or reason is not None) and role != ROLE_ASSISTANT:
             raise BadRecord(f"field {path}.feedback: only assistant messages can carry feedback")
-        out.update(is_liked=liked, is_disliked=disliked, dislike_reason=reason, message_id=optional_id(msg, "id"))
+        out.update(
+            is_liked=liked, is_disliked=disliked, dislike_reason=reason,
+            message_id=optional_id(msg, "id", f"{path}.id"),
+        )
         messages.append(out)
     return {
         "conversation_id": _record_id(obj, chunk, line_no, "conversation_id"),
