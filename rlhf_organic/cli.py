@@ -67,15 +67,18 @@ def policy() -> None:
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="policy folder to write")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--overwrite", is_flag=True, help="replace an existing policy folder")
+@click.option("--show-user-text", is_flag=True,
+              help="print the logged conversations' user text in samples.md (hidden by default: personal data)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bars")
-def policy_train(dataset, method, trust_dir, reward_dir, judge_dir, settings, out, seed, overwrite, quiet) -> None:
-    """Train a policy adapter on DATASET's feedback."""
+def policy_train(dataset, method, trust_dir, reward_dir, judge_dir, settings, out, seed, overwrite, show_user_text,
+                 quiet) -> None:
+    """Train a policy adapter on DATASET's feedback (a base with its own code: --set trust_remote_code=true)."""
     from .policy.config import settings_from_cli
     from .policy.stage import format_metrics, train_policy
 
     section = settings_from_cli(method, list(settings))
     metrics = train_policy(dataset, out, section, trust=trust_dir, reward=reward_dir, judge=judge_dir, seed=seed,
-                           overwrite=overwrite, progress=_progress(quiet), log=_log)
+                           overwrite=overwrite, progress=_progress(quiet), log=_log, show_user_text=show_user_text)
     _echo(format_metrics(metrics))
     _log(f"policy: {out}")
 
@@ -286,12 +289,15 @@ def reward_train(dataset, spec_name, trust_dir, settings, out, ground_truth, see
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Parquet file to write")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1))
 @click.option("--overwrite", is_flag=True, help="replace an existing output file")
+@click.option("--trust-remote-code", is_flag=True,
+              help="allow a base model that ships its own Python code (runs that code; off by default)")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def reward_score(model, data, out, batch_size, overwrite, quiet) -> None:
+def reward_score(model, data, out, batch_size, overwrite, trust_remote_code, quiet) -> None:
     """Score examples with the reward model in MODEL; writes score and p_good per example."""
     from .reward.stage import score_examples
 
-    n = score_examples(model, data, out, batch_size=batch_size, overwrite=overwrite, progress=_progress(quiet))
+    n = score_examples(model, data, out, batch_size=batch_size, overwrite=overwrite, progress=_progress(quiet),
+                       trust_remote_code=trust_remote_code)
     _log(f"scored {n} examples: {out}")
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from rlhf_organic.data.privacy import HIDDEN_TEXT
 from rlhf_organic.errors import UserError
 from rlhf_organic.safepath import PathEscapeError, confined
 
@@ -177,37 +178,44 @@ def test_the_reward_spec_and_the_policy_section_pass_the_flag_to_from_pretrained
     assert type(policy.peft.get_base_model()).__name__ == "ProbeForCausalLM"
 
 
-def test_the_policy_stage_passes_the_sections_flag(tmp_path, monkeypatch):
-    """train_policy hands ``policy.trust_remote_code`` to build_policy and attach_reward."""
-    import rlhf_organic.policy.model as policy_model
-    from rlhf_organic.data.ingest import ingest
-    from rlhf_organic.data.simulate import preset_config, simulate
-    from rlhf_organic.policy.config import PolicySection
-    from rlhf_organic.policy.stage import train_policy
+def test_the_command_line_turns_the_flag_on_for_training_and_scoring(remote_code_model, tmp_path):
+    """``reward train`` / ``policy train`` take ``--set trust_remote_code=true``, ``reward score`` takes
+    ``--trust-remote-code``; without them a base with its own code is refused and none of it runs."""
+    from click.testing import CliRunner
 
-    simulate(preset_config("tiny", users=6, seed=0), tmp_path / "sim", progress=False)
-    ingest([str(tmp_path / "sim" / "logs")], tmp_path / "ds", log=lambda m: None, progress=False)
-    seen = {}
+    from rlhf_organic.cli import main
 
-    class Stop(Exception):
-        pass
+    folder, marker = remote_code_model
+    runner = CliRunner()
 
-    def fake_build_policy(base, lora, **kwargs):
-        seen["build_policy"] = kwargs["trust_remote_code"]
-        return object()
+    def invoke(*args):
+        return runner.invoke(main, [str(a) for a in args])
 
-    def fake_attach_reward(policy, reward_dir, **kwargs):
-        seen["attach_reward"] = kwargs["trust_remote_code"]
-        raise Stop
+    for args in (["simulate", "--preset", "tiny", "--users", "6", "--out", tmp_path / "sim", "-q"],
+                 ["ingest", tmp_path / "sim" / "logs", "--out", tmp_path / "ds", "-q"]):
+        assert invoke(*args).exit_code == 0
+    reward = ["reward", "train", tmp_path / "ds", "--spec", "tiny", "--set", f"base={folder}", "--set", "train.epochs=0.2",
+              "--out", tmp_path / "rm", "-q"]
+    refused = invoke(*reward)
+    assert refused.exit_code == 2 and "trust_remote_code" in refused.stderr and not marker.exists()
+    assert invoke(*reward, "--set", "trust_remote_code=true").exit_code == 0 and marker.exists()
+    # the model's module is imported once per process: from here on only the refusals can show it did not run
 
-    monkeypatch.setattr(policy_model, "build_policy", fake_build_policy)
-    monkeypatch.setattr(policy_model, "attach_reward", fake_attach_reward)
-    for flag in (False, True):
-        section = PolicySection(base=str(tmp_path / "somewhere"), trust_remote_code=flag)
-        with pytest.raises(Stop):
-            train_policy(tmp_path / "ds", tmp_path / f"policy-{flag}", section, reward=tmp_path / "reward",
-                         log=lambda m: None, progress=False)
-        assert seen == {"build_policy": flag, "attach_reward": flag}
+    score = ["reward", "score", tmp_path / "rm", "--data", tmp_path / "ds", "-q"]
+    refused = invoke(*score, "--out", tmp_path / "s1.parquet")
+    assert refused.exit_code == 2 and "trust_remote_code" in refused.stderr
+    assert invoke(*score, "--out", tmp_path / "s2.parquet", "--trust-remote-code").exit_code == 0
+    assert (tmp_path / "s2.parquet").is_file()
+
+    policy = ["policy", "train", tmp_path / "ds", "--method", "kto", "--set", f"base={folder}",
+              "--set", "train.max_items=4", "--set", "eval.contexts=2", "--set", "eval.sampling.max_new_tokens=4",
+              "--set", "export_merged=false", "--out", tmp_path / "policy", "-q"]
+    refused = invoke(*policy)
+    assert refused.exit_code == 2 and "trust_remote_code" in refused.stderr
+    done = invoke(*policy, "--set", "trust_remote_code=true", "--show-user-text")
+    assert done.exit_code == 0, done.output
+    assert (tmp_path / "policy" / "adapter").is_dir()
+    assert HIDDEN_TEXT not in (tmp_path / "policy" / "samples.md").read_text()  # --show-user-text: shown
 
 
 def test_a_saved_model_folder_cannot_turn_the_flag_on_by_itself(tmp_path):

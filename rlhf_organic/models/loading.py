@@ -13,6 +13,8 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
+from ..errors import UserError
+
 # bitsandbytes (imported by peft) logs a failed optional-kernel download on every CPU import, and peft
 # trips a transformers deprecation warning on every adapter: noise, silenced at the source.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
@@ -22,8 +24,9 @@ Quantization = Literal["none", "4bit", "8bit"]
 DType = Literal["float32", "bfloat16", "float16"]
 
 
-class BaseModelError(ValueError):
-    """A base model that cannot be found, loaded or quantized as asked."""
+class BaseModelError(UserError, ValueError):
+    """A base model that cannot be found, loaded or quantized as asked (the command line prints it and
+    exits 2, like every other error in what the user gave)."""
 
 
 def resolve_base(base: str) -> tuple[str, str | None]:

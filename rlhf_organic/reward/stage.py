@@ -272,12 +272,14 @@ def _as_messages(context, path: Path, row: int) -> list[dict]:
 
 
 def score_examples(model_dir: str | Path, data: str | Path, out: str | Path, *, batch_size: int = 64,
-                   overwrite: bool = False, progress: bool | None = None) -> int:
-    """Score every example of ``data`` with the reward model in ``model_dir``; write Parquet to ``out``."""
+                   overwrite: bool = False, progress: bool | None = None, trust_remote_code: bool = False) -> int:
+    """Score every example of ``data`` with the reward model in ``model_dir``; write Parquet to ``out``.
+
+    ``trust_remote_code``: allow a base that ships its own code (the caller's decision, never the folder's)."""
     out = Path(out)
     check_free(out, overwrite)
     frame = read_examples(Path(data))
-    model, tokenizer, meta = load_reward_model(model_dir)
+    model, tokenizer, meta = load_reward_model(model_dir, trust_remote_code=trust_remote_code)
     ids = encode(tokenizer, frame["context"], frame["response"], meta["max_length"])
     with tqdm(total=len(ids), desc="reward score", unit="ex", disable=None if progress is None else not progress) as bar:
         scores, reasons = score(model, ids, tokenizer.pad_token_id, batch_size, progress=bar.update)
