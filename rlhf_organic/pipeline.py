@@ -208,10 +208,11 @@ def run_recipe(
     _prepare_run_folder(recipe, out, resume)
     tracker = open_tracker(trackers, out, recipe, log=log)
     started = time.perf_counter()
-    stages = plan_stages(recipe, out, progress=progress, log=log)
     prints: dict[str, str] = {}
     markers: dict[str, dict] = {}
+    failed = True
     try:
+        stages = plan_stages(recipe, out, progress=progress, log=log)
         for number, stage in enumerate(stages, 1):
             prints[stage.name] = fingerprint(stage.name, stage.settings, [prints[n] for n in stage.needs])
             folder = out / stage.folder
@@ -230,8 +231,9 @@ def run_recipe(
         text = console_summary(markers)
         write_text(out / "report.txt", text + "\n")
         echo(text)
+        failed = False
     finally:
-        tracker.close()
+        tracker.close(failed=failed)
     log(f"[done] {total:.0f} s; report: {out / 'report.md'} (and report.html)")
     return markers
 

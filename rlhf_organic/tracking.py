@@ -1,15 +1,28 @@
 """Experiment tracking (``output.report_to``): each stage's metrics, time and memory, and the training
-loss curves of the reward model and the policy, sent to tensorboard, Weights & Biases or trackio.
+loss curves of every stage that trains (reward model, clean judge, tiny base, policy), sent to
+tensorboard, Weights & Biases or trackio.
 
 Training losses are logged live, step by step (``training.fit`` calls ``log_training_step``); a stage's
-metrics when it completes. A reused stage logs its metrics and, from ``history.json``, its loss curve. ``auto`` uses tensorboard when it is installed and nothing
-otherwise; a tracker named explicitly but not installed is an error before any work starts.
+metrics when it completes. Every ``run`` (``--resume`` included) is one tracker run holding the whole
+pipeline: a reused stage logs its metrics and, from ``history.json``, its loss curve, and a stage resumed
+from a training checkpoint first logs the steps the checkpoint restored. ``auto`` uses tensorboard when it
+is installed and nothing otherwise; a tracker named explicitly but not installed is an error before any
+work starts, and so is one that cannot start a run (wandb without a login: ``WANDB_MODE=offline``).
+
+Names and x-axes: a training step of stage ``s`` is ``s/train/loss`` (and ``s/train/<part>``) at step
+``n``, counted from 1 over all ``fit`` calls of the stage; a completed stage's numbers are
+``s/metrics/...``, ``s/seconds`` and ``s/peak_rss_mb`` at the stage's position in the pipeline. Each
+backend gets the step its own way: tensorboard and trackio as the step of each point, wandb (whose step
+is one global counter) as the custom x-axes ``s/train/step`` and ``pipeline/stage`` (``define_metric``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
+import os
 from collections.abc import Callable
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -21,6 +34,7 @@ from .errors import UserError
 # turned into metric names sent to a tracker
 PRIVATE = {"dislike_reasons", "reject_reasons", "inputs"}
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
+PROJECT = "rlhf_organic"  # the wandb / trackio project unless WANDB_PROJECT / TRACKIO_PROJECT says otherwise
 
 
 def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
@@ -37,6 +51,10 @@ def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
     return flat
 
 
+def _numeric_parts(parts: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in parts.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
 class Tracker:
     """Fans every call out to the chosen backends (none at all is a valid, silent tracker)."""
 
@@ -49,9 +67,8 @@ class Tracker:
         if not self.backends:
             return
         self.steps[stage] = step = self.steps.get(stage, 0) + 1
-        scalars = {f"{stage}/train/loss": loss}
-        scalars.update({f"{stage}/train/{k}": float(v) for k, v in parts.items()
-                        if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        scalars = {f"{stage}/train/loss": float(loss)}
+        scalars.update({f"{stage}/train/{k}": v for k, v in _numeric_parts(parts).items() if k not in ("loss", "step")})
         for backend in self.backends:
             backend.log(scalars, step, f"{stage}/train/step")
 
@@ -62,15 +79,25 @@ class Tracker:
         if marker.get("reused") and (folder / "history.json").is_file():
             for row in json.loads((folder / "history.json").read_text()):
                 if "loss" in row and not row.get("skipped"):
-                    self.log_step(name, row["loss"], {})
+                    self.log_step(name, row["loss"], row)
         scalars = flatten({"metrics": marker.get("metrics") or {}}, name)
-        scalars.update({f"{name}/seconds": marker.get("seconds", 0.0), f"{name}/peak_rss_mb": marker.get("peak_rss_mb", 0)})
+        scalars.update({f"{name}/seconds": float(marker.get("seconds", 0.0)),
+                        f"{name}/peak_rss_mb": float(marker.get("peak_rss_mb", 0)),
+                        f"{name}/reused": float(bool(marker.get("reused")))})
         for backend in self.backends:
             backend.log(scalars, number, "pipeline/stage")
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Finish every backend's run (``failed``: the pipeline stopped on an error)."""
+        errors = []
         for backend in self.backends:
-            backend.close()
+            try:
+                backend.close(failed)
+            except Exception as exc:  # one tracker failing to finish must not keep the others open
+                errors.append(exc)
+        self.backends = []
+        if errors and not failed:  # on a failed run, the pipeline's own error is the one to see
+            raise errors[0]
 
 
 _live: ContextVar["tuple[Tracker, str] | None"] = ContextVar("rlhf_organic_live_tracker", default=None)
@@ -100,31 +127,86 @@ class _TensorBoard:
         self.writer = SummaryWriter(str(folder))
         self.writer.add_text("recipe", "```\n" + recipe_yaml + "\n```")
 
-    def log(self, scalars: dict, step: int, step_name: str) -> None:
+    def log(self, scalars: dict, step: int, axis: str) -> None:
         for key, value in scalars.items():
             self.writer.add_scalar(key, value, step)
         self.writer.flush()
 
-    def close(self) -> None:
+    def close(self, failed: bool) -> None:
         self.writer.close()
 
 
-class _RunLogger:
-    """wandb and trackio share the ``init(project, name, config)`` / ``log(dict)`` / ``finish()`` shape; their
-    own step counter is global, so each dict carries its own x-axis (``<stage>/train/step``, ``pipeline/stage``)."""
+class _Chatter(io.TextIOBase):
+    """A stream that hands each complete line a library prints to ``log`` (``run -q``: nowhere)."""
 
-    def __init__(self, module_name: str, project: str, name: str, config: dict, folder: Path) -> None:
-        import importlib
+    def __init__(self, log: Callable[[str], None], prefix: str) -> None:
+        self.log, self.prefix, self.pending = log, prefix, ""
 
-        self.module = importlib.import_module(module_name)
-        kwargs = {"dir": str(folder)} if module_name == "wandb" else {}
-        self.run = self.module.init(project=project, name=name, config=config, **kwargs)
+    def writable(self) -> bool:
+        return True
 
-    def log(self, scalars: dict, step: int, step_name: str) -> None:
-        self.module.log({**scalars, step_name: step})
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if line.strip():
+                self.log(self.prefix + line.rstrip())
+        return len(text)
 
-    def close(self) -> None:
-        self.module.finish()
+    def flush(self) -> None:
+        pass
+
+
+class _WandB:
+    """A wandb run; its step is one global counter, so each metric gets its x-axis by ``define_metric``."""
+
+    def __init__(self, name: str, config: dict, folder: Path, log: Callable[[str], None]) -> None:
+        import wandb
+
+        kwargs = {} if os.environ.get("WANDB_DIR") else {"dir": str(folder)}  # the run folder unless set
+        # console="off": wandb would otherwise upload everything the process prints
+        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or PROJECT, name=name, config=config,
+                              settings=wandb.Settings(console="off"), reinit="create_new", **kwargs)
+        self.defined: set[str] = set()
+        where = f"offline, in {self.run.dir}; upload with: wandb sync {Path(self.run.dir).parent}" \
+            if self.run.settings.mode == "offline" else self.run.url
+        log(f"[track] wandb: project {self.run.project}, run {self.run.name} ({where})")
+
+    def log(self, scalars: dict, step: int, axis: str) -> None:
+        if axis not in self.defined:
+            self.run.define_metric(axis, hidden=True)
+            self.defined.add(axis)
+        for key in scalars:
+            if key not in self.defined:
+                self.run.define_metric(key, step_metric=axis)
+                self.defined.add(key)
+        self.run.log({**scalars, axis: step})
+
+    def close(self, failed: bool) -> None:
+        self.run.finish(exit_code=1 if failed else 0)
+
+
+class _Trackio:
+    """A trackio run (stored in trackio's local database, ``TRACKIO_DIR``, unless trackio is told otherwise);
+    trackio prints to stdout, which goes to the pipeline's log instead."""
+
+    def __init__(self, name: str, config: dict, log: Callable[[str], None]) -> None:
+        import trackio
+
+        self.chatter = _Chatter(log, "[track] trackio: ")
+        with contextlib.redirect_stdout(self.chatter):
+            self.run = trackio.init(project=os.environ.get("TRACKIO_PROJECT") or PROJECT, name=name, config=config)
+
+    def log(self, scalars: dict, step: int, axis: str) -> None:
+        self.run.log(scalars, step=step)
+
+    def close(self, failed: bool) -> None:
+        with contextlib.redirect_stdout(self.chatter):
+            self.run.finish()
+
+
+HINTS = {"wandb": " (not logged in? `wandb login`, or WANDB_MODE=offline to log locally and `wandb sync` later)",
+         "trackio": ""}
 
 
 def resolve(report_to) -> list[str]:
@@ -141,14 +223,31 @@ def resolve(report_to) -> list[str]:
 
 
 def open_tracker(names: list[str], out: Path, recipe, log: Callable[[str], None] = print) -> Tracker:
-    """A tracker writing to the backends ``names`` (from ``resolve``) for the run folder ``out``."""
+    """A tracker writing to the backends ``names`` (from ``resolve``) for the run folder ``out``.
+
+    In a multi-process run only the main process tracks. A tracker that cannot start its run is a
+    ``UserError``, after the ones already started are closed.
+    """
+    from . import distributed
     from .recipe import dump_recipe
 
+    if not names or not distributed.is_main():
+        return Tracker([])
     backends = []
-    for name in names:
-        if name == "tensorboard":
-            backends.append(_TensorBoard(out / "tensorboard", dump_recipe(recipe)))
-            log(f"[track] tensorboard: tensorboard --logdir {out / 'tensorboard'}")
-        else:
-            backends.append(_RunLogger(name, "rlhf_organic", recipe.name, recipe.model_dump(mode="json"), out))
+    try:
+        for name in names:
+            if name == "tensorboard":
+                backends.append(_TensorBoard(out / "tensorboard", dump_recipe(recipe)))
+                log(f"[track] tensorboard: tensorboard --logdir {out / 'tensorboard'}")
+                continue
+            try:
+                if name == "wandb":
+                    backends.append(_WandB(recipe.name, recipe.model_dump(mode="json"), out, log))
+                else:
+                    backends.append(_Trackio(recipe.name, recipe.model_dump(mode="json"), log))
+            except Exception as exc:
+                raise UserError(f"output.report_to: {name} could not start a run: {exc}{HINTS[name]}") from exc
+    except BaseException:
+        Tracker(backends).close(failed=True)
+        raise
     return Tracker(backends)

@@ -81,6 +81,9 @@ def fit(params: list[torch.nn.Parameter], plan: list[np.ndarray], step_loss: Cal
     saver = checkpoint.next_fit()  # None unless the pipeline checkpoints this stage
     if saver is not None and (restored := saver.restore(params, optimizer, schedule)) is not None:
         start, history = restored
+        for row in history:  # a tracker run started by this attempt gets the whole curve
+            if not row.get("skipped"):
+                tracking.log_training_step(row["loss"], {k: v for k, v in row.items() if k not in ("step", "loss")})
         if progress is not None:  # the bar starts where the checkpoint left off
             progress(sum(len(s) for s in plan[:start]), history[-1]["loss"] if history else math.nan)
     on_nonfinite = getattr(settings, "on_nonfinite", "stop")

@@ -5,6 +5,7 @@ feedback-based training has a fluent starting point, as with a real base model."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,7 @@ def build_tiny_base(dataset: Path, folder: Path, section, *, seed: int = 0, prog
             history = fit(list(model.parameters()), plan, step_loss, settings, lambda n, loss: bar.update(n))
         log(f"[policy] tiny base: imitated {len(frame)} logged bot replies, final loss {history[-1]['loss']:.3f}")
     model.eval()
+    (Path(folder) / "history.json").write_text(json.dumps(history))  # the loss curve a reused stage replays
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

@@ -59,13 +59,15 @@ def train_judge(dataset, ground_truth, out, *, eval_fraction: float = 0.1, seed:
         items = make_items(tokenizer, data, spec, reasons)
         with tqdm(total=round(len(items) * spec.train.epochs), desc="clean judge", unit="ex",
                   disable=None if progress is None else not progress) as bar:
-            train(model, items, spec.train, spec.loss, tokenizer.pad_token_id, seed=seed, progress=lambda n, loss: bar.update(n))
+            run = train(model, items, spec.train, spec.loss, tokenizer.pad_token_id, seed=seed,
+                        progress=lambda n, loss: bar.update(n))
         held = clean_examples(dataset, ground_truth, eval_fraction, seed, True, 2000)
         s, _ = score(model, encode(tokenizer, held["context"], held["response"], spec.max_length), tokenizer.pad_token_id)
         metrics = {"examples": len(frame), "reasons": reasons, "held_out": ev.pointwise_metrics(s, held["label"]),
                    "seconds": round(time.perf_counter() - started, 1)}
         save_reward_model(model, tokenizer, spec, reasons, tmp)
         (tmp / "metrics.json").write_bytes(orjson.dumps(metrics, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+        (tmp / "history.json").write_bytes(orjson.dumps(run["history"]))  # the loss curve a reused stage replays
     log(f"[judge] clean judge on {len(frame)} replies: held-out AUC {metrics['held_out']['auc']:.3f}")
     return metrics
 
