@@ -120,15 +120,18 @@ def test_files_source_fingerprint_follows_the_input_files(tmp_path):
     assert _markers(tmp_path / "runs" / "f")["dataset"]["fingerprint"] != first["dataset"]["fingerprint"]
 
 
-def test_tensorboard_tracking_and_missing_tracker(tmp_path):
+def test_tensorboard_tracking_and_missing_tracker(tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
     path = _recipe(tmp_path, reward=False)
     assert _run(path, "output.report_to=[tensorboard]").exit_code == 0
     assert list((tmp_path / "runs" / "t" / "tensorboard").glob("events.out.tfevents.*"))
-    pytest.importorskip("tensorboard")
-    if __import__("importlib").util.find_spec("wandb") is None:
-        res = _run(path, "output.report_to=[wandb]", "output.dir=" + str(tmp_path / "w"))
-        assert res.exit_code == 2 and "pip install wandb" in res.stderr
-        assert not (tmp_path / "w").exists()  # refused before any work
+    import importlib.util
+
+    find_spec = importlib.util.find_spec  # as if wandb were not installed
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a))
+    res = _run(path, "output.report_to=[wandb]", "output.dir=" + str(tmp_path / "w"))
+    assert res.exit_code == 2 and "pip install wandb" in res.stderr
+    assert not (tmp_path / "w").exists()  # refused before any work
 
 
 def test_quiet_and_verbose(tmp_path):
