@@ -11,9 +11,10 @@ work starts, and so is one that cannot start a run (wandb without a login: ``WAN
 
 Names and x-axes: a training step of stage ``s`` is ``s/train/loss`` (and ``s/train/<part>``) at step
 ``n``, counted from 1 over all ``fit`` calls of the stage; a completed stage's numbers are
-``s/metrics/...``, ``s/seconds`` and ``s/peak_rss_mb`` at the stage's position in the pipeline. Each
-backend gets the step its own way: tensorboard and trackio as the step of each point, wandb (whose step
-is one global counter) as the custom x-axes ``s/train/step`` and ``pipeline/stage`` (``define_metric``).
+``s/metrics/...``, ``s/seconds``, ``s/peak_rss_mb`` and ``s/reused`` (1 or 0) at the stage's position
+in the pipeline (1, 2, ...). Each backend gets the step its own way: tensorboard and trackio as the
+step of each point, wandb (whose step is one global counter) as the custom x-axes ``s/train/step`` and
+``pipeline/stage`` (``define_metric``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import importlib.util
 import io
 import json
 import os
+import re
 from collections.abc import Callable
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,8 +35,9 @@ from .errors import UserError
 # dicts keyed by text from the data (free-text dislike reasons, reject reasons, file names): never
 # turned into metric names sent to a tracker
 PRIVATE = {"dislike_reasons", "reject_reasons", "inputs"}
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colours in what a tracker prints
 PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}
-PROJECT = "rlhf_organic"  # the wandb / trackio project unless WANDB_PROJECT / TRACKIO_PROJECT says otherwise
+PROJECT = "rlhf_organic"  # the wandb and trackio project (for wandb, WANDB_PROJECT when set)
 
 
 def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
@@ -136,25 +139,18 @@ class _TensorBoard:
         self.writer.close()
 
 
-class _Chatter(io.TextIOBase):
-    """A stream that hands each complete line a library prints to ``log`` (``run -q``: nowhere)."""
-
-    def __init__(self, log: Callable[[str], None], prefix: str) -> None:
-        self.log, self.prefix, self.pending = log, prefix, ""
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        self.pending += text
-        *lines, self.pending = self.pending.split("\n")
-        for line in lines:
+@contextmanager
+def _printed_to(log: Callable[[str], None], prefix: str):
+    """What a library prints to stdout inside the block goes, line by line, to ``log`` after it."""
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            yield
+    finally:
+        for line in buffer.getvalue().splitlines():
+            line = ANSI.sub("", line).rstrip()
             if line.strip():
-                self.log(self.prefix + line.rstrip())
-        return len(text)
-
-    def flush(self) -> None:
-        pass
+                log(prefix + line)
 
 
 class _WandB:
@@ -168,8 +164,13 @@ class _WandB:
         self.run = wandb.init(project=os.environ.get("WANDB_PROJECT") or PROJECT, name=name, config=config,
                               settings=wandb.Settings(console="off"), reinit="create_new", **kwargs)
         self.defined: set[str] = set()
-        where = f"offline, in {self.run.dir}; upload with: wandb sync {Path(self.run.dir).parent}" \
-            if self.run.settings.mode == "offline" else self.run.url
+        settings = self.run.settings
+        if settings.mode == "disabled":
+            where = "disabled by WANDB_MODE"
+        elif settings.mode in ("offline", "dryrun"):
+            where = f"offline, in {settings.sync_dir}; upload it with: wandb sync {settings.sync_dir}"
+        else:
+            where = self.run.url
         log(f"[track] wandb: project {self.run.project}, run {self.run.name} ({where})")
 
     def log(self, scalars: dict, step: int, axis: str) -> None:
@@ -193,16 +194,20 @@ class _Trackio:
     def __init__(self, name: str, config: dict, log: Callable[[str], None]) -> None:
         import trackio
 
-        self.chatter = _Chatter(log, "[track] trackio: ")
-        with contextlib.redirect_stdout(self.chatter):
-            self.run = trackio.init(project=os.environ.get("TRACKIO_PROJECT") or PROJECT, name=name, config=config)
+        self.say = log
+        with _printed_to(log, "[track] trackio: "):
+            self.run = trackio.init(project=PROJECT, name=name, config=config)
 
     def log(self, scalars: dict, step: int, axis: str) -> None:
         self.run.log(scalars, step=step)
 
     def close(self, failed: bool) -> None:
-        with contextlib.redirect_stdout(self.chatter):
+        from trackio import context_vars
+
+        with _printed_to(self.say, "[track] trackio: "):
             self.run.finish()
+        if context_vars.current_run.get() is self.run:  # as trackio.finish() does: no second finish at exit
+            context_vars.current_run.set(None)
 
 
 HINTS = {"wandb": " (not logged in? `wandb login`, or WANDB_MODE=offline to log locally and `wandb sync` later)",
