@@ -58,7 +58,7 @@ def build_tiny_base(dataset: Path, folder: Path, section, *, seed: int = 0, prog
             history = fit(list(model.parameters()), plan, step_loss, settings, lambda n, loss: bar.update(n))
         log(f"[policy] tiny base: imitated {len(frame)} logged bot replies, final loss {history[-1]['loss']:.3f}")
     model.eval()
-    (Path(folder) / "history.json").write_text(json.dumps(history))  # the loss curve a reused stage replays
-    model.save_pretrained(folder)
+    model.save_pretrained(folder)  # creates the folder
     tokenizer.save_pretrained(folder)
+    (Path(folder) / "history.json").write_text(json.dumps(history))  # the loss curve a reused stage replays
     return folder
