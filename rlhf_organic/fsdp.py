@@ -159,7 +159,9 @@ def shard(model: nn.Module, params: list, settings: "distributed.FsdpSettings") 
         raise RuntimeError("the model is already sharded by FSDP")
     trainable = {p.dtype for p in params}
     if len(trainable) > 1:
-        raise UserError(f"FSDP needs one dtype for the trainable parameters of a layer, got {sorted(map(str, trainable))}")
+        raise UserError(f"FSDP here needs the trainable parameters in one dtype, got {', '.join(sorted(map(str, trainable)))} "
+                        "(with dtype bfloat16 / float16, PEFT keeps the LoRA weights in float32 while other trained "
+                        "weights keep the base's dtype): train with dtype float32 under FSDP, or launch with a DDP config")
     slots = [(m, n, p) for m in model.modules() for n, p in m._parameters.items() if p is not None]
     names = [where[id(p)] for p in params]
     total = sum(p.numel() for p in {id(p): p for _, _, p in slots}.values())

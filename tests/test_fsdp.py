@@ -206,3 +206,14 @@ def test_deepspeed_is_refused_with_a_pointer_to_fsdp(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     with pytest.raises(UserError, match="fsdp_multi_gpu.yaml"):
         distributed.setup()
+
+
+def test_ppo_is_refused_under_fsdp_naming_the_methods_that_run(monkeypatch, tmp_path):
+    from rlhf_organic.policy.config import settings_from_cli
+    from rlhf_organic.policy.stage import train_policy
+
+    for var, value in {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "WORLD_SIZE": "2", "RANK": "0"}.items():
+        monkeypatch.setenv(var, value)
+    with pytest.raises(UserError, match="ppo does not run under FSDP.*dpo, kto, cringe, rejection_sampling"):
+        train_policy(tmp_path, tmp_path / "out", settings_from_cli("ppo", []))
+    assert not (tmp_path / "out").exists()

@@ -66,12 +66,12 @@ def train_policy(
 
     dataset, out = Path(dataset), Path(out)
     trust = Path(trust) if (trust is not None and section.weighted) else None
-    distributed.setup()  # a multi-process launch: every process trains on its share (docs/distributed.md)
-    distributed.check_quantization(section.quantization)
     if distributed.fsdp() and section.method not in FSDP_METHODS:
         raise UserError(f"policy method {section.method} does not run under FSDP (it has its own update loop, which "
                         f"every process would run whole): launch it with a DDP config, or choose one of "
                         f"{', '.join(FSDP_METHODS)} (docs/distributed.md)")
+    distributed.setup()  # a multi-process launch: every process trains on its share (docs/distributed.md)
+    distributed.check_quantization(section.quantization)
     check_free(out, overwrite)
     if section.train.threads:
         torch.set_num_threads(section.train.threads)
