@@ -147,8 +147,12 @@ def _run(params, plan, step_loss, settings, progress, world, sharded, distribute
         tracking.log_training_step(value, parts)
         if progress is not None:
             progress(len(step), history[-1]["loss"])
-        if saver is not None and number + 1 < len(plan) and saver.due(number + 1):
-            saver.save(number + 1, params, optimizer, schedule, history, gather=gather)
+        if saver is not None and number + 1 < len(plan):
+            due = saver.due(number + 1)
+            if sharded is not None:  # saving gathers the shards, a collective: the main process's clock decides for all
+                due = bool(distributed.gather(due)[0])
+            if due:
+                saver.save(number + 1, params, optimizer, schedule, history, gather=gather)
     if saver is not None and start < len(plan):
         saver.save(len(plan), params, optimizer, schedule, history, done=True, gather=gather)
     return history
