@@ -107,9 +107,8 @@ class Sharded:
     def unshard(self) -> None:
         """Put the trained values back into the model's own parameters and take FSDP off the model.
         Every process calls it (it gathers every sharded parameter)."""
-        from torch.distributed.tensor import DTensor
-
         from torch.distributed.fsdp import FSDPModule
+        from torch.distributed.tensor import DTensor
 
         if self._done:
             return
@@ -216,6 +215,8 @@ def _remove_fsdp(model: nn.Module) -> None:
                     for handle in hooks.values():
                         handle.remove()
                     hooks.clear()
+                for fsdp_param in group.fsdp_params:
+                    fsdp_param._post_load_hook_handle.remove()
             mro = type(module).__mro__
             if len(mro) < 3 or mro[1] is not FSDPModule:
                 raise RuntimeError(f"unexpected FSDP class layout {mro[:3]}: this torch version's FSDP internals differ "
@@ -231,6 +232,20 @@ def _remove_fsdp(model: nn.Module) -> None:
                 registry.pop("fully_shard", None)
         for flag in ("_is_fsdp_managed_module", "_fsdp_use_orig_params"):
             module.__dict__.pop(flag, None)
-    if any(isinstance(m, FSDPModule) or _composable_state._get_module_state(m) is not None for m in model.modules()):
+    if any(isinstance(m, FSDPModule) or _composable_state._get_module_state(m) is not None or fsdp_hooks(m)
+           for m in model.modules()):
         raise RuntimeError("FSDP is still attached to the model after training: this torch version's FSDP internals "
                            "differ from what rlhf_organic expects")
+
+
+def fsdp_hooks(module: nn.Module) -> list:
+    """The hooks FSDP left on ``module`` (forward, state-dict and load hooks whose code is FSDP's)."""
+    found = []
+    for hooks in (module._forward_pre_hooks, module._forward_hooks, module._state_dict_pre_hooks,
+                  module._load_state_dict_pre_hooks, module._load_state_dict_post_hooks):
+        for hook in hooks.values():
+            code = getattr(hook, "func", hook)  # functools.partial
+            code = getattr(code, "hook", code)  # torch's load_state_dict pre-hook wrapper
+            if (getattr(code, "__module__", "") or "").startswith("torch.distributed.fsdp"):
+                found.append(hook)
+    return found

@@ -87,6 +87,9 @@ def _as_rank(rank, world, port, folder, results):
         out["state"] = {k: v.numpy().copy() for k, v in model.state_dict().items()}
         out["same_objects"] = all(a is b for a, b in zip(trainable, [p for p in model.parameters() if p.requires_grad]))
         out["plain"] = type(model.blocks[0]) is Block and not any(type(p) is not torch.nn.Parameter for p in model.parameters())
+        out["hooks_left"] = sum(len(fsdp.fsdp_hooks(m)) for m in model.modules())
+        model.load_state_dict({k: v + 1 for k, v in model.state_dict().items()})  # plain loading: no FSDP hook runs
+        out["loaded"] = {k: v.numpy().copy() for k, v in model.state_dict().items()}
         # a run stopped after 5 steps (the same failure in both processes), then resumed from its checkpoint;
         # checkpoints are due by the clock on rank 0 only (every step), never on rank 1: saving gathers the
         # shards, so the main process's decision must hold for both
@@ -152,7 +155,9 @@ def test_each_process_held_half_of_every_parameter_and_got_the_model_back_plain(
         assert report["processes"] == 2 and report["parameter_elements"] == total and report["units"] == 3
         local = report["local_parameter_elements"]
         assert sum(local) == total and all(n <= total * 0.6 for n in local), local  # 6-row weights: 3 rows each
-        assert sharded_runs[r]["same_objects"] and sharded_runs[r]["plain"]
+        assert sharded_runs[r]["same_objects"] and sharded_runs[r]["plain"] and sharded_runs[r]["hooks_left"] == 0
+        for key, value in sharded_runs[r]["state"].items():
+            np.testing.assert_array_equal(sharded_runs[r]["loaded"][key], value + 1)
 
 
 def test_sharded_fit_resumes_from_its_checkpoint(sharded_runs):
