@@ -71,9 +71,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _as_rank(rank, world, port, folder, results):
+def _as_rank(rank, world, port, folder, results, env=None):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), **FSDP_ENV)
+                      MASTER_PORT=str(port), **FSDP_ENV, **(env or {}))
     torch.set_num_threads(1)
     try:
         out = {}
@@ -85,6 +85,9 @@ def _as_rank(rank, world, port, folder, results):
         out["report"] = fsdp.take_report()
         out["history"] = history
         out["state"] = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+        if env:  # a variant of the settings: the first fit only
+            results.put((rank, out))
+            return
         out["same_objects"] = all(a is b for a, b in zip(trainable, [p for p in model.parameters() if p.requires_grad]))
         out["plain"] = type(model.blocks[0]) is Block and not any(type(p) is not torch.nn.Parameter for p in model.parameters())
         out["hooks_left"] = sum(len(fsdp.fsdp_hooks(m)) for m in model.modules())
@@ -114,12 +117,10 @@ def _as_rank(rank, world, port, folder, results):
         distributed._teardown()
 
 
-@pytest.fixture(scope="module")
-def sharded_runs(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fsdp")  # the checkpoint folder both processes see (rank 0 writes it)
+def _launch(folder, env=None):
     context = multiprocessing.get_context("fork")
     results, port = context.Queue(), _free_port()
-    workers = [context.Process(target=_as_rank, args=(r, 2, port, folder, results)) for r in range(2)]
+    workers = [context.Process(target=_as_rank, args=(r, 2, port, folder, results, env)) for r in range(2)]
     for w in workers:
         w.start()
     got = dict(results.get(timeout=120) for _ in workers)
@@ -130,12 +131,17 @@ def sharded_runs(tmp_path_factory):
     return got
 
 
-def test_sharded_fit_trains_what_one_process_trains(sharded_runs):
+@pytest.fixture(scope="module")
+def sharded_runs(tmp_path_factory):
+    return _launch(tmp_path_factory.mktemp("fsdp"))  # the checkpoint folder both processes see (rank 0 writes it)
+
+
+def _check_matches_one_process(runs):
     model, step_loss = _toy()
     history = fit([p for p in model.parameters() if p.requires_grad], PLAN, step_loss, SETTINGS, model=model)
     expected = {k: v.numpy() for k, v in model.state_dict().items()}
     for r in (0, 1):
-        out = sharded_runs[r]
+        out = runs[r]
         assert out["state"].keys() == expected.keys()
         for key in expected:
             np.testing.assert_allclose(out["state"][key], expected[key], rtol=0, atol=1e-6, err_msg=key)
@@ -143,9 +149,21 @@ def test_sharded_fit_trains_what_one_process_trains(sharded_runs):
         np.testing.assert_allclose([h["loss"] for h in out["history"]], [h["loss"] for h in history], rtol=0, atol=1e-6)
         np.testing.assert_allclose([h["mae"] for h in out["history"]], [h["mae"] for h in history], rtol=0, atol=1e-6)
     # the frozen block never moved, and both processes hold the same whole model afterwards
-    np.testing.assert_array_equal(sharded_runs[0]["state"]["blocks.0.linear.weight"], expected["blocks.0.linear.weight"])
+    np.testing.assert_array_equal(runs[0]["state"]["blocks.0.linear.weight"], expected["blocks.0.linear.weight"])
     for key in expected:
-        np.testing.assert_array_equal(sharded_runs[0]["state"][key], sharded_runs[1]["state"][key])
+        np.testing.assert_array_equal(runs[0]["state"][key], runs[1]["state"][key])
+
+
+def test_sharded_fit_trains_what_one_process_trains(sharded_runs):
+    _check_matches_one_process(sharded_runs)
+
+
+def test_one_unit_kept_gathered_until_backward_trains_the_same(tmp_path):
+    """fsdp_auto_wrap_policy NO_WRAP (the whole model one unit) and fsdp_reshard_after_forward false."""
+    runs = _launch(tmp_path, {"FSDP_AUTO_WRAP_POLICY": "NO_WRAP", "FSDP_RESHARD_AFTER_FORWARD": "false"})
+    _check_matches_one_process(runs)
+    assert runs[0]["report"]["units"] == 1 and runs[0]["report"]["reshard_after_forward"] is False
+    assert sum(runs[0]["report"]["local_parameter_elements"]) == runs[0]["report"]["parameter_elements"]
 
 
 def test_each_process_held_half_of_every_parameter_and_got_the_model_back_plain(sharded_runs):
