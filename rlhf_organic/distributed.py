@@ -97,6 +97,11 @@ def check_launch() -> None:
                 "the processes, launch with an FSDP config (recipes/accelerate/fsdp_multi_gpu.yaml, or "
                 "fsdp_cpu.yaml); for plain data parallelism, a DDP config (recipes/accelerate/ddp_multi_gpu.yaml). "
                 "See docs/distributed.md")
+    if _flag("ACCELERATE_USE_PARALLELISM_CONFIG"):
+        raise UserError(
+            "accelerate launched this run with a parallelism_config (tensor / context / sequence parallelism, or "
+            "hybrid sharding), which rlhf_organic does not honour: it shards data and, with an FSDP config, the model "
+            "over all processes. Remove parallelism_config from the accelerate config (docs/distributed.md)")
     if _flag("ACCELERATE_USE_FSDP"):
         fsdp_settings()
     precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").strip().lower()

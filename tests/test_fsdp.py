@@ -228,6 +228,12 @@ def test_the_shipped_fsdp_settings_are_accepted(monkeypatch):
     assert not distributed.fsdp()  # one process: nothing to shard
 
 
+def test_a_parallelism_config_is_refused(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_PARALLELISM_CONFIG", "true")
+    with pytest.raises(UserError, match="parallelism_config"):
+        distributed.setup()
+
+
 def test_deepspeed_is_refused_with_a_pointer_to_fsdp(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
     with pytest.raises(UserError, match="fsdp_multi_gpu.yaml"):
