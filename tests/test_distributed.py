@@ -283,3 +283,5 @@ def test_fsdp_shards_the_whole_model_between_the_processes(runs, stage):
     assert max(local) < total - trainable  # less than the frozen base alone: the base was sharded too
     assert sharding["units"] == 3  # two decoder layers and the rest of the model
     assert sorted(p.name for p in (root / "fsdp" / stage).iterdir()) == sorted(p.name for p in (root / "one" / stage).iterdir())
+    assert sorted(p.name for p in (root / "fsdp").iterdir()) == ["dpo", "reward", "tmp"]  # no .partial-*
+    assert not list((root / "fsdp" / "tmp").glob("rlhf_organic-rank*"))  # rank 1's throwaway folders are gone
