@@ -22,6 +22,7 @@ FSDP2's ``DeviceMesh`` needs torch's default process group; it exists only while
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 
 import torch
@@ -129,6 +130,7 @@ class Sharded:
                 module._parameters[name] = original
         self._done = True
         self.close()
+        gc.collect()  # FSDP's state objects refer to each other: free the shards and buffers now, before evaluation
         left = [n for n, p in self.model.named_parameters() if isinstance(p, DTensor)]
         if left:
             raise RuntimeError(f"FSDP left sharded parameters on the model after training ({left[:3]}): this torch "
