@@ -61,9 +61,9 @@ def layer_modules(model: nn.Module, classes: list[str] | None) -> list[nn.Module
         if missing:
             raise UserError(f"fsdp_transformer_layer_cls_to_wrap names {', '.join(sorted(missing))}, which "
                             f"{type(model).__name__} does not contain")
-    inner = [m for m in found if not any(o is not m and any(s is m for s in o.modules()) for o in found)]
-    outer = [m for m in found if m not in inner]
-    return inner + sorted(outer, key=lambda m: -sum(1 for _ in m.modules()))  # innermost units first
+    # a module nested in another has fewer submodules than it: smallest first shards the inner ones first,
+    # as fully_shard needs; layers of one size keep the model's order
+    return sorted(found, key=lambda m: sum(1 for _ in m.modules()))
 
 
 @dataclass

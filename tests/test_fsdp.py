@@ -249,3 +249,21 @@ def test_ppo_is_refused_under_fsdp_naming_the_methods_that_run(monkeypatch, tmp_
     with pytest.raises(UserError, match="ppo does not run under FSDP.*dpo, kto, cringe, rejection_sampling"):
         train_policy(tmp_path, tmp_path / "out", settings_from_cli("ppo", []))
     assert not (tmp_path / "out").exists()
+
+
+def test_units_are_sharded_innermost_first_and_unknown_layer_classes_are_refused():
+    from rlhf_organic.fsdp import layer_modules
+
+    class Outer(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = Block(2), Block(2)
+
+    model = torch.nn.Sequential(Outer(), Block(2))
+    assert [type(m).__name__ for m in layer_modules(model, ["Outer", "Block"])] == ["Block", "Block", "Block", "Outer"]
+    toy = Toy()
+    assert layer_modules(toy, ["Block"]) == list(toy.blocks)
+    with pytest.raises(UserError, match="names Decoder, which Sequential does not contain"):
+        layer_modules(model, ["Block", "Decoder"])
+    with pytest.raises(UserError, match="no _no_split_modules"):
+        layer_modules(model, None)
