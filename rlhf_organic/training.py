@@ -66,8 +66,9 @@ def fit(params: list[torch.nn.Parameter], plan: list[np.ndarray], step_loss: Cal
     ``settings`` has lr, weight_decay, warmup_ratio and grad_clip; ``progress(n_items, loss)`` is
     called after every step. In a multi-process run each process computes ``step_loss`` on its share
     of the step (module docstring); the history's values are those of the whole step. ``model`` is the
-    module holding ``params`` whose forward ``step_loss`` runs: in an FSDP launch it is sharded over the
-    processes for the length of this call (``rlhf_organic.fsdp``) and handed back whole, trained.
+    module holding ``params``, which ``step_loss`` calls (through its own forward, not a submodule's): in
+    an FSDP launch it is sharded over the processes for the length of this call (``rlhf_organic.fsdp``) and
+    handed back whole, trained; every process must then call it equally often in every step.
     """
     from . import distributed
 
