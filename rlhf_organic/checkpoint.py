@@ -73,20 +73,27 @@ class FitCheckpoint:
         complete = sorted(self.folder.glob("step-*")) if self.folder.is_dir() else []
         return complete[-1] if complete else None
 
-    def save(self, steps_done: int, params, optimizer, schedule, history: list[dict], *, done: bool = False) -> None:
-        """Write a checkpoint after ``steps_done`` steps (the main process only), then drop older ones."""
+    def save(self, steps_done: int, params, optimizer, schedule, history: list[dict], *, done: bool = False,
+             gather=None) -> None:
+        """Write a checkpoint after ``steps_done`` steps (the main process only), then drop older ones.
+
+        ``gather(tensor)``: the whole of a sharded tensor (FSDP, ``rlhf_organic.fsdp``); a collective, so then
+        every process calls ``save`` and gathers, and the main process writes whole tensors."""
         from safetensors.torch import save_file
 
         from . import distributed
 
         self.last_save = time.monotonic()
-        if not distributed.is_main():
+        if not distributed.is_main() and gather is None:
             return
-        tensors = {f"param.{i}": p.detach().cpu().contiguous() for i, p in enumerate(params)}
+        whole = gather if gather is not None else (lambda t: t.detach().cpu().contiguous())
+        tensors = {f"param.{i}": whole(p) for i, p in enumerate(params)}
         opt = optimizer.state_dict()
         for index, state in opt["state"].items():
             for key, value in state.items():
-                tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+                tensors[f"optim.{index}.{key}"] = whole(torch.as_tensor(value))
+        if not distributed.is_main():
+            return
         tensors["rng.torch"] = torch.get_rng_state()
         if torch.cuda.is_available():
             for i, s in enumerate(torch.cuda.get_rng_state_all()):
@@ -112,13 +119,17 @@ class FitCheckpoint:
             if old != final:
                 shutil.rmtree(old, ignore_errors=True)
 
-    def restore(self, params, optimizer, schedule) -> tuple[int, list[dict]] | None:
-        """Load the latest checkpoint into the live objects; returns (steps done, history) or None."""
+    def restore(self, params, optimizer, schedule, *, place=None) -> tuple[int, list[dict]] | None:
+        """Load the latest checkpoint into the live objects; returns (steps done, history) or None.
+
+        ``place(whole, like)``: ``whole`` cut to this process's shard of ``like`` (FSDP); by default the
+        whole tensor on ``like``'s device."""
         from safetensors.torch import load_file
 
         path = self.latest()
         if path is None:
             return None
+        place = place if place is not None else (lambda value, like: value.to(like.device))
         tensors = load_file(str(path / "tensors.safetensors"))
         state = json.loads((path / "state.json").read_text())
         with torch.no_grad():
@@ -127,12 +138,12 @@ class FitCheckpoint:
                 if saved.shape != p.shape:
                     raise RuntimeError(f"checkpoint {path} does not fit this model (parameter {i}: {tuple(saved.shape)} "
                                        f"vs {tuple(p.shape)}); delete it to start the stage afresh")
-                p.copy_(saved.to(p.device))
+                p.copy_(place(saved, p))
         opt_state: dict = {}
         for key, value in tensors.items():
             if key.startswith("optim."):
                 _, index, name = key.split(".", 2)
-                opt_state.setdefault(int(index), {})[name] = value.to(params[int(index)].device) if value.dim() else value
+                opt_state.setdefault(int(index), {})[name] = place(value, params[int(index)]) if value.dim() else value
         optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
         schedule.load_state_dict({**state["schedule"], "lr_lambdas": [None] * len(optimizer.param_groups)})
         torch.set_rng_state(tensors["rng.torch"])

@@ -14,14 +14,18 @@ once, through torch's ``env://`` rendezvous, in a **private** gloo process group
 stays uninitialised, so transformers, peft and the rest behave in every process exactly as in a
 one-process run (transformers, for one, stops writing ``save_pretrained`` files outside rank 0 once the
 default group exists, and the stages read back what they write). ``world``, ``rank``, ``is_main`` only
-read the environment (no torch import), so the command line can ask them cheaply. Details and
-guarantees: ``docs/distributed.md``.
+read the environment (no torch import), so the command line can ask them cheaply.
+
+Under an accelerate FSDP launch (``ACCELERATE_USE_FSDP``, ``fsdp_settings``) ``training.fit`` also shards the
+model it trains (``rlhf_organic.fsdp``); torch's default process group then exists for the length of that
+call only (``open_default_group``, ``close_default_group``). Details and guarantees: ``docs/distributed.md``.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from .errors import UserError
 
@@ -85,14 +89,21 @@ def device():
 
 def check_launch() -> None:
     """Refuse launches whose settings our loop would silently ignore; see ``docs/distributed.md``."""
-    for var, what in (("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"), ("ACCELERATE_USE_FSDP", "FSDP"),
-                      ("ACCELERATE_USE_MEGATRON_LM", "Megatron-LM")):
+    for var, what in (("ACCELERATE_USE_DEEPSPEED", "DeepSpeed"), ("ACCELERATE_USE_MEGATRON_LM", "Megatron-LM")):
         if _flag(var):
             raise UserError(
                 f"accelerate launched this run with {what}, which rlhf_organic does not support: its training loop is "
-                "plain torch with data parallelism (every process holds the whole model; gradients are averaged), "
-                "so ZeRO / FSDP sharding would be silently ignored. Launch with a DDP config, e.g. "
-                "recipes/accelerate/ddp_multi_gpu.yaml (see docs/distributed.md)")
+                "plain torch, so ZeRO / tensor-parallel sharding would be silently ignored. To shard the model over "
+                "the processes, launch with an FSDP config (recipes/accelerate/fsdp_multi_gpu.yaml, or "
+                "fsdp_cpu.yaml); for plain data parallelism, a DDP config (recipes/accelerate/ddp_multi_gpu.yaml). "
+                "See docs/distributed.md")
+    if _flag("ACCELERATE_USE_PARALLELISM_CONFIG"):
+        raise UserError(
+            "accelerate launched this run with a parallelism_config (tensor / context / sequence parallelism, or "
+            "hybrid sharding), which rlhf_organic does not honour: it shards data and, with an FSDP config, the model "
+            "over all processes. Remove parallelism_config from the accelerate config (docs/distributed.md)")
+    if _flag("ACCELERATE_USE_FSDP"):
+        fsdp_settings()
     precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").strip().lower()
     if precision not in ("", "no"):
         raise UserError(
@@ -107,6 +118,71 @@ def check_launch() -> None:
             "processes only through mpirun (--mpirun_hostfile). Launch with "
             "`accelerate launch --config_file recipes/accelerate/ddp_cpu.yaml ...` (torchrun, gloo) instead, or drop "
             "--num_processes (and unset MASTER_ADDR) for one process")
+
+
+@dataclass(frozen=True)
+class FsdpSettings:
+    """The FSDP settings of an ``accelerate launch`` that rlhf_organic honours (``fsdp_settings``)."""
+
+    reshard_after_forward: bool = True  # free a layer's gathered parameters after its forward
+    wrap_layers: bool = True  # every decoder layer its own unit (TRANSFORMER_BASED_WRAP); False: one unit (NO_WRAP)
+    layer_classes: list[str] | None = None  # class names of the layers; None: the model's _no_split_modules
+
+
+def fsdp() -> bool:
+    """Whether ``training.fit`` shards the model it trains with FSDP2 (a multi-process FSDP launch)."""
+    return _flag("ACCELERATE_USE_FSDP") and world() > 1
+
+
+def _fsdp_env(name: str) -> str | None:
+    value = os.environ.get(name)
+    return None if value is None or value.strip().lower() in ("", "none") else value.strip()
+
+
+def fsdp_settings() -> FsdpSettings:
+    """The ``FSDP_*`` settings accelerate passed, checked: a setting rlhf_organic would not honour is refused
+    (a UserError naming it) rather than ignored. See ``docs/distributed.md``."""
+    def refuse(setting: str, why: str):
+        raise UserError(f"accelerate launched this run with FSDP {setting}, which rlhf_organic does not honour: {why}. "
+                        "Start from recipes/accelerate/fsdp_multi_gpu.yaml (docs/distributed.md)")
+
+    version = _fsdp_env("FSDP_VERSION") or "1"
+    if version != "2":
+        refuse(f"version {version}", "it shards with FSDP2 (torch's fully_shard); set fsdp_version: 2")
+    strategy = (_fsdp_env("FSDP_SHARDING_STRATEGY") or "FULL_SHARD").upper()
+    if strategy not in ("FULL_SHARD", "1"):
+        refuse(f"sharding_strategy {strategy}", "FSDP2 always shards fully (FULL_SHARD); to keep gathered layers "
+               "between forward and backward set fsdp_reshard_after_forward: false")
+    reshard = (_fsdp_env("FSDP_RESHARD_AFTER_FORWARD") or "true").lower()
+    if reshard not in ("true", "false"):
+        refuse(f"reshard_after_forward {reshard}", "FSDP2 takes true or false here")
+    policy = (_fsdp_env("FSDP_AUTO_WRAP_POLICY") or "TRANSFORMER_BASED_WRAP").upper()
+    if policy not in ("TRANSFORMER_BASED_WRAP", "NO_WRAP"):
+        refuse(f"auto_wrap_policy {policy}", "it shards per decoder layer (TRANSFORMER_BASED_WRAP) or the whole model "
+               "as one unit (NO_WRAP)")
+    classes = _fsdp_env("FSDP_TRANSFORMER_CLS_TO_WRAP")
+    for var, setting, why in (
+            ("FSDP_OFFLOAD_PARAMS", "offload_params", "CPU offload is not supported; set fsdp_offload_params: false"),
+            ("FSDP_FORWARD_PREFETCH", "forward_prefetch", "an FSDP1 option (FSDP2 prefetches by itself)"),
+            ("FSDP_CPU_RAM_EFFICIENT_LOADING", "cpu_ram_efficient_loading",
+             "every process loads the whole base before it is sharded; set fsdp_cpu_ram_efficient_loading: false"),
+            ("FSDP_ACTIVATION_CHECKPOINTING", "activation_checkpointing",
+             "use the stage's own setting instead (the reward model's train.gradient_checkpointing)"),
+            ("FSDP_ACTIVATION_CHECKPOINTING_OFFLOAD", "activation_checkpointing_offload", "not supported")):
+        if (_fsdp_env(var) or "false").lower() == "true":
+            refuse(f"{setting}: true", why)
+    if (_fsdp_env("FSDP_USE_ORIG_PARAMS") or "true").lower() != "true":
+        refuse("use_orig_params: false", "an FSDP1 option; FSDP2 always keeps the original parameters")
+    if _fsdp_env("FSDP_BACKWARD_PREFETCH"):
+        refuse(f"backward_prefetch {_fsdp_env('FSDP_BACKWARD_PREFETCH')}", "an FSDP1 option (FSDP2 prefetches by itself)")
+    state_dict = (_fsdp_env("FSDP_STATE_DICT_TYPE") or "FULL_STATE_DICT").upper()
+    if state_dict != "FULL_STATE_DICT":
+        refuse(f"state_dict_type {state_dict}", "checkpoints and saved models always hold whole tensors, written by "
+               "the main process (FULL_STATE_DICT)")
+    if _fsdp_env("FSDP_IGNORED_MODULES"):
+        refuse("ignored_modules", "every parameter of the trained model is sharded")
+    return FsdpSettings(reshard_after_forward=reshard == "true", wrap_layers=policy == "TRANSFORMER_BASED_WRAP",
+                        layer_classes=[c.strip() for c in classes.split(",") if c.strip()] if classes else None)
 
 
 def check_quantization(quantization: str) -> None:
@@ -151,6 +227,32 @@ def _join(n: int):
     group = td.ProcessGroupGloo(td.PrefixStore("rlhf_organic/", store), rank(), n, timeout)
     atexit.register(_teardown)
     return group
+
+
+def open_default_group() -> bool:
+    """Start torch's default process group over this run's processes (FSDP2's DeviceMesh needs it), through
+    the rendezvous store ``setup`` made; returns False when one exists already (then it is left alone).
+    Close it with ``close_default_group`` as soon as it is not needed: while it exists, transformers writes
+    ``save_pretrained`` files on rank 0 only (module docstring)."""
+    from datetime import timedelta
+
+    import torch.distributed as td
+
+    setup()
+    if td.is_initialized():
+        return False
+    number = _state["default_groups"] = _state.get("default_groups", 0) + 1  # the same count in every process
+    timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, 1800)))
+    td.init_process_group("cpu:gloo,cuda:nccl" if _use_cuda() else "gloo", timeout=timeout, rank=rank(), world_size=world(),
+                          store=td.PrefixStore(f"rlhf_organic/default-{number}/", _state["store"]))
+    return True
+
+
+def close_default_group() -> None:
+    import torch.distributed as td
+
+    if td.is_initialized():
+        td.destroy_process_group()
 
 
 def _teardown() -> None:

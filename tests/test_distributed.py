@@ -186,19 +186,20 @@ def runs(tmp_path_factory):
     commands = {"reward": reward + ["--set", "signals=[thumbs]"], "dpo": dpo,
                 "reward_trust": reward + ["--trust", str(root / "trust")]}
     (root / "driver.py").write_text(DRIVER)
-    launches = {
-        "one": [sys.executable, str(root / "driver.py")],
-        "two": [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-                str(ROOT / "recipes" / "accelerate" / "ddp_cpu.yaml"), str(root / "driver.py")],
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+    launches = {  # name: (command, stages)
+        "one": ([sys.executable, str(root / "driver.py")], list(commands)),
+        "two": (accelerate + [str(ROOT / "recipes" / "accelerate" / "ddp_cpu.yaml"), str(root / "driver.py")], list(commands)),
+        "fsdp": (accelerate + [str(ROOT / "recipes" / "accelerate" / "fsdp_cpu.yaml"), str(root / "driver.py")], ["reward", "dpo"]),
     }
     procs = {}
-    for name, launch in launches.items():  # both at once: each is mostly imports, on 2 cores
+    for name, (launch, stages) in launches.items():  # all at once: each is mostly imports, on 2 cores
         (root / name).mkdir()
         (root / name / "tmp").mkdir()
         env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(root / name / "tmp")}
         for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
             env.pop(var, None)
-        todo = [args + ["--out", str(root / name / stage)] for stage, args in commands.items()]
+        todo = [commands[stage] + ["--out", str(root / name / stage)] for stage in stages]
         procs[name] = subprocess.Popen(launch + [json.dumps(todo)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True)
     outputs = {name: p.communicate(timeout=300)[0] for name, p in procs.items()}
@@ -220,10 +221,12 @@ def _numbers(tree, prefix=""):
     return {prefix[:-1]: tree} if isinstance(tree, (int, float)) and not isinstance(tree, bool) else {}
 
 
+@pytest.mark.parametrize("launch", ["two", "fsdp"])
 @pytest.mark.parametrize("stage", ["reward", "dpo"])
-def test_two_processes_train_what_one_process_trains(runs, stage):
+def test_two_processes_train_what_one_process_trains(runs, stage, launch):
+    """Data parallel (ddp_cpu.yaml) and sharded (fsdp_cpu.yaml): the one-process weights, losses and metrics."""
     root, _ = runs
-    one, two = root / "one" / stage, root / "two" / stage
+    one, two = root / "one" / stage, root / launch / stage
     a, b = _tensors(one), _tensors(two)
     assert a.keys() == b.keys() and any("lora_B" in k for k in a)
     for key in a:
@@ -232,6 +235,8 @@ def test_two_processes_train_what_one_process_trains(runs, stage):
     assert [h["step"] for h in ha] == [h["step"] for h in hb]
     np.testing.assert_allclose([h["loss"] for h in hb], [h["loss"] for h in ha], rtol=0, atol=EXACT_ATOL)
     ma, mb = json.loads((one / "metrics.json").read_text()), json.loads((two / "metrics.json").read_text())
+    sharding = mb["train"].pop("sharding", None)  # only a sharded run has it
+    assert (sharding is not None) == (launch == "fsdp")
     na, nb = _numbers({k: v for k, v in ma.items() if k != "seconds"}), _numbers({k: v for k, v in mb.items() if k != "seconds"})
     assert na.keys() == nb.keys() and "train.final_loss" in na
     for key in na:
@@ -261,3 +266,22 @@ def test_two_processes_write_one_complete_folder_and_log_once(runs):
     assert not list((root / "two" / "tmp").glob("rlhf_organic-rank*"))  # the other process's throwaway folders are gone
     assert outputs["two"].count("[reward] tiny:") == outputs["one"].count("[reward] tiny:") == 4  # 2 runs x 2 lines
     assert outputs["two"].count("[policy] dpo") == outputs["one"].count("[policy] dpo")
+
+
+@pytest.mark.parametrize("stage", ["reward", "dpo"])
+def test_fsdp_shards_the_whole_model_between_the_processes(runs, stage):
+    """Each process held half of every parameter while training, the frozen base included: the two
+    processes' shards add up to the whole model (LoRA adapter, head, base) and neither held more than half
+    plus a layer's rounding."""
+    root, outputs = runs
+    assert "process 0 of 2" in outputs["fsdp"] and "process 1 of 2" in outputs["fsdp"]
+    sharding = json.loads((root / "fsdp" / stage / "metrics.json").read_text())["train"]["sharding"]
+    trainable = json.loads((root / "one" / stage / "metrics.json").read_text())["train"]["trainable_parameters"]
+    total, local = sharding["parameter_elements"], sharding["local_parameter_elements"]
+    assert sharding["processes"] == 2 and len(local) == 2 and sum(local) == total
+    assert all(0.45 * total <= n <= 0.55 * total for n in local), local
+    assert max(local) < total - trainable  # less than the frozen base alone: the base was sharded too
+    assert sharding["units"] == 3  # two decoder layers and the rest of the model
+    assert sorted(p.name for p in (root / "fsdp" / stage).iterdir()) == sorted(p.name for p in (root / "one" / stage).iterdir())
+    assert sorted(p.name for p in (root / "fsdp").iterdir()) == ["dpo", "reward", "tmp"]  # no .partial-*
+    assert not list((root / "fsdp" / "tmp").glob("rlhf_organic-rank*"))  # rank 1's throwaway folders are gone

@@ -55,7 +55,7 @@ def build_tiny_base(dataset: Path, folder: Path, section, *, seed: int = 0, prog
         model.train()
         with tqdm(total=sum(len(s) for s in plan), desc="tiny base: imitate the logged bot", unit="reply",
                   disable=None if progress is None else not progress) as bar:
-            history = fit(list(model.parameters()), plan, step_loss, settings, lambda n, loss: bar.update(n))
+            history = fit(list(model.parameters()), plan, step_loss, settings, lambda n, loss: bar.update(n), model=model)
         log(f"[policy] tiny base: imitated {len(frame)} logged bot replies, final loss {history[-1]['loss']:.3f}")
     model.eval()
     model.save_pretrained(folder)  # creates the folder

@@ -18,13 +18,15 @@ import orjson
 import pyarrow.parquet as pq
 import yaml
 
-from .. import distributed
+from .. import distributed, fsdp
 from ..atomic import atomic_dir, check_free
+from ..errors import UserError
 from ..reward.data import RewardDataError, load_reward_data, split
 from .methods import METHODS
 from .train import MethodRun
 
 META_FILE = "policy.json"
+FSDP_METHODS = ("dpo", "kto", "cringe", "rejection_sampling")  # the methods that train through training.fit
 
 
 def _user_trust(trust: Path | None) -> dict:
@@ -64,6 +66,10 @@ def train_policy(
 
     dataset, out = Path(dataset), Path(out)
     trust = Path(trust) if (trust is not None and section.weighted) else None
+    if distributed.fsdp() and section.method not in FSDP_METHODS:
+        raise UserError(f"policy method {section.method} does not run under FSDP (it has its own update loop, which "
+                        f"every process would run whole): launch it with a DDP config, or choose one of "
+                        f"{', '.join(FSDP_METHODS)} (docs/distributed.md)")
     distributed.setup()  # a multi-process launch: every process trains on its share (docs/distributed.md)
     distributed.check_quantization(section.quantization)
     check_free(out, overwrite)
@@ -96,6 +102,8 @@ def train_policy(
                    "reward_model_base": reward_mode, "train": {**result, "steps": len(history),
                    "final_loss": history[-1]["loss"] if history else None,
                    "trainable_parameters": sum(p.numel() for p in policy.trainable_parameters())}}
+        if (sharding := fsdp.take_report()) is not None:  # an FSDP launch: what each process held while training
+            metrics["train"]["sharding"] = sharding
         if section.eval.contexts:
             contexts = eval_contexts(dataset, section.eval_fraction, seed, section.eval.contexts)
             metrics["eval"], samples = evaluate_policy(policy, contexts, section, judge=Judge(judge) if judge else None,

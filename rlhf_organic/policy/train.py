@@ -85,7 +85,7 @@ class MethodRun:
                 bar.update(n)
                 bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
 
-            history = fit(self.policy.trainable_parameters(), plan, step_loss, t, advance)
+            history = fit(self.policy.trainable_parameters(), plan, step_loss, t, advance, model=self.policy.peft)
         self.policy.peft.eval()
         return history
 

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .. import distributed
+from .. import distributed, fsdp
 from ..atomic import atomic_dir, check_free
 from ..errors import UserError
 from . import evaluate as ev
@@ -209,6 +209,8 @@ def train_reward(
             "reasons": reasons,
             "eval": evaluation,
         }
+        if (sharding := fsdp.take_report()) is not None:  # an FSDP launch: what each process held while training
+            metrics["train"]["sharding"] = sharding
         metrics["seconds"] = {"prepare": round(prepared - started, 2), "train": round(trained - prepared, 2),
                               "examples_per_second": round(len(items) * spec.train.epochs / max(trained - prepared, 1e-9), 2),
                               "evaluate": round(time.perf_counter() - trained, 2)}

@@ -105,7 +105,7 @@ def train(model, items: Items, settings: TrainSettings, mix: LossMix, pad_id: in
         model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     history = fit(model.trainable_parameters(), plan, lambda step: step_loss(model, items, step, mix, pad_id), settings,
-                  None if progress is None else lambda n, loss: progress(n, loss=loss))
+                  None if progress is None else lambda n, loss: progress(n, loss=loss), model=model)
     model.eval()
     return {"steps": len(plan), "history": history}
 
