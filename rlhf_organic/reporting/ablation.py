@@ -31,7 +31,8 @@ METRICS = [
     ("Policy", "unsafe rate", ("policy", "eval", "judge", "tuned_unsafe_rate"), False),
     ("Policy", "win rate over base", ("policy", "eval", "judge", "win_rate"), True),
     ("Policy", "KL to base", ("policy", "eval", "kl_to_reference"), None),
-    ("Policy", "reward model score", ("policy", "eval", "reward", "tuned"), True),
+    # each cell scores with its own reward model: not comparable across cells that train different ones
+    ("Policy", "own reward model's score", ("policy", "eval", "reward", "tuned"), None),
     ("Cost", "compute (s)", lambda m: sum(v.get("seconds", 0.0) for v in m.values()), None),
 ]
 PLOTTED = {"troll AUC (users)": "troll_auc", "clean-label AUC": "reward_clean_auc", "clean judge p(good)": "policy_p_good"}
