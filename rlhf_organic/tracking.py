@@ -54,10 +54,6 @@ def flatten(metrics: dict, prefix: str = "") -> dict[str, float]:
     return flat
 
 
-def _numeric_parts(parts: dict) -> dict[str, float]:
-    return {k: float(v) for k, v in parts.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
 class Tracker:
     """Fans every call out to the chosen backends (none at all is a valid, silent tracker)."""
 
@@ -71,7 +67,7 @@ class Tracker:
             return
         self.steps[stage] = step = self.steps.get(stage, 0) + 1
         scalars = {f"{stage}/train/loss": float(loss)}
-        scalars.update({f"{stage}/train/{k}": v for k, v in _numeric_parts(parts).items() if k not in ("loss", "step")})
+        scalars.update(flatten({k: v for k, v in parts.items() if k not in ("loss", "step")}, f"{stage}/train"))
         for backend in self.backends:
             backend.log(scalars, step, f"{stage}/train/step")
 

@@ -26,22 +26,19 @@ def eval_contexts(dataset: Path, fraction: float, seed: int, n: int) -> pd.DataF
     give the contexts, with the chosen reply as the logged one.
     """
     columns = ["example_id", "user_id", "context", "response"]
-    path = Path(dataset) / "examples.parquet"
-    ids = pq.read_table(path, columns=["example_id", "conversation_id"]).to_pandas()
-    key, id_column = "conversation_id", "example_id"
+    path, key, read = Path(dataset) / "examples.parquet", "conversation_id", columns
+    ids = pq.read_table(path, columns=["example_id", key]).to_pandas()
     prefs = Path(dataset) / "preferences.parquet"
     if len(ids) == 0 and prefs.is_file():
-        path, key, id_column = prefs, "preference_id", "preference_id"
+        path, key, read = prefs, "preference_id", ["preference_id", "user_id", "context", "chosen"]
         ids = pq.read_table(path, columns=[key]).to_pandas()
     ids = ids[held_out(ids[key], fraction, seed)]
     if len(ids) > n:
         ids = ids.sample(n, random_state=seed)
     if len(ids) == 0:
         return pd.DataFrame(columns=columns)
-    read = ["example_id", "user_id", "context", "response"] if id_column == "example_id" else \
-        ["preference_id", "user_id", "context", "chosen"]
-    rows = pq.read_table(path, columns=read, filters=pc.field(id_column).isin(list(ids[id_column]))).to_pandas()
-    rows.columns = columns
+    rows = pq.read_table(path, columns=read, filters=pc.field(read[0]).isin(list(ids[read[0]]))).to_pandas()
+    rows.columns = columns  # an A/B choice's id and chosen reply stand for the example's
     return rows.sort_values("example_id").reset_index(drop=True)
 
 

@@ -34,9 +34,9 @@ MIN_GOLD_PER_CLASS = 10  # clean labels of each class needed before thresholds a
 
 def run_scheme(data: FeedbackData, settings: TrustSection, ctx: TrustContext, log=print) -> tuple[TrustResult, dict]:
     """(result, the scheme config actually used): with ``select_on_gold``, its threshold chosen first."""
-    if problem := _degenerate(data, settings.scheme):
-        raise UserError(problem)
     module = SCHEMES[settings.scheme]
+    if problem := _degenerate(data, _judges_users(settings)):
+        raise UserError(problem)
     cfg = settings.scheme_config()
     tune = getattr(module, "TUNE", None)
     if settings.select_on_gold and tune:
@@ -133,7 +133,7 @@ def _tables(data: FeedbackData, result: TrustResult) -> dict[str, pa.Table]:
     }
     examples = {
         "example_id": pa.array(data.example_ids.tolist(), pa.string()),
-        "user_id": pa.array([data.user_ids[u] if u >= 0 else None for u in data.user], pa.string()),
+        "user_id": _user_id_column(data.user_ids, data.user),
         "conversation_id": pa.array(data.conversation_ids.tolist(), pa.string()),
         "thumbs": pa.array(np.where(data.label > 0, 1, -1).astype(np.int8)),
         "weight": pa.array(np.asarray(result.weight, np.float64)),
@@ -141,13 +141,10 @@ def _tables(data: FeedbackData, result: TrustResult) -> dict[str, pa.Table]:
     }
     out = {"users": pa.table(users), "examples": pa.table(examples)}
     if len(data.preference_ids):
-        has_user = data.preference_user >= 0
-        weight = np.ones(len(has_user))
-        weight[has_user] = np.asarray(result.trust)[data.preference_user[has_user]]
         out["preferences"] = pa.table({
             "preference_id": pa.array(data.preference_ids.tolist(), pa.string()),
-            "user_id": pa.array([data.user_ids[u] if u >= 0 else None for u in data.preference_user], pa.string()),
-            "weight": pa.array(weight),
+            "user_id": _user_id_column(data.user_ids, data.preference_user),
+            "weight": pa.array(_per_label(result.trust, data.preference_user, missing=1.0)),
         })
     return out
 
@@ -168,8 +165,9 @@ def compute_trust(
     check_free(out, overwrite)
     ground_truth = ground_truth or settings.ground_truth
     started = time.perf_counter()
-    data = load_feedback(dataset, anonymous=settings.scheme == "uniform")
-    if problem := _degenerate(data, settings.scheme):
+    judges_users = _judges_users(settings)
+    data = load_feedback(dataset, anonymous=not judges_users)
+    if problem := _degenerate(data, judges_users):
         raise UserError(f"{dataset}: {problem}")
     loaded = time.perf_counter()
     log(f"[trust] {settings.scheme}: {data.n_examples} labels from {int((data.per_user_count() > 0).sum())} "
@@ -181,7 +179,7 @@ def compute_trust(
     finally:
         bar.close()
     computed = time.perf_counter()
-    if settings.scheme != "uniform":  # the notes are about what the other schemes can learn from
+    if judges_users:  # the notes are about what a scheme that judges users can learn from
         result.notes.extend(_warnings(data))
     truth = load_ground_truth(ground_truth, data) if ground_truth else {}
     if "is_troll" in truth:
@@ -198,7 +196,7 @@ def compute_trust(
         **trust_metrics(
             result.trust, result.weight, n_feedback, cfg["cut"],
             user_is_troll=truth.get("is_troll"),
-            example_user_is_troll=_per_label(truth["is_troll"], data.user) if "is_troll" in truth else None,
+            example_user_is_troll=_per_label(truth["is_troll"], data.user, missing=np.nan) if "is_troll" in truth else None,
             example_corrupted=truth.get("corrupted"),
         ),
     }
@@ -224,13 +222,27 @@ def compute_trust(
     return metrics
 
 
-def _per_label(per_user: np.ndarray, user: np.ndarray) -> np.ndarray:
-    """A per-user array spread over the labels; NaN for labels without a user."""
-    return np.where(user >= 0, np.asarray(per_user, np.float64)[np.maximum(user, 0)], np.nan)
+def _judges_users(settings: TrustSection) -> bool:
+    """Whether the scheme scores users from their labels (every scheme but ``uniform``, which needs no users)."""
+    return getattr(SCHEMES[settings.scheme], "JUDGES_USERS", True)
 
 
-def _degenerate(data: FeedbackData, scheme: str) -> str | None:
-    if scheme == "uniform":  # weight 1 for everything: needs neither users nor thumbs, only some feedback
+def _per_label(per_user, user: np.ndarray, missing: float) -> np.ndarray:
+    """A per-user array spread over labels (or A/B choices) by their user index; ``missing`` for those
+    without a user (index -1)."""
+    out = np.full(len(user), missing, np.float64)
+    known = user >= 0
+    out[known] = np.asarray(per_user, np.float64)[user[known]]
+    return out
+
+
+def _user_id_column(user_ids: np.ndarray, user: np.ndarray) -> pa.Array:
+    """The user id of every label (or A/B choice) by its user index; null for those without a user."""
+    return pa.array([user_ids[u] if u >= 0 else None for u in user], pa.string())
+
+
+def _degenerate(data: FeedbackData, judges_users: bool) -> str | None:
+    if not judges_users:  # weight 1 for everything: needs neither users nor thumbs, only some feedback
         if data.n_examples == 0 and len(data.preference_ids) == 0:
             return "the dataset has no feedback: no thumbs up/down and no A/B choices"
         return None

@@ -6,6 +6,8 @@ from ..base import SchemeConfig, TrustResult
 
 NAME = "uniform"
 DESCRIPTION = "everyone 1 (standard training)"
+# It judges no one: labels without a user id, and A/B choices without any thumbs, are fine (trust/stage.py).
+JUDGES_USERS = False
 
 
 class Config(SchemeConfig):
