@@ -112,8 +112,13 @@ def kto(
 def token_nll(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of ``labels`` [batch, seq] under ``logits`` [batch, seq, vocab] (already aligned),
     a mean over the masked tokens with each token weighted by its sequence's weight."""
-    nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
-    return weighted_mean(nll[mask.bool()], _token_weights(weights, mask))
+    nll = F.cross_entropy(logits.transpose(1, 2).float(), labels.clamp(min=0), reduction="none")
+    return token_mean(nll, mask, weights)
+
+
+def token_mean(values: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of per-token ``values`` [batch, seq] over the masked tokens, each weighted by its sequence's weight."""
+    return weighted_mean(values[mask.bool()], _token_weights(weights, mask))
 
 
 def cringe(

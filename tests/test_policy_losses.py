@@ -260,3 +260,29 @@ def test_token_rewards_and_whitening_by_hand():
     white = whiten(torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 100.0]]), mask)
     expected = (torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]) - 3) / math.sqrt(2.0)
     assert torch.allclose(white[mask.bool()], expected, atol=1e-6) and white[1, 2] == 0
+
+
+def test_selective_logps_equals_log_softmax_gather_with_the_same_gradient(monkeypatch):
+    """Chunked, float32, recomputed in backward: the same values and gradients as the plain computation."""
+    from rlhf_organic.policy import model as policy_model
+    from rlhf_organic.policy.model import selective_logps
+
+    monkeypatch.setattr(policy_model, "CHUNK_ELEMENTS", 2 * 5 * 11)  # two rows per chunk: several chunks
+    torch.manual_seed(0)
+    logits = (torch.randn(5, 7, 11) * 3).requires_grad_(True)
+    targets = torch.randint(0, 11, (5, 7))
+    plain = torch.log_softmax(logits / 0.7, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    (grad_plain,) = torch.autograd.grad(plain.sum(), logits)
+    ours = selective_logps(logits, targets, temperature=0.7)
+    (grad_ours,) = torch.autograd.grad(ours.sum(), logits)
+    assert torch.allclose(ours, plain, atol=1e-6) and torch.allclose(grad_ours, grad_plain, atol=1e-6)
+    low = logits.detach().to(torch.bfloat16)
+    assert selective_logps(low, targets).dtype == torch.float32
+
+
+def test_completion_window_covers_every_completion_token_and_no_more():
+    from rlhf_organic.policy.model import batch_sequences, completion_window
+
+    _, _, comp = batch_sequences([[1, 2, 3, 4], [1, 2]], [[5, 6], [7, 8, 9]], pad_id=0)
+    # row 0 completes at positions 4-5, row 1 at 2-4: predicted by columns 3-4 and 1-3
+    assert completion_window(comp) == (1, 5)

@@ -75,3 +75,28 @@ def test_without_the_guard_the_trap_is_real_here(base):
     quantized, reference = _lora_grads_after_generation(base, guard=False)
     worst = max(float((quantized[n] - g).norm() / g.norm()) for n, g in reference.items())
     assert worst > 0.1
+
+
+def test_hub_kernels_auto_never_asks_for_them_offline(monkeypatch):
+    """transformers 5.25 asks the hub for kernels on CUDA by default and fails offline; auto does not ask then."""
+    import importlib.util
+
+    from rlhf_organic.models.loading import use_hub_kernels
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not use_hub_kernels("auto", "cuda") and not use_hub_kernels("auto", "cpu")
+    assert use_hub_kernels("on", "cuda") and not use_hub_kernels("off", "cuda")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert use_hub_kernels("auto", "cuda") == (importlib.util.find_spec("kernels") is not None)
+    assert not use_hub_kernels("auto", "cpu")
+
+
+def test_offline_load_with_kernels_installed_uses_none(tmp_path, monkeypatch):
+    pytest.importorskip("kernels")
+    from rlhf_organic.models.loading import load_base
+    from rlhf_organic.models.tiny import save_tiny
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    save_tiny(tmp_path / "m", ["hello world"] * 20, layers=1)
+    assert load_base(str(tmp_path / "m"), causal_lm=True, hub_kernels="auto").use_kernels is False
+    assert load_base(str(tmp_path / "m"), causal_lm=True, hub_kernels="off").use_kernels is False

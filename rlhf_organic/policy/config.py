@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, create_model
 
-from ..models.loading import DType, Quantization
+from ..models.loading import DType, HubKernels, Quantization
 from ..section import Section
 from .methods import METHODS
 
@@ -77,6 +77,8 @@ class _PolicySettings(Section):
     tiny: TinyPolicyBase = TinyPolicyBase()
     dtype: DType = "float32"
     quantization: Quantization = Field("none", description="4bit / 8bit (QLoRA) need a CUDA GPU")
+    hub_kernels: HubKernels = Field("auto", description="hub kernels (optimised layers fetched from the model hub): auto uses them on a CUDA GPU "
+        "when the hub is reachable and never fails offline; on / off force them")
     trust_remote_code: bool = Field(
         False, description="let the base (and a reward model's base loaded beside it) run code that ships with it "
         "(its config's auto_map); off unless you have read that code")

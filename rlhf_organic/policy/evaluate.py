@@ -65,11 +65,12 @@ def kl_to_reference(policy: PolicyModel, prompts, completions, batch_size: int =
             continue
         ids, mask, comp = batch_sequences(p, [x or [policy.pad_id] for x in c], policy.pad_id, policy.device)
         comp = comp * torch.tensor([[1 if x else 0] for x in c], device=comp.device)  # empty replies count 0
-        logp = torch.log_softmax(policy.logits(ids, mask)[:, :-1].float(), -1)
+        logits, _, tokens, _, _ = policy.completion_logits(ids, mask, comp)
+        logp = torch.log_softmax(logits.float(), -1)
         with policy.reference():
-            logq = torch.log_softmax(policy.logits(ids, mask)[:, :-1].float(), -1)
+            logq = torch.log_softmax(policy.completion_logits(ids, mask, comp)[0].float(), -1)
         per_token = (logp.exp() * (logp - logq)).sum(-1)
-        out[start: start + len(p)] = (per_token * comp[:, 1:]).sum(-1).cpu().numpy()
+        out[start: start + len(p)] = (per_token * tokens).sum(-1).cpu().numpy()
     return out
 
 

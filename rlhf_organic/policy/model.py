@@ -20,6 +20,7 @@ import torch
 
 from ..models.loading import BaseModelError, load_base, load_tokenizer
 from ..models.tiny import CHAT_TEMPLATE
+from ..sequences import cut_left
 
 POLICY = "default"  # PEFT's name for the first adapter
 REWARD = "reward"
@@ -49,9 +50,10 @@ def ensure_chat_template(tokenizer, log=print) -> None:
 
 
 def encode_prompts(tokenizer, contexts, max_length: int) -> list[list[int]]:
-    """Prompt ids per context, cut from the left (the latest turns matter most)."""
+    """Prompt ids per context, cut from the left (the latest turns matter most) but keeping the first token
+    (``sequences.cut_left``: a prompt must not start mid-dialogue)."""
     ids = tokenizer([prompt_text(tokenizer, c) for c in contexts], add_special_tokens=False)["input_ids"]
-    return [p[-max_length:] for p in ids]
+    return [cut_left(p, max_length) for p in ids]
 
 
 def encode_completions(tokenizer, responses, max_length: int) -> list[list[int]]:
@@ -82,8 +84,40 @@ def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
 
 
 def completion_logps(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-    """[batch] sum of the completion tokens' log-probabilities."""
+    """[batch] sum of the completion tokens' log-probabilities (from the whole sequence's logits)."""
     return (token_logps(logits, input_ids) * completion_mask[:, 1:]).sum(-1)
+
+
+CHUNK_ELEMENTS = 1 << 25  # float32 logits converted at once by selective_logps (128 MB)
+
+
+def selective_logps(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``log_softmax(logits / temperature)`` at ``targets``, for logits [batch, steps, vocab] -> [batch, steps].
+
+    In float32, a slice of rows at a time, so there is never a float32 copy of all the logits; under
+    autograd each slice is recomputed in backward rather than kept (its float32 copy and softmax would
+    otherwise stay alive until backward: 8 sequences of 500 tokens over a 49k vocabulary is 0.8 GB each).
+    """
+    def part(chunk: torch.Tensor, picked: torch.Tensor) -> torch.Tensor:
+        chunk = chunk.float() / temperature if temperature != 1.0 else chunk.float()
+        return chunk.gather(-1, picked.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(chunk, dim=-1)
+
+    rows = max(1, CHUNK_ELEMENTS // max(1, logits.shape[1] * logits.shape[2]))
+    recompute = torch.is_grad_enabled() and logits.requires_grad
+    pieces = []
+    for start in range(0, logits.shape[0], rows):
+        args = (logits[start: start + rows], targets[start: start + rows])
+        pieces.append(torch.utils.checkpoint.checkpoint(part, *args, use_reentrant=False) if recompute else part(*args))
+    return torch.cat(pieces) if pieces else logits.new_zeros(targets.shape, dtype=torch.float32)
+
+
+def completion_window(completion_mask: torch.Tensor) -> tuple[int, int]:
+    """(first, last + 1): the logit columns that predict some row's completion token (column t predicts
+    token t + 1). Only these columns' logits are computed: not the prompts', often half of a batch."""
+    columns = completion_mask[:, 1:].any(0).nonzero()
+    if len(columns) == 0:
+        return 0, 1
+    return int(columns[0]), int(columns[-1]) + 1
 
 
 # ---- the model ---------------------------------------------------------------------------------
@@ -120,6 +154,39 @@ class PolicyModel:
     def logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.peft(input_ids=ids, attention_mask=mask, use_cache=False).logits
 
+    def completion_logits(self, ids: torch.Tensor, mask: torch.Tensor, completion: torch.Tensor, *,
+                          hidden_states: bool = False):
+        """The logits over the columns that predict completion tokens (``completion_window``), through the
+        model's own forward (``logits_to_keep``: the LM head runs on those columns only).
+
+        Returns (logits [batch, K, vocab], targets [batch, K], token mask [batch, K] (bool), first column,
+        last hidden state over the same K columns or None)."""
+        first, stop = completion_window(completion)
+        kwargs = {"output_hidden_states": True} if hidden_states else {}
+        if self._keeps_logits:
+            kwargs["logits_to_keep"] = torch.arange(first, stop, device=ids.device)
+        out = self.peft(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs)
+        logits = out.logits if self._keeps_logits else out.logits[:, first:stop]
+        hidden = out.hidden_states[-1][:, first:stop] if hidden_states else None
+        return logits, ids[:, first + 1: stop + 1], completion[:, first + 1: stop + 1].bool(), first, hidden
+
+    @property
+    def _keeps_logits(self) -> bool:
+        """Whether the base's forward takes ``logits_to_keep`` (Llama, Qwen, Mistral, Gemma and most others do)."""
+        import inspect
+
+        if not hasattr(self, "_keeps_logits_cached"):
+            forward = self.peft.get_base_model().forward
+            self._keeps_logits_cached = "logits_to_keep" in inspect.signature(forward).parameters
+        return self._keeps_logits_cached
+
+    def completion_token_logps(self, ids: torch.Tensor, mask: torch.Tensor, completion: torch.Tensor,
+                               temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log-probs [batch, K], token mask [batch, K]) of the completion tokens, 0 outside the mask."""
+        logits, targets, tokens, _, _ = self.completion_logits(ids, mask, completion)
+        logps = selective_logps(logits, targets, temperature)
+        return torch.where(tokens, logps, torch.zeros_like(logps)), tokens
+
     @contextmanager
     def reference(self):
         """The base with the policy adapter switched off (no gradient)."""
@@ -129,10 +196,8 @@ class PolicyModel:
     def sequence_logps(self, prompts, completions, *, reference: bool = False) -> torch.Tensor:
         """Summed completion log-probs of each (prompt, completion); the reference's without gradient."""
         ids, mask, comp = batch_sequences(prompts, completions, self.pad_id, self.device)
-        if reference:
-            with self.reference():
-                return completion_logps(self.logits(ids, mask), ids, comp)
-        return completion_logps(self.logits(ids, mask), ids, comp)
+        with self.reference() if reference else nullcontext():
+            return self.completion_token_logps(ids, mask, comp)[0].sum(-1)
 
     @torch.no_grad()
     def generate(self, prompts: list[list[int]], *, temperature: float, top_p: float, max_new_tokens: int,
@@ -198,19 +263,19 @@ class PolicyModel:
         the position that predicts it. Sequences are right-padded, prompt + completion unpadded within.
         ``temperature`` divides the logits first: the log-probs of the distribution the replies were sampled from.
         """
-        ids, mask, _ = batch_sequences(prompts, completions, self.pad_id, self.device)
+        ids, mask, comp = batch_sequences(prompts, completions, self.pad_id, self.device)
         steps = max(len(c) for c in completions)
-        starts = torch.tensor([len(p) - 1 for p in prompts], device=self.device)
-        index = (starts[:, None] + torch.arange(steps, device=self.device)[None]).clamp(max=ids.shape[1] - 2)
         lengths = torch.tensor([len(c) for c in completions], device=self.device)
         step_mask = (torch.arange(steps, device=self.device)[None] < lengths[:, None]).long()
         with self.reference() if reference else nullcontext():
-            out = self.peft(input_ids=ids, attention_mask=mask, use_cache=False, output_hidden_states=values)
-        logps = token_logps(out.logits / temperature, ids).gather(1, index) * step_mask
+            logits, targets, _, first, state = self.completion_logits(ids, mask, comp, hidden_states=values)
+        # column of step t in the window: the prompt's last position + t, less the window's first column
+        starts = torch.tensor([len(p) - 1 - first for p in prompts], device=self.device)
+        index = (starts[:, None] + torch.arange(steps, device=self.device)[None]).clamp(0, logits.shape[1] - 1)
+        logps = selective_logps(logits, targets, temperature).gather(1, index) * step_mask
         if not values:
             return logps, None, step_mask
-        state = out.hidden_states[-1].to(self.value_head.weight.dtype)
-        v = self.value_head(state).squeeze(-1)[:, :-1].gather(1, index) * step_mask
+        v = self.value_head(state.to(self.value_head.weight.dtype)).squeeze(-1).gather(1, index) * step_mask
         return logps, v.float(), step_mask
 
     # ---- the reward model on the same base ------------------------------------------------------
@@ -279,14 +344,16 @@ def lora_config(settings):
 
 
 def build_policy(base: str, lora, *, dtype: str = "float32", quantization: str = "none", seed: int = 0,
-                 adapter: str | Path | None = None, trust_remote_code: bool = False, log=print) -> PolicyModel:
+                 adapter: str | Path | None = None, trust_remote_code: bool = False, hub_kernels: str = "auto",
+                 log=print) -> PolicyModel:
     """Load ``base`` once and put a fresh LoRA adapter on it (or load ``adapter``, trainable).
     ``trust_remote_code`` (default False) lets a base run the code that ships with it."""
     from peft import PeftModel, get_peft_model
 
     tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
     ensure_chat_template(tokenizer, log)
-    lm = load_base(base, causal_lm=True, dtype=dtype, quantization=quantization, trust_remote_code=trust_remote_code)
+    lm = load_base(base, causal_lm=True, dtype=dtype, quantization=quantization, trust_remote_code=trust_remote_code,
+                   hub_kernels=hub_kernels, log=log)
     torch.manual_seed(seed)
     if adapter is not None:
         peft_model = PeftModel.from_pretrained(lm, adapter, is_trainable=True)

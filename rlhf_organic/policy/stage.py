@@ -87,7 +87,7 @@ def train_policy(
         if base == "tiny":
             base = str(build_tiny_base(dataset, tmp / "base", section, seed=seed, progress=progress, log=log))
         policy = build_policy(base, section.lora, dtype=section.dtype, quantization=section.quantization, seed=seed,
-                              trust_remote_code=section.trust_remote_code, log=log)
+                              trust_remote_code=section.trust_remote_code, hub_kernels=section.hub_kernels, log=log)
         reward_mode = None
         if reward is not None:
             reward_mode = attach_reward(policy, reward, share_base=section.reward_model.share_base,

@@ -50,8 +50,10 @@ class MethodRun:
         return np.sort(self.rng.choice(n, cap, replace=False))
 
     @torch.no_grad()
-    def logps(self, prompts, completions, *, reference: bool, batch_size: int = 32) -> torch.Tensor:
-        """Summed completion log-probs of every (prompt, completion), in batches of similar length."""
+    def logps(self, prompts, completions, *, reference: bool, batch_size: int | None = None) -> torch.Tensor:
+        """Summed completion log-probs of every (prompt, completion), in batches of similar length, no larger than
+        training's (``train.batch_size``): memory peaks in training, not in this pass before it."""
+        batch_size = batch_size or self.section.train.batch_size
         out = torch.zeros(len(prompts))
         order = np.argsort([len(p) + len(c) for p, c in zip(prompts, completions)], kind="stable")
         for start in range(0, len(order), batch_size):

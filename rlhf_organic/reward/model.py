@@ -19,6 +19,7 @@ from torch import nn
 
 from ..models.loading import is_decoder, load_base, load_tokenizer
 from ..models.tiny import CHAT_TEMPLATE, save_tiny
+from ..sequences import cut_left
 from .spec import RewardSpec
 
 META_FILE = "reward_model.json"
@@ -37,14 +38,10 @@ def format_dialogue(tokenizer, context, response: str) -> str:
 
 
 def encode(tokenizer, contexts, responses, max_length: int) -> list[list[int]]:
-    """Token ids of each (context, response), cut from the left so the response always fits."""
+    """Token ids of each (context, response), cut from the left so the response always fits, keeping the
+    first token (``sequences.cut_left``: a sequence must not start mid-dialogue)."""
     texts = [format_dialogue(tokenizer, c, r) for c, r in zip(contexts, responses)]
-    side = tokenizer.truncation_side
-    tokenizer.truncation_side = "left"
-    try:
-        return tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
-    finally:
-        tokenizer.truncation_side = side
+    return [cut_left(ids, max_length) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"]]
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -117,7 +114,8 @@ def build_reward_model(spec: RewardSpec, model_dir: Path, texts=None, reasons: l
                   layers=t.layers, heads=t.heads, max_positions=max(512, spec.max_length))
     where = base_location(spec, model_dir)
     tokenizer = load_tokenizer(where, trust_remote_code=spec.trust_remote_code)
-    backbone = load_base(where, dtype=spec.dtype, quantization=spec.quantization, trust_remote_code=spec.trust_remote_code)
+    backbone = load_base(where, dtype=spec.dtype, quantization=spec.quantization, trust_remote_code=spec.trust_remote_code,
+                         hub_kernels=spec.hub_kernels)
     pooling = resolve_pooling(spec, backbone)
     torch.manual_seed(seed)
     model = RewardModel(get_peft_model(backbone, lora_config(spec)), pooling, len(reasons))

@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field, model_validator
 
 from ..errors import RecipeError
-from ..models.loading import DType, Quantization
+from ..models.loading import DType, HubKernels, Quantization
 from ..section import Section
 
 SPEC_DIRS = (Path("reward_models"), Path(__file__).resolve().parents[2] / "reward_models")
@@ -82,6 +82,8 @@ class RewardSpec(Section):
     tiny: TinyBase = TinyBase()
     dtype: DType = "float32"
     quantization: Quantization = Field("none", description="4bit / 8bit need a CUDA GPU")
+    hub_kernels: HubKernels = Field("auto", description="hub kernels (optimised layers fetched from the model hub): auto uses them on a CUDA GPU "
+        "when the hub is reachable and never fails offline; on / off force them")
     trust_remote_code: bool = Field(
         False, description="let the base run code that ships with it (its config's auto_map); off unless you have "
         "read that code")

@@ -56,7 +56,8 @@ def train(run: MethodRun) -> dict:
         raise ValueError("cringe.iterations > 1 labels samples with the reward model: train one first")
     items = point.iloc[run.limit(len(point))][["context", "response", "label", "weight", "user_id"]].reset_index(drop=True)
     history, rounds = [], []
-    generator = torch.Generator().manual_seed(run.seed)
+    # on the logits' device: torch.multinomial refuses a CPU generator for CUDA tensors
+    generator = torch.Generator(device=policy.device).manual_seed(run.seed)
     for round_ in range(cfg.iterations):
         if round_:
             added = labelled_samples(run, point, cfg.contexts_per_iteration)
@@ -70,8 +71,7 @@ def train(run: MethodRun) -> dict:
 
         def step_loss(step):
             ids, mask, comp = batch_sequences([prompts[i] for i in step], [completions[i] for i in step], policy.pad_id, policy.device)
-            logits = policy.logits(ids, mask)[:, :-1]
-            labels, comp = ids[:, 1:], comp[:, 1:]
+            logits, labels, comp, _, _ = policy.completion_logits(ids, mask, comp)
             w = weights_tensor(weights[step], logits.device)
             pos = torch.as_tensor(good[step], device=logits.device)
             nll = token_nll(logits[pos], labels[pos], comp[pos], w[pos]) if pos.any() else logits.sum() * 0

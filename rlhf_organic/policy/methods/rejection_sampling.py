@@ -74,7 +74,7 @@ def sample_round(run: MethodRun, contexts: list, seed: int) -> tuple[list[list[s
 def train(run: MethodRun) -> dict:
     import pandas as pd
 
-    from ...losses import token_nll
+    from ...losses import token_mean
     from ..model import batch_sequences
     from ..train import weights_tensor
     from .ppo import context_pool
@@ -107,8 +107,8 @@ def train(run: MethodRun) -> dict:
 
         def step_loss(step):
             ids, mask, comp = batch_sequences([prompts[i] for i in step], [completions[i] for i in step], policy.pad_id, policy.device)
-            logits = policy.logits(ids, mask)[:, :-1]
-            return token_nll(logits, ids[:, 1:], comp[:, 1:], weights_tensor(w[step], logits.device)), {"round": round_ + 1}
+            logps, tokens = policy.completion_token_logps(ids, mask, comp)
+            return token_mean(-logps, tokens, weights_tensor(w[step], logps.device)), {"round": round_ + 1}
 
         lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
         history += run.fit(lengths, step_loss, f"rejection sampling: train round {round_ + 1}")
