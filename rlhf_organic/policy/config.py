@@ -42,6 +42,8 @@ class PolicyTrain(Section):
     grad_clip: float = Field(1.0, gt=0)
     group_by_length: bool = Field(True, description="batch items of similar length: less padding, same data")
     max_items: int | None = Field(None, ge=1, description="train on at most this many items (random subset)")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each layer's activations in the backward pass: far less memory, about a third slower")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="a NaN / infinite loss or gradient: stop with a message naming the step and batch, or skip the batch")

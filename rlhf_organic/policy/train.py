@@ -81,6 +81,8 @@ class MethodRun:
         t = self.section.train
         plan = step_plan(lengths, t.batch_size, t.epochs, t.group_by_length, self.rng)
         torch.manual_seed(self.seed)
+        if t.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA), no input-grad hook
+            self.policy.peft.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.policy.peft.train()
         with tqdm(total=sum(len(s) for s in plan), desc=desc, unit="ex", disable=self._quiet()) as bar:
             def advance(n, loss):
