@@ -23,14 +23,16 @@ def limit_cpus(max_cpus: int = 2) -> None:
 
 
 def run_child(script: Path, args: list[str], *, threads: int | None = None, timeout: float | None = None,
-              show_stderr: bool = False) -> dict:
+              show_stderr: bool = False, env: dict | None = None, check: bool = True) -> dict:
     """Run ``python script *args``; its JSON answer plus wall time and the load average around it.
 
     ``threads`` caps the child's BLAS / OpenMP threads (several children at once: one thread each
-    instead of fighting over the cores). A child still running after ``timeout`` seconds is stopped and
-    the answer is ``{"timed_out": True, ...}``; a child that fails ends the bench with its stderr.
+    instead of fighting over the cores); ``env`` adds or replaces environment variables of the child.
+    A child still running after ``timeout`` seconds is stopped and the answer is ``{"timed_out": True, ...}``;
+    a child that fails ends the bench with its stderr, or with ``check`` false answers
+    ``{"error": the tail of its stderr, "returncode": ...}`` and the bench goes on.
     """
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     if threads:
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
@@ -43,6 +45,9 @@ def run_child(script: Path, args: list[str], *, threads: int | None = None, time
         return {"timed_out": True, "timeout_seconds": timeout, "process_seconds": round(time.perf_counter() - started, 2),
                 "loadavg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]}
     wall = time.perf_counter() - started
+    if proc.returncode != 0 and not check:
+        return {"error": (proc.stderr or "")[-4000:], "returncode": proc.returncode, "process_seconds": round(wall, 2),
+                "loadavg_1min": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]}
     if proc.returncode != 0:
         sys.exit(f"{Path(script).name} {' '.join(args)[:200]} failed ({proc.returncode}):\n{(proc.stderr or '')[-4000:]}")
     answer = json.loads(proc.stdout.strip().splitlines()[-1])
