@@ -95,9 +95,7 @@ def rollout(run: MethodRun, contexts, user_ids, seed: int) -> dict:
         scores = torch.where(ended, scores, scores - cfg.missing_eos_penalty)
     if cfg.reward_clip is not None:
         scores = scores.clamp(-cfg.reward_clip, cfg.reward_clip)
-    with torch.no_grad():
-        logps, values, mask = policy.token_stats(prompts, completions, values=True, temperature=cfg.temperature)
-        ref_logps, _, _ = policy.token_stats(prompts, completions, reference=True, temperature=cfg.temperature)
+    logps, values, mask, ref_logps = rollout_stats(run, prompts, completions)
     rewards, kl = token_rewards(scores.to(logps.device), logps, ref_logps, mask, cfg.kl_coef)
     if cfg.whiten_rewards:
         rewards = whiten(rewards, mask, shift_mean=False)
@@ -106,6 +104,24 @@ def rollout(run: MethodRun, contexts, user_ids, seed: int) -> dict:
     return {"prompts": prompts, "completions": completions, "texts": gen.texts, "scores": scores,
             "logps": logps, "values": values, "mask": mask, "advantages": advantages, "returns": returns,
             "kl": kl.sum(1)}
+
+
+def rollout_stats(run: MethodRun, prompts, completions):
+    """(log-probs, values, mask, reference log-probs) per completion token, in minibatches of the update's size:
+    memory peaks in the update, not in this no-gradient pass over the whole rollout batch."""
+    import torch
+    import torch.nn.functional as F
+
+    cfg, policy = run.config, run.policy
+    steps = max(len(c) for c in completions)
+    parts = []
+    with torch.no_grad():
+        for start in range(0, len(prompts), cfg.minibatch_size):
+            p, c = prompts[start: start + cfg.minibatch_size], completions[start: start + cfg.minibatch_size]
+            logps, values, mask = policy.token_stats(p, c, values=True, temperature=cfg.temperature)
+            ref, _, _ = policy.token_stats(p, c, reference=True, temperature=cfg.temperature)
+            parts.append([F.pad(x, (0, steps - x.shape[1])) for x in (logps, values, mask, ref)])
+    return tuple(torch.cat(column) for column in zip(*parts))
 
 
 def train(run: MethodRun) -> dict:
