@@ -172,6 +172,13 @@ def test_cli_trains_evaluates_and_writes_a_loadable_adapter_and_merged_model(sim
     merged = AutoModelForCausalLM.from_pretrained(out / "merged").eval()
     with torch.no_grad():
         assert torch.allclose(tuned(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-4)
+    # and with the project's own loader
+    from rlhf_organic.policy.stage import load_policy
+
+    loaded, tokenizer = load_policy(out)
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-4)
+    assert tokenizer.pad_token_id is not None and tokenizer.chat_template
     assert "clean judge p(good)" in res.output
 
 

@@ -155,8 +155,9 @@ def load_policy(folder: str | Path, *, trust_remote_code: bool = False):
     """(PeftModel in eval mode, tokenizer) from a policy folder written by ``train_policy``.
     ``trust_remote_code`` is the caller's decision, never the folder's."""
     from peft import PeftModel
+    from transformers import AutoTokenizer
 
-    from ..models.loading import BaseModelError, load_base, load_tokenizer
+    from ..models.loading import BaseModelError, load_base
 
     folder = Path(folder)
     meta = json.loads((folder / META_FILE).read_text())
@@ -165,8 +166,10 @@ def load_policy(folder: str | Path, *, trust_remote_code: bool = False):
                              "loading it needs trust_remote_code=True")
     base = str(folder / "base") if meta["base"] == "base" else meta["base"]
     lm = load_base(base, causal_lm=True, dtype=meta["dtype"], trust_remote_code=trust_remote_code)
+    # the tokenizer saved beside the adapter (with its pad token and chat template); not load_tokenizer, which
+    # wants a model folder (config.json) and the adapter folder has none
     return (PeftModel.from_pretrained(lm, folder / "adapter").eval(),
-            load_tokenizer(str(folder / "adapter"), trust_remote_code=trust_remote_code))
+            AutoTokenizer.from_pretrained(folder / "adapter", trust_remote_code=bool(trust_remote_code)))
 
 
 def format_metrics(metrics: dict) -> str:
