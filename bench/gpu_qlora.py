@@ -62,9 +62,11 @@ ROWS = {
     "trl_dpo": ("trl", "dpo", {"checkpointing": True}, "TRL DPOTrainer (defaults: checkpointing)"),
     "trl_dpo_nockpt": ("trl", "dpo", {"checkpointing": False}, "TRL DPOTrainer, no checkpointing"),
     "ours_dpo": ("ours", "dpo", {}, "ours dpo (precomputed reference)"),
+    "ours_dpo_ckpt": ("ours", "dpo", {"checkpointing": True}, "ours dpo, gradient checkpointing"),
     "trl_kto": ("trl", "kto", {"checkpointing": True}, "TRL KTOTrainer (defaults: checkpointing)"),
     "trl_kto_nockpt": ("trl", "kto", {"checkpointing": False}, "TRL KTOTrainer, no checkpointing"),
     "ours_kto": ("ours", "kto", {}, "ours kto (precomputed reference)"),
+    "ours_kto_ckpt": ("ours", "kto", {"checkpointing": True}, "ours kto, gradient checkpointing"),
     "trl_reward": ("trl", "reward", {"checkpointing": True}, "TRL RewardTrainer (defaults: checkpointing)"),
     "trl_reward_nockpt": ("trl", "reward", {"checkpointing": False}, "TRL RewardTrainer, no checkpointing"),
     "ours_reward": ("ours", "reward", {}, "ours reward model (pairs)"),
@@ -283,7 +285,8 @@ def policy_section(spec: dict, method: str, extra: dict):
     return PolicySection.model_validate({
         "method": method, "base": spec["model"], **precision(spec), "lora": {**LORA, "target_modules": "all-linear"},
         "max_prompt_length": 1024, "max_completion_length": 1024, "weighted": False,
-        "train": {"epochs": 1, "batch_size": spec["batch"], "lr": LR, "warmup_ratio": 0.0, "on_nonfinite": "skip"},
+        "train": {"epochs": 1, "batch_size": spec["batch"], "lr": LR, "warmup_ratio": 0.0, "on_nonfinite": "skip",
+                  "gradient_checkpointing": bool(spec.get("checkpointing"))},
         **extra})
 
 

@@ -130,30 +130,40 @@ def save_policy(policy, section, folder: Path, *, base_in_folder: bool) -> None:
 
         save_file(policy.value_head.state_dict(), folder / "value_head.safetensors")
     meta = {"format": 1, "base": "base" if base_in_folder else section.base, "method": section.method,
-            "dtype": section.dtype, "max_prompt_length": section.max_prompt_length,
+            "dtype": section.dtype, "quantization": section.quantization, "max_prompt_length": section.max_prompt_length,
             "max_completion_length": section.max_completion_length, "trust_remote_code": section.trust_remote_code}
     (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     (folder / "settings.yaml").write_text(yaml.safe_dump(section.model_dump(mode="json"), sort_keys=False))
     if section.export_merged:
-        export_merged(policy, folder / "merged")
+        export_merged(policy, folder / "merged", folder / "adapter", section.dtype)
 
 
-def export_merged(policy, folder: Path) -> None:
+def export_merged(policy, folder: Path, adapter: Path, dtype: str) -> None:
     """The base with the policy adapter merged in, as a plain model folder. Call it last: merging
     unloads the adapters from the live model. The weights go through a fresh model built from the
-    config, since a GGUF-loaded model refuses ``save_pretrained``."""
+    config, since a GGUF-loaded model refuses ``save_pretrained``. A quantized (QLoRA) base is merged
+    into a copy of the base loaded in ``dtype`` instead: merging into 4-bit layers would requantize
+    them, and a plain model folder holds full-precision weights."""
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    lm = policy.peft.merge_and_unload(adapter_names=["default"])
+    from ..models.loading import load_base
+
+    base_model = policy.peft.get_base_model()
+    if getattr(base_model, "is_loaded_in_4bit", False) or getattr(base_model, "is_loaded_in_8bit", False):
+        lm = PeftModel.from_pretrained(load_base(policy.base, causal_lm=True, dtype=dtype), adapter).merge_and_unload()
+    else:
+        lm = policy.peft.merge_and_unload(adapter_names=["default"])
     merged = AutoModelForCausalLM.from_config(lm.config)
     merged.load_state_dict(lm.state_dict())
     merged.save_pretrained(folder)
     policy.tokenizer.save_pretrained(folder)
 
 
-def load_policy(folder: str | Path, *, trust_remote_code: bool = False):
+def load_policy(folder: str | Path, *, trust_remote_code: bool = False, quantization: str | None = None):
     """(PeftModel in eval mode, tokenizer) from a policy folder written by ``train_policy``.
-    ``trust_remote_code`` is the caller's decision, never the folder's."""
+    ``trust_remote_code`` is the caller's decision, never the folder's. ``quantization``: the base's, by
+    default as trained (a QLoRA policy on its 4-bit base) where a CUDA GPU is present, else none."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
@@ -165,7 +175,11 @@ def load_policy(folder: str | Path, *, trust_remote_code: bool = False):
         raise BaseModelError(f"the policy in {folder} is on a base that runs its own code ({meta['base']}); "
                              "loading it needs trust_remote_code=True")
     base = str(folder / "base") if meta["base"] == "base" else meta["base"]
-    lm = load_base(base, causal_lm=True, dtype=meta["dtype"], trust_remote_code=trust_remote_code)
+    if quantization is None:
+        import torch
+
+        quantization = meta.get("quantization", "none") if torch.cuda.is_available() else "none"
+    lm = load_base(base, causal_lm=True, dtype=meta["dtype"], quantization=quantization, trust_remote_code=trust_remote_code)
     # the tokenizer saved beside the adapter (with its pad token and chat template); not load_tokenizer, which
     # wants a model folder (config.json) and the adapter folder has none
     return (PeftModel.from_pretrained(lm, folder / "adapter").eval(),

@@ -435,7 +435,7 @@ def exported(sim, base, tmp_path_factory):
         reference = policy.sequence_logps(prompts, completions, reference=True).float().cpu()
     save_policy(policy, sec, folder, base_in_folder=False)
     try:
-        export_merged(policy, folder / "merged")
+        export_merged(policy, folder / "merged", folder / "adapter", sec.dtype)
         error = None
     except Exception as exc:  # noqa: BLE001 - reported by test_merged_export_matches_the_adapter
         error = exc
@@ -477,9 +477,9 @@ def test_saved_adapter_reloads_to_the_same_logps(exported, base, measured):
     with torch.no_grad():
         close_to_live(again.sequence_logps(e["prompts"], e["completions"]).float().cpu(), e, measured, "reloaded", loose=False)
     del again
-    # the project's loader (load_policy: the base in the policy's dtype, not quantized)
+    # the project's loader: on a GPU the base quantized as trained, so to rounding
     model, _ = load_policy(e["folder"])
-    close_to_live(logps_of(model, e), e, measured, "load_policy", loose=True)
+    close_to_live(logps_of(model, e), e, measured, "load_policy", loose=False)
 
 
 # ---- realistic depth: the NaN found at 0.8B (docs: the GPU check of 2026-12-04) ---------------------

@@ -22,6 +22,7 @@ losses are not weighted again: a context's trust already decided how often it is
 
 from __future__ import annotations
 
+import math
 import time
 from typing import TYPE_CHECKING
 
@@ -129,6 +130,7 @@ def train(run: MethodRun) -> dict:
     from tqdm.auto import tqdm
 
     from ...losses import ppo_policy_loss, ppo_value_loss
+    from ...training import NonFiniteError
 
     cfg, policy, t = run.config, run.policy, run.section.train
     if not policy.has_reward:
@@ -166,9 +168,17 @@ def train(run: MethodRun) -> dict:
                 loss = pg + cfg.vf_coef * vf
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, t.grad_clip)
-                optimizer.step()
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
                 step += 1
+                if not (math.isfinite(float(loss)) and math.isfinite(grad_norm)):
+                    what = f"loss {float(loss)}" if not math.isfinite(float(loss)) else f"gradient norm {grad_norm}"
+                    if t.on_nonfinite == "stop":
+                        raise NonFiniteError(f"ppo: non-finite {what} at update {step} (round {round_ + 1}, epoch {epoch + 1}); "
+                                             "nothing was saved. Lower the learning rate, or set train.on_nonfinite: skip")
+                    optimizer.zero_grad(set_to_none=True)  # the minibatch is dropped: parameters untouched
+                    history.append({"step": step, "round": round_ + 1, "epoch": epoch + 1, "loss": math.nan, "skipped": what})
+                    continue
+                optimizer.step()
                 epoch_kl.append(pg_stats["approx_kl"])
                 history.append({"step": step, "round": round_ + 1, "epoch": epoch + 1, "loss": float(loss.detach()),
                                 "pg_loss": float(pg.detach()), "vf_loss": float(vf.detach()), **pg_stats, **vf_stats})
