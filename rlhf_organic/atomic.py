@@ -10,6 +10,7 @@ of the user's, or the current folder, is never deleted, whatever the flags say.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -38,9 +39,13 @@ def is_output(folder: Path) -> bool:
 
 
 def is_empty(folder: Path) -> bool:
-    """No entry but the package's own marker and lock files (which an interrupted start may leave)."""
-    with os.scandir(folder) as entries:
-        return all(entry.name in (OUTPUT_MARK, LOCK) for entry in entries)
+    """No entry but the package's own marker and lock files (which an interrupted start may leave).
+    A folder that cannot be listed is not known to be empty."""
+    try:
+        with os.scandir(folder) as entries:
+            return all(entry.name in (OUTPUT_MARK, LOCK) for entry in entries)
+    except OSError:
+        return False
 
 
 def _real(path) -> str:
@@ -145,7 +150,7 @@ def remove_stale_partials(out: Path) -> list[Path]:
     what it deleted. A partial folder of a live process is being written: it is left alone."""
     out = Path(out)
     removed = []
-    for partial in out.parent.glob(f".{out.name}{_PARTIAL}*"):
+    for partial in out.parent.glob(f".{glob.escape(out.name)}{_PARTIAL}*"):
         pid = partial.name.rpartition(_PARTIAL)[2]
         if not pid.isdigit() or (int(pid) != os.getpid() and _running(int(pid))) or not is_output(partial):
             continue

@@ -43,9 +43,9 @@ class Checkpointer:
     log: Callable[[str], None] = field(default=lambda message: None, repr=False)
 
     def next_fit(self) -> "FitCheckpoint":
-        fit = FitCheckpoint(self.folder / f"fit-{self.calls:03d}", self.every_steps, self.every_seconds)
-        fit.what = self.stage if self.calls == 0 else f"{self.stage} (training part {self.calls + 1})"
-        fit.log = self.log
+        what = self.stage if self.calls == 0 else f"{self.stage} (training part {self.calls + 1})"
+        fit = FitCheckpoint(self.folder / f"fit-{self.calls:03d}", self.every_steps, self.every_seconds, what=what,
+                            log=self.log)
         self.calls += 1
         return fit
 
@@ -70,11 +70,11 @@ def next_fit() -> "FitCheckpoint | None":
 
 
 class FitCheckpoint:
-    def __init__(self, folder: Path, every_steps: int, every_seconds: float) -> None:
+    def __init__(self, folder: Path, every_steps: int, every_seconds: float, *, what: str = "training",
+                 log: Callable[[str], None] = lambda message: None) -> None:
         self.folder, self.every_steps, self.every_seconds = folder, every_steps, every_seconds
         self.last_save = time.monotonic()
-        self.what = "training"  # named in the log line of a resumed fit
-        self.log: Callable[[str], None] = lambda message: None
+        self.what, self.log = what, log  # what a resumed fit's log line names, and where it goes
 
     def resumed(self, steps_done: int, steps: int) -> None:
         """Say where a resumed ``fit`` goes on from (a finished one is restored whole, and says so)."""

@@ -50,7 +50,6 @@ class Stage:
 
 def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log: Callable[[str], None] = print) -> list[Stage]:
     """The stages ``recipe`` declares, in order, reading and writing under the run folder ``out``."""
-
     data, seed = recipe.data, recipe.seed
     stages: list[Stage] = []
     ground_truth = recipe.trust.ground_truth

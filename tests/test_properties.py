@@ -16,6 +16,13 @@ objects on a line). Properties, from docs/dataset.md ("Accounting"):
 - gzip, ``--format auto`` and the chunk size change nothing; ``--strict`` stops at the first
   rejected line with ``FILE:LINE: reason`` and writes nothing.
 
+Folders (the file-system layer): generated trees of nested folders with links to folders (loops, the
+same folder twice, out of the input), links to files, broken and self-looping links, empty, blank and
+unreadable files, unreadable folders, FIFOs and an earlier dataset inside the input. Every line of every
+file reached is one record or one reject, each file is read once, and everything that could not be read
+is named once (``unreadable``), everything left out on purpose too (``skipped``); unreadability is real
+for a user and emulated for root (``conftest.unreadable``).
+
 NaN / Infinity literals and nesting past 1024 levels are not JSON orjson reads: the row formats
 reject such lines; bb3x keeps them when they sit in a field it skips (pyarrow's bulk parser takes
 them there, and the per-line path defers to it), as "unknown fields are never fatal" asks.
