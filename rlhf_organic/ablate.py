@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,7 +113,7 @@ def run_ablation(
 
     ``reuse_from``: run folders outside the ablation whose completed stages may be reused too.
     """
-    from .pipeline import run_recipe
+    from .pipeline import run_folder, run_inputs, run_recipe
     from .reporting.ablation import write_ablation_report
 
     recipe = load_recipe(recipe_path, list(overrides))
@@ -125,25 +124,23 @@ def run_ablation(
                         "ablate.grid section in the recipe")
     seeds = seeds or (section.seeds if section else 1)
     out = Path(out) if out else recipe.output_dir()
-    if out.exists() and any(out.iterdir()) and not resume:
-        if not recipe.output.overwrite:
-            raise UserError(f"ablation folder {out} exists; pass --resume to continue it, output.overwrite=true to "
-                            "replace it, or choose another --out")
-        shutil.rmtree(out)
     cells = plan_cells(recipe_path, list(overrides), grid, seeds, out)
     n_labels = len({c.label for c in cells})
-    log(f"[ablate] {n_labels} cells x {seeds} seeds = {len(cells)} runs into {out}")
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    done: list[Path] = list(reuse_from)
-    for number, cell in enumerate(cells, 1):
-        log(f"[ablate] run {number}/{len(cells)}: {cell.label}, seed {cell.seed}")
-        markers = run_recipe(cell_recipe(recipe_path, list(overrides), cell), resume=True, reuse_from=tuple(done),
-                             progress=progress, log=lambda m: log("    " + m), echo=lambda m: None)
-        done.append(cell.folder)
-        results.append({"cell": cell.label, "overrides": list(cell.overrides), "seed": cell.seed,
-                        "folder": str(cell.folder.relative_to(out)), "markers": markers})
-    md, html, text = write_ablation_report(out, recipe, grid, seeds, results)
+    inputs = run_inputs(recipe, recipe_path, out)
+    with run_folder(out, resume=resume, overwrite=recipe.output.overwrite, inputs=inputs, kind="ablation", log=log,
+                    what="ablation folder", retry="--out"):
+        log(f"[ablate] {n_labels} cells x {seeds} seeds = {len(cells)} runs into {out}")
+        results = []
+        done: list[Path] = list(reuse_from)
+        for number, cell in enumerate(cells, 1):
+            log(f"[ablate] run {number}/{len(cells)}: {cell.label}, seed {cell.seed}")
+            markers = run_recipe(cell_recipe(recipe_path, list(overrides), cell), resume=True, reuse_from=tuple(done),
+                                 progress=progress, log=lambda m: log("    " + m), echo=lambda m: None,
+                                 recipe_path=recipe_path)
+            done.append(cell.folder)
+            results.append({"cell": cell.label, "overrides": list(cell.overrides), "seed": cell.seed,
+                            "folder": str(cell.folder.relative_to(out)), "markers": markers})
+        md, html, text = write_ablation_report(out, recipe, grid, seeds, results)
     echo(text)
     log(f"[done] ablation report: {md} (and {html.name})")
     return {"cells": results}

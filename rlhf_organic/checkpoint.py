@@ -21,6 +21,7 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -38,17 +39,24 @@ class Checkpointer:
     every_steps: int
     every_seconds: float
     calls: int = field(default=0)
+    stage: str = "training"
+    log: Callable[[str], None] = field(default=lambda message: None, repr=False)
 
     def next_fit(self) -> "FitCheckpoint":
-        fit = FitCheckpoint(self.folder / f"fit-{self.calls:03d}", self.every_steps, self.every_seconds)
+        what = self.stage if self.calls == 0 else f"{self.stage} (training part {self.calls + 1})"
+        fit = FitCheckpoint(self.folder / f"fit-{self.calls:03d}", self.every_steps, self.every_seconds, what=what,
+                            log=self.log)
         self.calls += 1
         return fit
 
 
 @contextmanager
-def checkpointing(folder: Path, every_steps: int = 200, every_minutes: float = 10.0):
-    """Checkpoint every ``fit`` inside the block into ``folder`` (kept for the next attempt if the block dies)."""
-    token = _current.set(Checkpointer(Path(folder), every_steps, every_minutes * 60))
+def checkpointing(folder: Path, every_steps: int = 200, every_minutes: float = 10.0, *, stage: str = "training",
+                  log: Callable[[str], None] = lambda message: None):
+    """Checkpoint every ``fit`` inside the block into ``folder`` (kept for the next attempt if the block dies).
+
+    A ``fit`` that goes on from a checkpoint says so through ``log``: "resuming STAGE from step N of M"."""
+    token = _current.set(Checkpointer(Path(folder), every_steps, every_minutes * 60, stage=stage, log=log))
     try:
         yield
     finally:
@@ -62,9 +70,18 @@ def next_fit() -> "FitCheckpoint | None":
 
 
 class FitCheckpoint:
-    def __init__(self, folder: Path, every_steps: int, every_seconds: float) -> None:
+    def __init__(self, folder: Path, every_steps: int, every_seconds: float, *, what: str = "training",
+                 log: Callable[[str], None] = lambda message: None) -> None:
         self.folder, self.every_steps, self.every_seconds = folder, every_steps, every_seconds
         self.last_save = time.monotonic()
+        self.what, self.log = what, log  # what a resumed fit's log line names, and where it goes
+
+    def resumed(self, steps_done: int, steps: int) -> None:
+        """Say where a resumed ``fit`` goes on from (a finished one is restored whole, and says so)."""
+        if steps_done < steps:
+            self.log(f"resuming {self.what} from step {steps_done} of {steps}")
+        else:
+            self.log(f"resuming {self.what}: all {steps} steps were done, restored from the checkpoint")
 
     def due(self, steps_done: int) -> bool:
         return steps_done % self.every_steps == 0 or time.monotonic() - self.last_save >= self.every_seconds

@@ -100,7 +100,7 @@ def policy_judge(dataset, ground_truth, out, eval_fraction, max_examples, seed, 
     from .atomic import check_free
     from .policy.judge import train_judge
 
-    check_free(Path(out), overwrite)
+    check_free(Path(out), overwrite, [dataset, ground_truth])
     train_judge(dataset, ground_truth, out, eval_fraction=eval_fraction, max_examples=max_examples, seed=seed,
                 progress=_progress(quiet), log=_log)
     _log(f"judge: {out}")
@@ -331,7 +331,7 @@ def run(recipe: str, overrides: tuple[str, ...], resume: bool, quiet: bool, verb
     if quiet and verbose:
         raise click.UsageError("--quiet and --verbose contradict each other; pass one")
     run_recipe(load_recipe(recipe, list(overrides)), resume=resume, progress=_progress(quiet),
-               log=(lambda message: None) if quiet else _log, echo=click.echo, verbose=verbose)
+               log=(lambda message: None) if quiet else _log, echo=click.echo, verbose=verbose, recipe_path=recipe)
 
 
 @main.command()

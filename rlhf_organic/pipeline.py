@@ -23,9 +23,11 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import atomic
 from .atomic import write_text
 from .errors import UserError
 from .fingerprint import files_signature, fingerprint
@@ -48,8 +50,6 @@ class Stage:
 
 def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log: Callable[[str], None] = print) -> list[Stage]:
     """The stages ``recipe`` declares, in order, reading and writing under the run folder ``out``."""
-    from .data.sources import expand_inputs
-
     data, seed = recipe.data, recipe.seed
     stages: list[Stage] = []
     ground_truth = recipe.trust.ground_truth
@@ -68,10 +68,10 @@ def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log:
         input_settings: dict = {}
     else:
         inputs = list(data.inputs)
-        try:
-            input_settings = {"files": files_signature(expand_inputs(inputs))}
-        except UserError as exc:
-            raise UserError(f"data.inputs: {exc}") from None
+        found = _find_data_inputs(inputs)
+        input_settings = {"files": files_signature(found.files)}
+        if found.unreadable:  # once readable, they change the fingerprint: the dataset is made again
+            input_settings["unreadable"] = sorted(path for path, _ in found.unreadable)
     if recipe.trust.ground_truth:  # a file outside the run folder: its signature is part of the inputs
         truth = Path(recipe.trust.ground_truth)
         truth_settings = {"ground_truth": files_signature(sorted(truth.glob("ground_truth*.parquet")) if truth.is_dir() else [truth])}
@@ -132,7 +132,7 @@ def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log:
                 from .atomic import atomic_dir
                 from .policy.base import build_tiny_base
 
-                with atomic_dir(folder) as tmp:
+                with atomic_dir(folder, kind="tiny base") as tmp:
                     build_tiny_base(out / "dataset", tmp, section, seed=seed, progress=progress, log=log)
                 return {"base": "tiny", **section.tiny.model_dump()}
 
@@ -168,21 +168,69 @@ def write_marker(folder: Path, marker: dict) -> None:
 
 
 def _clear(path: Path) -> None:
-    """Remove a stale stage folder; a link to a sibling run's folder is unlinked, never followed."""
-    if path.is_symlink():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path)
+    """Remove a stale stage folder (only one the package marked); a link to a sibling run's folder is
+    unlinked, never followed."""
+    atomic.remove_output(path)
 
 
-def _prepare_run_folder(recipe: Recipe, out: Path, resume: bool) -> None:
-    if out.exists() and any(out.iterdir()) and not resume:
-        if not recipe.output.overwrite:
-            raise UserError(f"run folder {out} exists; pass --resume to continue it (completed stages are reused), "
-                            "output.overwrite=true to replace it, or choose another output.dir")
-        shutil.rmtree(out)
+def _find_data_inputs(inputs: list[str]):
+    from .data.sources import find_inputs
+
+    try:
+        return find_inputs(inputs)
+    except UserError as exc:
+        raise UserError(f"data.inputs: {exc}") from None
+
+
+def run_inputs(recipe: Recipe, recipe_path: str | Path | None, out: Path, resume: bool = False) -> list[tuple[str, Path]]:
+    """What a run reads from outside its folder, which its folder may not be, contain or sit inside: the
+    recipe file, the log files and folders (``data.source: files``) and ``trust.ground_truth``.
+
+    With ``resume``, the run folder's own ``recipe.yaml`` may be the recipe: resuming from it is natural,
+    and a resumed run never deletes it (it rewrites it with the settings it runs with)."""
+    inputs: list[tuple[str, Path]] = []
+    own = resume and recipe_path is not None and os.path.realpath(recipe_path) == os.path.realpath(out / "recipe.yaml")
+    if recipe_path is not None and not own:
+        inputs.append(("recipe", Path(recipe_path)))
+    if recipe.data.source == "files":
+        found = _find_data_inputs(list(recipe.data.inputs))
+        inputs += [("input", p) for p in (*found.folders, *found.files)]
+        inputs += [("input", Path(p)) for p, _ in found.unreadable]
+    if recipe.trust.ground_truth:
+        inputs.append(("ground truth", Path(recipe.trust.ground_truth)))
+    return inputs
+
+
+def check_run_folder(out: Path, resume: bool, overwrite: bool, inputs: list[tuple[str, Path]], *,
+                     what: str = "run folder", retry: str = "output.dir") -> None:
+    """Refuse a run (or ablation) folder that would lose data: one that is, contains or sits inside an
+    input, and a non-empty one that rlhf-organic did not write (whether to resume or to replace it)."""
+    if (why := atomic.overlap(out, inputs)) is not None:
+        raise UserError(why)
+    if not out.exists() or (out.is_dir() and atomic.is_empty(out)):
+        return
+    if not out.is_dir():
+        raise UserError(f"{what} {out} exists and is not a folder; choose another {retry}")
+    if not resume and not overwrite:
+        raise UserError(f"{what} {out} exists; pass --resume to continue it (completed stages are reused), "
+                        f"output.overwrite=true to replace it, or choose another {retry}")
+    if not atomic.is_output(out):
+        raise UserError(atomic.not_ours(out))
+
+
+@contextmanager
+def run_folder(out: Path, *, resume: bool, overwrite: bool, inputs: list[tuple[str, Path]], kind: str = "run",
+               log: Callable[[str], None] = print, **names):
+    """The checked, marked and locked run (or ablation) folder ``out`` for the block: emptied first when
+    replaced (``overwrite`` without ``resume``); the folder itself stays, since it may be the current one."""
+    check_run_folder(out, resume, overwrite, inputs, **names)
     out.mkdir(parents=True, exist_ok=True)
-    write_text(out / "recipe.yaml", dump_recipe(recipe))
+    if not atomic.is_output(out):  # new or empty: from now on ours
+        atomic.mark_output(out, kind)
+    with atomic.locked(out, what=names.get("what", "run folder"), log=log):
+        if overwrite and not resume:
+            atomic.empty_output(out)
+        yield out
 
 
 def run_recipe(
@@ -194,18 +242,29 @@ def run_recipe(
     log: Callable[[str], None] = print,
     echo: Callable[[str], None] = print,
     verbose: bool = False,
+    recipe_path: str | Path | None = None,
 ) -> dict:
     """Run every stage the recipe declares; returns each stage's completion marker (metrics, timings).
 
     ``resume``: keep the run folder and reuse its completed stages whose fingerprint still matches.
     ``reuse_from``: other run folders whose completed stages may be reused when their fingerprint matches.
+    ``recipe_path``: the recipe's file, which the run folder may not hold (``run_inputs``).
+    The run folder is locked for the run: a second run into it meanwhile is refused.
     """
-    from .reporting.run import console_summary, write_run_report
-    from .tracking import live, open_tracker, resolve
+    from .tracking import resolve
 
     out = recipe.output_dir()
     trackers = resolve(recipe.output.report_to)  # a missing tracker package fails before any work
-    _prepare_run_folder(recipe, out, resume)
+    inputs = run_inputs(recipe, recipe_path, out, resume)
+    with run_folder(out, resume=resume, overwrite=recipe.output.overwrite, inputs=inputs, log=log):
+        write_text(out / "recipe.yaml", dump_recipe(recipe))
+        return _run_stages(recipe, out, trackers, reuse_from, progress, log, echo, verbose)
+
+
+def _run_stages(recipe: Recipe, out: Path, trackers, reuse_from, progress, log, echo, verbose) -> dict:
+    from .reporting.run import console_summary, write_run_report
+    from .tracking import live, open_tracker
+
     tracker = open_tracker(trackers, out, recipe, log=log)
     started = time.perf_counter()
     prints: dict[str, str] = {}
@@ -222,7 +281,7 @@ def run_recipe(
                 if verbose:
                     log(f"[{stage.name}] fingerprint {prints[stage.name]}; settings {json.dumps(stage.settings, default=str)[:2000]}")
                 with live(tracker, stage.name):
-                    marker = _run_stage(stage, folder, prints[stage.name], recipe.output)
+                    marker = _run_stage(stage, folder, prints[stage.name], recipe.output, log)
                 log(f"[{stage.name}] done in {marker['seconds']:.1f} s, peak memory {marker['peak_rss_mb']} MB")
             markers[stage.name] = marker
             tracker.log_stage(number, stage.name, marker, folder)
@@ -238,20 +297,19 @@ def run_recipe(
     return markers
 
 
-def _run_stage(stage: Stage, folder: Path, print_: str, output) -> dict:
+def _run_stage(stage: Stage, folder: Path, print_: str, output, log: Callable[[str], None] = print) -> dict:
     """Run a stage afresh, or on from its training checkpoint when an earlier attempt died in it."""
     from .checkpoint import checkpointing
     from .monitor import measure
 
     _clear(folder)
-    for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by a killed attempt
-        shutil.rmtree(stale, ignore_errors=True)
+    atomic.remove_stale_partials(folder)  # left by a killed attempt (the run folder is locked: none is live)
     checkpoints = folder.parent / CHECKPOINTS
     for old in checkpoints.glob(f"{stage.name}-*"):
         if old.name != f"{stage.name}-{print_}":  # another fingerprint: of no use now
             shutil.rmtree(old, ignore_errors=True)
     with measure() as usage, checkpointing(checkpoints / f"{stage.name}-{print_}", output.checkpoint_steps,
-                                           output.checkpoint_minutes):
+                                           output.checkpoint_minutes, stage=stage.name, log=log):
         metrics = stage.run(folder)
     marker = {"stage": stage.name, "fingerprint": print_, "completed": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
               **usage, "reused": False, "metrics": metrics}

@@ -110,6 +110,7 @@ def _run(params, plan, step_loss, settings, progress, world, sharded, distribute
     if saver is not None and (restored := saver.restore(params, optimizer, schedule,
                                                         place=sharded.place if sharded is not None else None)) is not None:
         start, history = restored
+        saver.resumed(start, len(plan))
         for row in history:  # a tracker run started by this attempt gets the whole curve
             if not row.get("skipped"):
                 tracking.log_training_step(row["loss"], {k: v for k, v in row.items() if k not in ("step", "loss")})

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import gzip
 import json
+import os
+import stat
+from contextlib import contextmanager
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -49,3 +54,48 @@ def read(dataset: Path, table: str):
 def quiet_log():
     messages: list[str] = []
     return messages.append
+
+
+ROOT_READS_ANYTHING = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@contextmanager
+def unreadable(*paths: Path):
+    """Make ``paths`` (files or folders) unreadable for the block: chmod 000, modes restored after.
+
+    Root reads a chmod-000 file or lists a chmod-000 folder anyway (it bypasses permission checks), and
+    these tests often run as root. Then, for the block, ``open`` and ``os.scandir`` are made to refuse
+    a path without any read bit with the error the kernel gives other users (``PermissionError``,
+    EACCES), so the same test checks the same behaviour as root and as a user; a user's run gets the
+    kernel's own refusal. (A dangling or looping symbolic link is unreadable for root too: tests use
+    those as well.)
+    """
+    modes = {p: stat.S_IMODE(os.lstat(p).st_mode) for p in paths}
+    for p in paths:
+        os.chmod(p, 0)
+    try:
+        if not ROOT_READS_ANYTHING:
+            yield
+            return
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(builtins, "open", _refusing(builtins.open))
+            patch.setattr(os, "scandir", _refusing(os.scandir))
+            yield
+    finally:
+        for p, mode in modes.items():
+            os.chmod(p, mode)
+
+
+def _refusing(call):
+    def checked(*args, **kwargs):
+        path = args[0] if args else None
+        if isinstance(path, (str, bytes, os.PathLike)):
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:
+                mode = None  # let the real call say what is wrong
+            if mode is not None and not stat.S_IMODE(mode) & 0o444:
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fsdecode(path))
+        return call(*args, **kwargs)
+
+    return checked

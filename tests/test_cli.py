@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from rlhf_organic.cli import main
 
-from conftest import bb3x_conversation, write_lines
+from conftest import bb3x_conversation, unreadable, write_lines
 
 ROOT = Path(__file__).parent.parent
 HEAVY = ("torch", "trl", "bitsandbytes", "transformers", "peft", "accelerate")
@@ -94,3 +94,51 @@ def test_quickstart_recipe_runs(tmp_path):
     assert res.exit_code == 0, res.output
     assert "conversations with unsafe user turns" in res.stdout
     assert "clean judge p(good)" in res.stdout and (tmp_path / "qs" / "policy" / "adapter").is_dir()
+
+
+# ---------------------------------------------------------------- hostile paths (issue 18)
+
+def test_overwrite_never_deletes_the_current_folder_or_the_recipe(tmp_path, monkeypatch):
+    """``run r.yaml output.dir=. output.overwrite=true`` deleted every file of the current folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: t\ndata: {simulate: {preset: tiny, users: 15}}\n")
+    res = CliRunner().invoke(main, ["run", "r.yaml", "-q", "output.dir=.", "output.overwrite=true"])
+    assert res.exit_code == 2, res.output
+    assert "recipe" in res.stderr and "r.yaml" in res.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine" and recipe.is_file()
+    # the recipe elsewhere: the folder is still not one rlhf-organic wrote, so it is not replaced
+    other = tmp_path.parent / f"{tmp_path.name}-recipe.yaml"
+    other.write_text(recipe.read_text())
+    res = CliRunner().invoke(main, ["run", str(other), "-q", "output.dir=.", "output.overwrite=true"])
+    assert res.exit_code == 2 and "not written by rlhf-organic" in res.stderr
+    res = CliRunner().invoke(main, ["run", str(other), "-q", "output.dir=.", "--resume"])
+    assert res.exit_code == 2 and "not written by rlhf-organic" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "r.yaml"]
+
+
+def test_ingest_never_replaces_its_own_input(tmp_path):
+    """``ingest mydata --out mydata --overwrite`` replaced the raw logs with the dataset."""
+    logs = write_lines(tmp_path / "mydata" / "a.jsonl", [bb3x_conversation()]).parent
+    for out in (logs, logs / "ds", tmp_path):
+        res = CliRunner().invoke(main, ["ingest", str(logs), "--out", str(out), "--overwrite"])
+        assert res.exit_code == 2, (out, res.output)
+        assert "input" in res.stderr and str(logs) in res.stderr
+    assert sorted(p.name for p in logs.iterdir()) == ["a.jsonl"]
+
+
+def test_ingest_with_an_empty_and_an_unreadable_file_ingests_the_rest(tmp_path):
+    """An empty file stopped the ingest (exit 2, "no valid JSON object"); an unreadable one was a traceback."""
+    logs = tmp_path / "logs"
+    write_lines(logs / "a.jsonl", [bb3x_conversation()])
+    (logs / "b_empty.jsonl").write_bytes(b"")
+    secret = write_lines(logs / "c_secret.jsonl", [bb3x_conversation("c2")])
+    with unreadable(secret):
+        res = CliRunner().invoke(main, ["ingest", str(logs), "--out", str(tmp_path / "ds")])
+        assert res.exit_code == 0, res.output
+        assert "b_empty.jsonl: empty" in res.stderr and "c_secret.jsonl" in res.stderr
+        assert "1 could not be read" in res.stderr.splitlines()[-1]
+        res = CliRunner().invoke(main, ["ingest", str(secret), "--out", str(tmp_path / "ds2")])
+    assert res.exit_code == 2 and "nothing could be read" in res.stderr and "c_secret.jsonl" in res.stderr
+    assert "Traceback" not in res.output

@@ -2,14 +2,15 @@
 
 import gzip
 import json
+import os
 import random
 
 import pytest
 
 from rlhf_organic.data.ingest import ingest
-from rlhf_organic.errors import UserError
+from rlhf_organic.errors import InputError, UserError
 
-from conftest import bb3x_conversation, read, write_lines
+from conftest import bb3x_conversation, read, unreadable, write_lines
 
 SUMMARY_INT_KEYS = ("conversations", "messages", "examples", "thumbs_up", "thumbs_down", "preferences", "users", "rejected")
 
@@ -111,3 +112,108 @@ def test_outputs_are_plain_parquet_and_summary_has_integer_counts(tmp_path):
         pd.read_parquet(tmp_path / "ds" / f"{table}.parquet")
     ds = datasets.load_dataset("parquet", data_files=str(tmp_path / "ds" / "examples.parquet"), split="train")
     assert ds.num_rows == 8 and ds[0]["context"][0]["role"] == "user"
+
+
+# ---------------------------------------------------------------- folders: links, unreadable and empty files
+
+def _named(summary: dict, key: str) -> dict[str, str]:
+    """{real path: reason} of the things the summary names under ``key`` (``unreadable`` or ``skipped``)."""
+    return {os.path.realpath(item["path"]): item["reason"] for item in summary[key]}
+
+
+def test_a_symlinked_subfolder_is_followed_and_a_loop_is_visited_once(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    write_lines(elsewhere / "more.jsonl", [bb3x_conversation("c2"), bb3x_conversation("c3")])
+    logs = tmp_path / "logs"
+    write_lines(logs / "a.jsonl", [bb3x_conversation("c1")])
+    (logs / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (logs / "sub").mkdir()
+    (logs / "sub" / "up").symlink_to(logs, target_is_directory=True)  # a loop back to the input folder
+    (logs / "again").symlink_to(elsewhere, target_is_directory=True)  # the same folder twice: read once
+    summary = ingest([str(logs)], tmp_path / "ds", **_quiet())
+    assert summary["conversations"] == 3 and summary["rejected"] == 0
+    assert sorted(os.path.basename(i["file"]) for i in summary["inputs"]) == ["a.jsonl", "more.jsonl"]
+    assert summary["unreadable"] == []
+
+
+def test_an_unreadable_subfolder_and_a_broken_link_are_named_and_the_rest_ingested(tmp_path):
+    logs = tmp_path / "logs"
+    write_lines(logs / "a.jsonl", [bb3x_conversation("c1")])
+    write_lines(logs / "locked" / "b.jsonl", [bb3x_conversation("c2")])
+    (logs / "gone.jsonl").symlink_to(tmp_path / "nowhere.jsonl")
+    (logs / "gone_folder").symlink_to(tmp_path / "nowhere", target_is_directory=True)
+    said = []
+    with unreadable(logs / "locked"):
+        summary = ingest([str(logs)], tmp_path / "ds", log=said.append, progress=False)
+    assert summary["conversations"] == 1
+    named = _named(summary, "unreadable")
+    assert set(named) == {str(logs / "locked"), str(tmp_path / "nowhere.jsonl"), str(tmp_path / "nowhere")}
+    assert "permission denied" in named[str(logs / "locked")].lower()
+    assert "nothing rejected" not in said[-1] and "3 could not be read" in said[-1]
+    assert any("locked" in m and "permission denied" in m.lower() for m in said)
+    saved = json.loads((tmp_path / "ds" / "summary.json").read_text())
+    assert saved["unreadable"] == summary["unreadable"]
+
+
+def test_an_empty_file_among_good_ones_is_named_and_skipped(tmp_path):
+    logs = tmp_path / "logs"
+    write_lines(logs / "a.jsonl", [bb3x_conversation("c1")])
+    (logs / "empty.jsonl").write_bytes(b"")
+    (logs / "blank.jsonl").write_bytes(b"\n  \n\n")
+    write_lines(logs / "empty.jsonl.gz", [], gz=True, newline_at_end=False)
+    write_lines(logs / "z.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}])
+    for fmt in ("auto", "bb3x"):
+        summary = ingest([str(logs)], tmp_path / fmt, fmt=fmt, **_quiet())
+        assert summary["conversations"] == 1 and summary["lines"] == 2
+        assert set(_named(summary, "skipped")) == {str(logs / n) for n in ("empty.jsonl", "blank.jsonl", "empty.jsonl.gz")}
+        assert all("empty" in reason for reason in _named(summary, "skipped").values())
+        assert sorted(os.path.basename(i["file"]) for i in summary["inputs"]) == ["a.jsonl", "z.jsonl"]
+
+
+def test_an_unreadable_file_is_a_read_error_and_the_rest_is_ingested(tmp_path):
+    logs = tmp_path / "logs"
+    write_lines(logs / "a.jsonl", [bb3x_conversation("c1")])
+    secret = write_lines(logs / "secret.jsonl", [bb3x_conversation("c2")])
+    for fmt in ("auto", "bb3x"):
+        with unreadable(secret):
+            summary = ingest([str(logs)], tmp_path / fmt, fmt=fmt, **_quiet())
+        assert summary["conversations"] == 1 and summary["read_errors"] == 1
+        assert list(_named(summary, "unreadable")) == [str(secret)]
+        rejects = [json.loads(x) for x in (tmp_path / fmt / "rejects.jsonl").read_text().splitlines()]
+        assert [(os.path.realpath(r["file"]), r["line"]) for r in rejects] == [(str(secret), 1)]
+        assert "permission denied" in rejects[0]["reason"].lower()
+    with unreadable(secret), pytest.raises(InputError, match=r"secret\.jsonl:1: .*[Pp]ermission denied"):
+        ingest([str(logs)], tmp_path / "strict", strict=True, **_quiet())
+
+
+def test_nothing_readable_is_a_clear_error(tmp_path):
+    logs = tmp_path / "logs"
+    secret = write_lines(logs / "secret.jsonl", [bb3x_conversation("c2")])
+    with unreadable(secret), pytest.raises(UserError, match=r"nothing could be read.*secret\.jsonl.*ermission denied"):
+        ingest([str(logs)], tmp_path / "ds", **_quiet())
+    with unreadable(logs), pytest.raises(UserError, match=r"nothing could be read.*logs.*ermission denied"):
+        ingest([str(logs)], tmp_path / "ds", **_quiet())
+    assert not (tmp_path / "ds").exists() and not list(tmp_path.glob(".ds.partial-*"))
+
+
+def test_a_fifo_is_named_and_never_opened(tmp_path):
+    logs = tmp_path / "logs"
+    write_lines(logs / "a.jsonl", [bb3x_conversation("c1")])
+    os.mkfifo(logs / "pipe.jsonl")  # opening it would wait for a writer forever
+    summary = ingest([str(logs)], tmp_path / "ds", **_quiet())
+    assert summary["conversations"] == 1
+    assert "not a regular file" in _named(summary, "skipped")[str(logs / "pipe.jsonl")]
+
+
+def test_a_dataset_inside_its_input_folder_is_refused_and_output_folders_are_not_read_as_logs(tmp_path):
+    logs = tmp_path / "logs"
+    write_lines(logs / "a.jsonl", [bb3x_conversation("c1"), "{broken"])
+    with pytest.raises(UserError, match="sits inside the input"):
+        ingest([str(logs)], logs / "ds", **_quiet())
+    assert not (logs / "ds").exists()
+    # a dataset put there by other means (moved, or written by an older version) is skipped, and said so
+    ingest([str(logs)], tmp_path / "ds", **_quiet())
+    os.rename(tmp_path / "ds", logs / "ds")
+    summary = ingest([str(logs)], tmp_path / "again", **_quiet())
+    assert summary["lines"] == 2 and summary["rejected"] == 1  # its rejects.jsonl was not read as input
+    assert "output folder" in _named(summary, "skipped")[str(logs / "ds")]

@@ -16,6 +16,13 @@ objects on a line). Properties, from docs/dataset.md ("Accounting"):
 - gzip, ``--format auto`` and the chunk size change nothing; ``--strict`` stops at the first
   rejected line with ``FILE:LINE: reason`` and writes nothing.
 
+Folders (the file-system layer): generated trees of nested folders with links to folders (loops, the
+same folder twice, out of the input), links to files, broken and self-looping links, empty, blank and
+unreadable files, unreadable folders, FIFOs and an earlier dataset inside the input. Every line of every
+file reached is one record or one reject, each file is read once, and everything that could not be read
+is named once (``unreadable``), everything left out on purpose too (``skipped``); unreadability is real
+for a user and emulated for root (``conftest.unreadable``).
+
 NaN / Infinity literals and nesting past 1024 levels are not JSON orjson reads: the row formats
 reject such lines; bb3x keeps them when they sit in a field it skips (pyarrow's bulk parser takes
 them there, and the per-line path defers to it), as "unknown fields are never fatal" asks.
@@ -63,7 +70,7 @@ from rlhf_organic.trust.reference import ReferenceConfig
 from rlhf_organic.trust.schemes import SCHEMES
 from rlhf_organic.trust.stage import compute_trust, run_scheme
 
-from conftest import write_lines
+from conftest import unreadable, write_lines
 
 # RLHF_PROPERTY_SCALE=10 runs ten times the examples (a deeper hunt than the default quick run).
 SCALE = float(os.environ.get("RLHF_PROPERTY_SCALE", "1"))
@@ -884,6 +891,231 @@ def test_a_cut_gzip_stream_keeps_what_was_read_and_accounts_for_it(fmt, data):
         for row in _rows(tmp / "ds", "conversations") + _rows(tmp / "ds", "preferences"):
             line = f.lines[row["source_line"] - 1]  # a record read before the damage is a line of the file
             assert line.kind in ("valid", "maybe"), (row["source_line"], line.kind)
+
+
+# ================================================================ the file-system layer
+
+# An input folder as a user's disk holds it: nested folders, symbolic links to folders (up the tree: a
+# loop; to the same folder twice; out of the input folder), links to files, broken and self-looping
+# links, empty and blank files (plain or gzip), unreadable files and folders, a FIFO named like a log,
+# and a dataset written there earlier (a folder with rlhf-organic's output marker). A small model of
+# the tree says what ingest must read, name as unreadable and name as skipped; the properties are the
+# accounting rule over every line of every file read, and "nothing unreadable goes unnamed".
+#
+# Unreadable files and folders are chmod 000. Root reads those anyway, and tests often run as root:
+# then conftest.unreadable() makes open() and os.scandir() refuse them with the kernel's own error
+# (EACCES), which is what a user gets for real; broken and looping links are unreadable for root too.
+
+FS_KINDS = ["logs"] * 4 + ["empty", "blank", "unreadable", "fifo"]
+KTO_OK = st.builds(lambda p, c, label: json.dumps({"prompt": p, "completion": c, "label": label}).encode(),
+                   st.text(max_size=6), st.text(max_size=6), st.booleans())
+KTO_BAD = st.sampled_from([b"{broken", b"[1, 2]", b"null", b'{"prompt": "p", "completion": "c", "label": 3}'])
+KTO_LINE = st.one_of(KTO_OK, KTO_OK, KTO_BAD, st.just(b""), st.just(b"  "))
+
+
+@dataclass
+class Tree:
+    parents: list[int | None]  # folder 0 is the input folder; None: a folder outside it (reached by links only)
+    files: list[tuple[int, str, list[bytes], bool]]  # (folder, kind, lines, gzip)
+    links: list[tuple[int, object]]  # (folder, target): a folder, ("file", index), "dangling" or "self"
+    locked: set[int]  # unreadable folders
+    outputs: set[int]  # folders holding rlhf-organic's output marker (a dataset written there)
+
+    def ancestors(self, folder: int) -> list[int]:
+        out = []
+        while self.parents[folder] is not None:
+            folder = self.parents[folder]
+            out.append(folder)
+        return out
+
+
+@st.composite
+def fs_tree(draw) -> Tree:
+    n = draw(st.integers(1, 5), label="folders in the input")
+    parents: list[int | None] = [None] + [draw(st.integers(0, i - 1)) for i in range(1, n)]
+    if draw(st.booleans()):  # a folder outside the input folder, with a subfolder
+        parents += [None, n]
+    folders = range(len(parents))
+    files = []
+    for _ in range(draw(st.integers(1, 8), label="files")):
+        kind = draw(st.sampled_from(FS_KINDS))
+        lines = [draw(KTO_OK)] + draw(st.lists(KTO_LINE, max_size=4)) if kind in ("logs", "unreadable") else []
+        files.append((draw(st.sampled_from(folders)), kind, lines, draw(st.booleans())))
+    # unreadable folders (rarely the input folder itself: then nothing can be read) and earlier datasets
+    locked = draw(st.sets(st.sampled_from(folders[1:]), max_size=2), label="unreadable folders") if len(folders) > 1 else set()
+    if draw(st.integers(0, 9), label="input folder unreadable") == 0:
+        locked.add(0)
+    outputs = draw(st.sets(st.sampled_from(folders[1:]), max_size=1), label="output folders") - locked if n > 1 else set()
+    tree = Tree(parents, files, [], locked, outputs)
+    # A link's target must not sit below an unreadable folder: a user could not even look it up (as root
+    # we could, and the emulation of permissions would diverge from the kernel's).
+    reachable = [f for f in folders if not set(tree.ancestors(f)) & locked]
+    logs = [i for i, (folder, kind, _, _) in enumerate(files) if kind == "logs" and folder in reachable
+            and folder not in locked]
+    targets = st.one_of(st.sampled_from(reachable), st.sampled_from(["dangling", "self"]),
+                        *([st.sampled_from(logs).map(lambda i: ("file", i))] if logs else []))
+    tree.links = draw(st.lists(st.tuples(st.sampled_from(folders), targets), max_size=4), label="links")
+    return tree
+
+
+def _folder_path(tree: Tree, base: Path, folder: int) -> Path:
+    parent = tree.parents[folder]
+    if parent is None:
+        return base / ("in" if folder == 0 else f"outside{folder}")
+    return _folder_path(tree, base, parent) / f"d{folder}"
+
+
+def _file_path(tree: Tree, base: Path, index: int) -> Path:
+    folder, _, _, gz = tree.files[index]
+    return _folder_path(tree, base, folder) / f"f{index}.jsonl{'.gz' if gz else ''}"
+
+
+def _link_path(tree: Tree, base: Path, index: int) -> Path:
+    folder, target = tree.links[index]
+    named_like_a_log = isinstance(target, tuple) or target == "self"
+    return _folder_path(tree, base, folder) / f"l{index}{'.jsonl' if named_like_a_log else ''}"
+
+
+def build_tree(tree: Tree, base: Path) -> list[Path]:
+    """Write ``tree`` under ``base``; returns the paths to make unreadable."""
+    from rlhf_organic.atomic import OUTPUT_MARK
+
+    for folder in range(len(tree.parents)):
+        _folder_path(tree, base, folder).mkdir(parents=True)
+    for folder in tree.outputs:  # a dataset written here before: its rejects.jsonl must not be read as logs
+        path = _folder_path(tree, base, folder)
+        (path / OUTPUT_MARK).write_text("{}")
+        (path / "rejects.jsonl").write_bytes(b'{"file": "x", "line": 1, "reason": "r", "excerpt": "{"}\n')
+    for index, (folder, kind, lines, gz) in enumerate(tree.files):
+        path = _file_path(tree, base, index)
+        if kind == "fifo":
+            os.mkfifo(path)
+            continue
+        data = b"\n".join(lines) + b"\n" if lines else (b"\n \n" if kind == "blank" else b"")
+        path.write_bytes(gzip.compress(data) if gz else data)
+    for index, (folder, target) in enumerate(tree.links):
+        link = _link_path(tree, base, index)
+        if target == "self":
+            link.symlink_to(link)
+        elif target == "dangling":
+            link.symlink_to(base / f"missing{index}")
+        elif isinstance(target, tuple):
+            link.symlink_to(_file_path(tree, base, target[1]))
+        else:
+            link.symlink_to(_folder_path(tree, base, target), target_is_directory=True)
+    return [_folder_path(tree, base, f) for f in tree.locked] + [
+        _file_path(tree, base, i) for i, f in enumerate(tree.files) if f[1] == "unreadable"]
+
+
+@dataclass
+class Expected:
+    logs: dict[str, list[bytes]]  # real path of each file to read -> its lines
+    unreadable: set[str]  # real paths: folders that cannot be listed, files that cannot be opened, broken links
+    unreadable_files: int
+    skipped: set[str]  # real paths: empty files, FIFOs, output folders
+    opened: int  # files opened (logs, empty and blank)
+
+
+def expected_from(tree: Tree, base: Path) -> Expected:
+    """What ingest of the input folder must find: a walk of the model, not of the disk."""
+    want = Expected({}, set(), 0, set(), 0)
+    real = lambda path: os.path.realpath(path)  # noqa: E731
+    seen: set[int] = set()
+    files_seen: set[int] = set()
+    stack = [0]
+
+    def file(index: int) -> None:
+        if index in files_seen:  # reached again through a link: read once
+            return
+        files_seen.add(index)
+        _, kind, lines, _ = tree.files[index]
+        path = real(_file_path(tree, base, index))
+        if kind == "logs":
+            want.logs[path], want.opened = lines, want.opened + 1
+        elif kind == "unreadable":
+            want.unreadable.add(path)
+            want.unreadable_files += 1
+        elif kind in ("empty", "blank"):
+            want.skipped.add(path)
+            want.opened += 1
+        else:  # a FIFO: named, never opened
+            want.skipped.add(path)
+
+    def folder(target: int) -> None:
+        if target in tree.outputs:
+            want.skipped.add(real(_folder_path(tree, base, target)))
+        else:
+            stack.append(target)
+
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        if current in tree.locked:
+            want.unreadable.add(real(_folder_path(tree, base, current)))
+            continue
+        for index, (where, *_) in enumerate(tree.files):
+            if where == current:
+                file(index)
+        for child, parent in enumerate(tree.parents):
+            if parent == current:
+                folder(child)
+        for index, (where, target) in enumerate(tree.links):
+            if where != current:
+                continue
+            if target in ("dangling", "self"):
+                want.unreadable.add(real(_link_path(tree, base, index)))
+            elif isinstance(target, tuple):
+                file(target[1])
+            else:
+                folder(target)
+    return want
+
+
+@settings(max_examples=examples(30), **PROPS)
+@given(tree=fs_tree())
+def test_every_line_of_a_folder_is_accounted_for_and_every_unreadable_thing_named(tree):
+    """Ingest of a folder tree (see the section's comment): every non-blank line of every file reached is
+    one record or one reject, each file read once; every folder, file or link that could not be read is
+    named once in ``unreadable``, every empty file, FIFO and earlier output folder in ``skipped``; when
+    nothing at all can be read, a clear UserError."""
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(os.path.realpath(tmp))
+        locked = build_tree(tree, base)
+        want = expected_from(tree, base)
+        note(f"expected: {want}")
+        event("nothing readable" if want.opened == 0 else f"{len(want.logs)} log files read")
+        event(f"{len(want.unreadable)} unreadable, {len(want.skipped)} skipped")
+        with unreadable(*locked):
+            if want.opened == 0:  # nothing readable: refused, with the reason, and nothing written
+                with pytest.raises(UserError, match="nothing could be read|nothing to ingest|holds no"):
+                    ingest([str(base / "in")], base / "ds", **_quiet())
+                assert not (base / "ds").exists()
+                return
+            summary = ingest([str(base / "in")], base / "ds", **_quiet())
+        check_tree_ingest(want, summary, base / "ds")
+
+
+def check_tree_ingest(want: Expected, summary: dict, out: Path) -> None:
+    unreadable_named = [os.path.realpath(u["path"]) for u in summary["unreadable"]]
+    skipped_named = [os.path.realpath(s["path"]) for s in summary["skipped"]]
+    assert len(set(unreadable_named)) == len(unreadable_named), "something was named unreadable twice"
+    assert set(unreadable_named) == want.unreadable
+    assert sorted(skipped_named) == sorted(want.skipped)
+    assert all(u["reason"] and s["reason"] for u in summary["unreadable"] for s in summary["skipped"])
+    assert sorted(os.path.realpath(i["file"]) for i in summary["inputs"]) == sorted(want.logs)
+    assert summary["read_errors"] == want.unreadable_files
+
+    # the accounting rule, line by line: each non-blank line of each file read is one record or one reject
+    lines = {(path, n) for path, content in want.logs.items() for n, line in enumerate(content, 1) if line.strip()}
+    records = [(os.path.realpath(r["source_file"]), r["source_line"])
+               for r in _rows(out, "conversations") + _rows(out, "preferences")]
+    rejects = [(os.path.realpath(r["file"]), r["line"]) for r in _rejects(out)
+               if os.path.realpath(r["file"]) not in want.unreadable]
+    assert len(records) + len(rejects) == len(set(records) | set(rejects)), "a line counted twice"
+    assert set(records) | set(rejects) == lines
+    assert summary["lines"] == len(lines) == summary["conversations"] + summary["preferences"] + summary["rejected"]
 
 
 # ---------------------------------------------------------------- regressions found by the properties

@@ -57,7 +57,8 @@ def test_bad_trust_settings_are_clear_errors(simulated, args, message):
 
 
 def test_not_a_dataset_is_a_clear_error(tmp_path):
-    res = CliRunner().invoke(main, ["trust", str(tmp_path), "--out", str(tmp_path / "t")])
+    (tmp_path / "notes").mkdir()  # the output beside it: one inside its input is refused before this check
+    res = CliRunner().invoke(main, ["trust", str(tmp_path / "notes"), "--out", str(tmp_path / "t")])
     assert res.exit_code == 2 and "examples.parquet is missing" in res.stderr
 
 

@@ -3,15 +3,15 @@
 Output folder (readable with pandas / pyarrow / datasets, no rlhf_organic needed):
 ``conversations``, ``messages``, ``examples``, ``feedback``, ``preferences``, ``users`` (``.parquet``),
 ``rejects.jsonl`` (file, line, reason, excerpt of every line that could not be used) and
-``summary.json``. The folder is assembled under a temporary name and renamed when complete, so a
-crashed ingest never leaves a folder that looks finished.
+``summary.json`` (counts; and, each with its reason, the files and folders that could not be read and
+those left out on purpose: empty files, output folders of rlhf-organic). The folder is assembled under a
+temporary name and renamed when complete, so a crashed ingest never leaves a folder that looks finished.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -24,12 +24,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_dir, check_free
 from ..errors import InputError, UserError
 from . import INPUT_FORMATS, tables
 from .readers import READERS, Parsed, Reject, detect
 from .readers.common import BadRecord, load_object
 from .schema import OUTPUT_TABLES
-from .sources import ReadFailure, display_name, expand_inputs, iter_chunks
+from .sources import ReadFailure, display_name, find_inputs, iter_chunks
 
 DEFAULT_CHUNK_BYTES = 32 << 20
 _DETECT_LINES = 100  # auto-detection looks at up to this many lines of each file
@@ -52,15 +53,21 @@ SUMMARY_COUNTS = (
 )
 
 
-def detect_file_format(path: Path) -> str:
-    """The format of the first recognisable record among the file's first lines."""
-    keys_seen, looked = None, 0
+def detect_file_format(path: Path) -> str | None:
+    """The format of the first recognisable record among the file's first lines.
+
+    None when there is no line to tell it from: the file is empty (or blank to its end), or cannot be
+    opened or read from its start; reading it then accounts for it (``_ingest_into``)."""
+    keys_seen, looked, nonblank = None, 0, False
     for chunk in iter_chunks(path, 1 << 20):
         if isinstance(chunk, ReadFailure):
+            if not nonblank:
+                return None
             break
         for _, line in list(chunk.numbered())[: _DETECT_LINES - looked]:
             if not line.strip():
                 continue
+            nonblank = True
             try:
                 obj = load_object(line)
             except BadRecord:
@@ -72,6 +79,9 @@ def detect_file_format(path: Path) -> str:
         looked += len(chunk.lines)  # a chunk ends at a line, so one over 1 MB starts the next: read on
         if looked >= _DETECT_LINES:
             break
+    else:
+        if not nonblank:  # read to its end: nothing but blank lines, if anything
+            return None
     what = f"its records have keys {keys_seen}" if keys_seen else "no valid JSON object in its first lines"
     raise UserError(
         f"cannot tell the format of {display_name(path)}: {what}. "
@@ -179,45 +189,65 @@ def ingest(
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(INPUT_FORMATS)}")
     scrub = privacy.scrubber() if privacy is not None else None  # a missing salt fails here, before any work
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
-    files = expand_inputs(inputs)
+    found = find_inputs(inputs)
+    check_free(out, overwrite, [*found.folders, *found.files, *(Path(p) for p, _ in found.unreadable)])
+    for path, why in found.unreadable + found.skipped:
+        log(f"{path}: {why}")
+    if strict and found.unreadable:
+        raise InputError(f"{found.unreadable[0][0]}: {found.unreadable[0][1]}")
+    if not found.files:
+        raise UserError(_nothing(found.unreadable, found.skipped))
     formats = {}
-    for path in files:
+    for path in found.files:
         formats[path] = fmt if fmt != "auto" else detect_file_format(path)
         how = "auto-detected" if fmt == "auto" else "given"
-        log(f"{display_name(path)}: format {formats[path]} ({how})")
+        if formats[path] is not None:
+            log(f"{display_name(path)}: format {formats[path]} ({how})")
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     started = time.perf_counter()
-    try:
-        summary = _ingest_into(tmp, files, formats, strict, chunk_bytes, max_context, progress, scrub)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    summary["seconds"] = round(time.perf_counter() - started, 3)
-    if scrub is not None:  # the dataset says what was hashed and dropped (never the salt)
-        summary["privacy"] = {"hash_ids": sorted(scrub.hash_ids), "drop": sorted(scrub.drop)}
-    (tmp / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    rejected = (
-        f"rejected {summary['rejected']} (see {out / 'rejects.jsonl'})" if summary["rejected"] else "nothing rejected"
-    )
-    log(
-        f"ingested {summary['conversations']} conversations, {summary['examples']} examples, "
-        f"{summary['preferences']} preferences from {summary['lines']} lines; {rejected}"
-    )
+    with atomic_dir(out, kind="dataset") as tmp:
+        summary = _ingest_into(tmp, found, formats, strict, chunk_bytes, max_context, progress, scrub, log)
+        summary["seconds"] = round(time.perf_counter() - started, 3)
+        if scrub is not None:  # the dataset says what was hashed and dropped (never the salt)
+            summary["privacy"] = {"hash_ids": sorted(scrub.hash_ids), "drop": sorted(scrub.drop)}
+        (tmp / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
+    log(f"ingested {summary['conversations']} conversations, {summary['examples']} examples, "
+        f"{summary['preferences']} preferences from {summary['lines']} lines; {_outcome(summary, out)}")
     return summary
 
 
-def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, max_context, progress, scrub=None) -> dict:
+def _names(items: list[dict], shown: int = 5) -> str:
+    listed = ", ".join(f"{item['path']} ({item['reason']})" for item in items[:shown])
+    return listed + (f" and {len(items) - shown} more (summary.json)" if len(items) > shown else "")
+
+
+def _outcome(summary: dict, out: Path) -> str:
+    """The end of the last log line: what was rejected, could not be read or was skipped, each named."""
+    parts = []
+    if summary["rejected"]:
+        parts.append(f"rejected {summary['rejected']} (see {out / 'rejects.jsonl'})")
+    if summary["unreadable"]:
+        parts.append(f"{len(summary['unreadable'])} could not be read: {_names(summary['unreadable'])}")
+    if summary["skipped"]:
+        parts.append(f"{len(summary['skipped'])} skipped: {_names(summary['skipped'])}")
+    return "; ".join(parts) or "nothing rejected"
+
+
+def _nothing(unreadable: list[tuple[str, str]], skipped: list[tuple[str, str]]) -> str:
+    items = [{"path": p, "reason": why} for p, why in unreadable + skipped]
+    if unreadable:
+        return f"nothing could be read: {_names(items, shown=20)}"
+    return f"nothing to ingest: {_names(items, shown=20)}"
+
+
+def _ingest_into(tmp: Path, found, formats, strict, chunk_bytes, max_context, progress, scrub=None, log=print) -> dict:
     counts = Counter({key: 0 for key in SUMMARY_COUNTS})  # counted here; the sink counts what it derives
     reasons: Counter[str] = Counter()
+    files = found.files
+    unreadable = [{"path": p, "reason": why} for p, why in found.unreadable]
+    skipped = [{"path": p, "reason": why} for p, why in found.skipped]
+    not_read: set[Path] = set()  # files that could not be opened, or hold no line: not inputs of the dataset
+    unopened = 0
     sink = _Sink(tmp, max_context)
     rejects_file = open(tmp / "rejects.jsonl", "wb")
 
@@ -227,26 +257,46 @@ def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, max_context, pr
         rejects_file.write(orjson.dumps(scrub.reject(item.as_dict()) if scrub else item.as_dict()) + b"\n")
         reasons[_reason_kind(item.reason)] += 1
 
-    total = sum(p.stat().st_size for p in files)
+    total = sum(_size(p) for p in files)
     bar = tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=None if progress is None else not progress)
     try:
         for path in files:
-            reader = READERS[formats[path]]
-            for chunk in iter_chunks(path, chunk_bytes, display=display_name(path), on_progress=bar.update):
+            name = display_name(path)
+            reader = READERS.get(formats[path])  # None: detection found no line (empty, or unreadable)
+            lines_before, failed = counts["lines"], False
+            for chunk in iter_chunks(path, chunk_bytes, display=name, on_progress=bar.update):
                 if isinstance(chunk, ReadFailure):
+                    failed = True
                     counts["read_errors"] += 1
+                    if not chunk.opened:  # one unreadable file is named and the others are ingested
+                        unreadable.append({"path": name, "reason": chunk.reason})
+                        not_read.add(path)
+                        unopened += 1
+                        log(f"{name}: {chunk.reason}")
                     reject(Reject(chunk.file, chunk.line, chunk.reason))
                     continue
-                counts["lines"] += sum(1 for line in chunk.lines if line.strip())
+                nonblank = sum(1 for line in chunk.lines if line.strip())
+                counts["lines"] += nonblank
+                if reader is None:
+                    if nonblank:
+                        raise UserError(f"{name} changed while it was being ingested (it was empty); ingest again")
+                    continue
                 parsed = reader.parse(chunk)
                 for item in parsed.rejects:
                     counts["rejected"] += 1
                     reject(item)
                 sink.submit(scrub.parsed(parsed) if scrub else parsed, formats[path])
+            if not failed and counts["lines"] == lines_before:  # named, so that "nothing rejected" is not all it says
+                why = "empty: no line with anything on it"  # the same whether plain, gzip or blank lines
+                skipped.append({"path": name, "reason": why})
+                not_read.add(path)
+                log(f"{name}: {why}; nothing to ingest from it")
     finally:
         bar.close()
         sink.close()
         rejects_file.close()
+    if unopened == len(files):  # some unreadable files are accounted for; all of them is nothing to ingest
+        raise UserError(_nothing([(u["path"], u["reason"]) for u in unreadable], []))
 
     counts.update(sink.counts)
     users = sink.users()
@@ -258,5 +308,14 @@ def _ingest_into(tmp: Path, files, formats, strict, chunk_bytes, max_context, pr
     return {
         **{key: counts[key] for key in SUMMARY_COUNTS},
         "reject_reasons": dict(reasons.most_common()),
-        "inputs": [{"file": display_name(p), "format": formats[p]} for p in files],
+        "inputs": [{"file": display_name(p), "format": formats[p]} for p in files if p not in not_read],
+        "unreadable": unreadable,
+        "skipped": skipped,
     }
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:  # gone or unreachable: reading it will say so
+        return 0

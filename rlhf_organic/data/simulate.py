@@ -36,6 +36,7 @@ from typing import Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .. import atomic
 from ..errors import UserError
 from . import sim_text
 
@@ -389,7 +390,9 @@ def simulate(
     """Write a simulated organic-feedback corpus with its ground truth to ``out`` (see module doc).
 
     An existing simulation in ``out`` is an error unless ``overwrite``, which replaces it (stale
-    chunk files from a larger earlier run would otherwise be ingested with the new ones).
+    chunk files from a larger earlier run would otherwise be ingested with the new ones). ``out`` must be
+    new, empty, or a folder this function wrote (its marker file, ``atomic.OUTPUT_MARK``): a folder of
+    the user's is never written into, since the marker would let a later overwrite delete it.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -398,12 +401,16 @@ def simulate(
     out = Path(out)
     if (out / "logs").exists() and not overwrite:
         raise UserError(f"{out} already holds a simulation; choose another --out or pass --overwrite")
+    if out.is_dir() and not atomic.is_empty(out) and not atomic.is_output(out):
+        raise UserError(atomic.not_ours(out))
     # written into a temporary folder beside ``out`` and moved in when complete: a killed simulation
     # never leaves logs that look like a whole corpus
     final, out = out, out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(out, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic.remove_stale_partials(final)
     logs = out / "logs"
     logs.mkdir(parents=True)
+    atomic.mark_output(out, "simulation")
     rng = random.Random(cfg.seed)
     types = _user_types(rng, cfg)
     lines: list[bytes] = []

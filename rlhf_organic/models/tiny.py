@@ -21,15 +21,22 @@ SPECIAL = ["<pad>", "<s>", "</s>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
 def train_tokenizer(texts, vocab_size: int = 2000):
     """A byte-level BPE tokenizer trained on ``texts`` (any iterable of str)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tqdm.auto import tqdm
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
+    # The trainer's own bars (Rust, written straight to file descriptor 2) print blank lines into a pipe
+    # or a log file, where they are hidden, and read "N / 0" while a stage's length is unknown: they stay
+    # off, and a tqdm bar over the texts (the slow part) shows on a terminal only, like every other bar.
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
-    tok.train_from_iterator(texts, trainer)
+    length = len(texts) if hasattr(texts, "__len__") else None
+    with tqdm(texts, total=length, desc="tokenizer", unit="text", leave=False, disable=None) as bar:
+        tok.train_from_iterator(bar, trainer, length=length)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>",
         cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]",

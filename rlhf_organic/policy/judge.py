@@ -54,7 +54,7 @@ def train_judge(dataset, ground_truth, out, *, eval_fraction: float = 0.1, seed:
     frame = clean_examples(dataset, ground_truth, eval_fraction, seed, False, max_examples)
     data = RewardData(frame, pd.DataFrame(columns=["context", "chosen", "rejected", "weight"]))
     reasons = sorted(set(frame["dislike_reason"].dropna()))
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="clean judge") as tmp:
         model, tokenizer = build_reward_model(spec, tmp, _tokenizer_texts(data, seed), reasons, seed)
         items = make_items(tokenizer, data, spec, reasons)
         with tqdm(total=round(len(items) * spec.train.epochs), desc="clean judge", unit="ex",

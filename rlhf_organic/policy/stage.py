@@ -72,7 +72,7 @@ def train_policy(
                         f"{', '.join(FSDP_METHODS)} (docs/distributed.md)")
     distributed.setup()  # a multi-process launch: every process trains on its share (docs/distributed.md)
     distributed.check_quantization(section.quantization)
-    check_free(out, overwrite)
+    check_free(out, overwrite, [dataset, trust, reward, judge])
     if section.train.threads:
         torch.set_num_threads(section.train.threads)
     started = time.perf_counter()
@@ -82,7 +82,7 @@ def train_policy(
         raise RewardDataError(f"{dataset}: every example fell into the evaluation split; lower policy.eval_fraction")
     log(f"[policy] {section.method} on {len(train_data.point)} thumbs and {len(train_data.pairs)} A/B choices, "
         f"{'weighted by ' + str(trust) if trust else 'uniform weights'}; base {section.base}")
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="policy") as tmp:
         base = section.base
         if base == "tiny":
             base = str(build_tiny_base(dataset, tmp / "base", section, seed=seed, progress=progress, log=log))

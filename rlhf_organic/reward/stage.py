@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from .. import distributed, fsdp
-from ..atomic import atomic_dir, check_free
+from ..atomic import atomic_dir, check_free, overlap
 from ..errors import UserError
 from . import evaluate as ev
 from .card import model_card
@@ -170,7 +170,7 @@ def train_reward(
     ground_truth = Path(ground_truth) if ground_truth is not None else None
     distributed.setup()  # a multi-process launch: every process trains on its share (docs/distributed.md)
     distributed.check_quantization(spec.quantization)
-    check_free(out, overwrite)
+    check_free(out, overwrite, [dataset, trust, ground_truth])
     if spec.train.threads:
         torch.set_num_threads(spec.train.threads)
     started = time.perf_counter()
@@ -185,7 +185,7 @@ def train_reward(
     log(f"[reward] {spec.name}: {len(train_data.point)} thumbs and {len(train_data.pairs)} A/B choices to train on "
         f"({len(eval_data.point)} and {len(eval_data.pairs)} held out), "
         f"{'weighted by ' + str(trust) if trust else 'uniform weights'}; base {spec.base}")
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="reward model") as tmp:
         model, tokenizer = build_reward_model(spec, tmp, _tokenizer_texts(train_data, seed) if spec.base == "tiny" else None,
                                               reasons, seed)
         items = make_items(tokenizer, train_data, spec, reasons)
@@ -279,7 +279,7 @@ def score_examples(model_dir: str | Path, data: str | Path, out: str | Path, *, 
 
     ``trust_remote_code``: allow a base that ships its own code (the caller's decision, never the folder's)."""
     out = Path(out)
-    check_free(out, overwrite)
+    _check_score_file(out, overwrite, [model_dir, data])
     frame = read_examples(Path(data))
     model, tokenizer, meta = load_reward_model(model_dir, trust_remote_code=trust_remote_code)
     ids = encode(tokenizer, frame["context"], frame["response"], meta["max_length"])
@@ -292,6 +292,29 @@ def score_examples(model_dir: str | Path, data: str | Path, out: str | Path, *, 
         table[f"reason_{name}"] = ev.sigmoid(reasons[:, i]).astype(np.float32)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
-    pq.write_table(pa.table(table), partial)
+    pq.write_table(pa.table(table).replace_schema_metadata(SCORE_MARK), partial)
     partial.replace(out)
     return len(frame)
+
+
+SCORE_MARK = {b"rlhf_organic": b"reward score"}  # in the Parquet metadata: a file --overwrite may replace
+
+
+def _check_score_file(out: Path, overwrite: bool, inputs) -> None:
+    """The score file's version of ``check_free``: never over or inside an input, never a folder, and
+    with ``overwrite`` only a file this command wrote (its Parquet metadata says so)."""
+    if (why := overlap(out, [("input", Path(p)) for p in inputs])) is not None:
+        raise UserError(why)
+    if out.is_dir():
+        raise UserError(f"{out} is a folder; --out names the Parquet file to write")
+    if not out.exists():
+        return
+    if not overwrite:
+        raise UserError(f"{out} already exists; choose another --out or pass --overwrite")
+    try:
+        metadata = pq.read_schema(out).metadata or {}
+    except (OSError, pa.ArrowException):
+        metadata = {}
+    if metadata.get(b"rlhf_organic") != SCORE_MARK[b"rlhf_organic"]:
+        raise UserError(f"{out} is not a score file written by rlhf-organic, so --overwrite does not replace it; "
+                        "choose another --out")

@@ -162,7 +162,7 @@ def compute_trust(
 ) -> dict:
     """Score the users of ``dataset`` with ``settings.scheme``; write the trust folder ``out``; return metrics."""
     out = Path(out)
-    check_free(out, overwrite)
+    check_free(out, overwrite, [dataset, ground_truth or settings.ground_truth])
     ground_truth = ground_truth or settings.ground_truth
     started = time.perf_counter()
     judges_users = _judges_users(settings)
@@ -208,7 +208,7 @@ def compute_trust(
         }
     metrics["seconds"] = {"load": round(loaded - started, 3), "scheme": round(computed - loaded, 3)}
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, kind="trust") as tmp:
         for name, table in _tables(data, result).items():
             pq.write_table(table, tmp / f"{name}.parquet", compression="zstd")
         has = np.asarray(n_feedback) > 0
