@@ -38,6 +38,15 @@ def _echo(message: str) -> None:
         click.echo(message)
 
 
+def _finite(ctx, param, value):
+    """click's FloatRange lets NaN through (every comparison with NaN is false): refuse it here."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
 def _progress(quiet: bool) -> bool | None:
     return False if quiet or not is_main() else None  # None: a bar only on a terminal
 
@@ -88,7 +97,7 @@ def policy_train(dataset, method, trust_dir, reward_dir, judge_dir, settings, ou
 @click.option("--ground-truth", required=True, type=click.Path(exists=True),
               help="the simulation folder (or its ground_truth.parquet) the dataset came from")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="judge folder to write")
-@click.option("--eval-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+@click.option("--eval-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True), callback=_finite,
               help="conversations held out (use the policy's eval_fraction)")
 @click.option("--max-examples", default=20_000, show_default=True, type=click.IntRange(1),
               help="train on at most this many replies")

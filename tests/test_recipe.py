@@ -1,5 +1,6 @@
 """Recipe loading: every problem found before any work, named by file, line and key path."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,79 @@ def test_resolved_recipe_round_trips(tmp_path):
     assert "preset: tiny" in text and "users: 40" in text and "seed: 3" in text
     again = load_recipe(_write(tmp_path, text))
     assert again.data.simulate.config(again.seed) == recipe.data.simulate.config(recipe.seed)
+
+
+# ---- non-finite numbers -------------------------------------------------------------------------
+
+def _float_paths(model, prefix=()):
+    """Every settings path under ``model`` whose field takes a float (through Optional, unions, dicts)."""
+    from typing import get_args
+
+    from pydantic import BaseModel
+
+    def types(annotation):
+        args = get_args(annotation)
+        return [t for a in args for t in types(a)] if args else [annotation]
+
+    paths = []
+    for name, field in model.model_fields.items():
+        found = types(field.annotation)
+        if float in found:
+            paths.append(prefix + (name,))
+        for sub in found:
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                paths += _float_paths(sub, prefix + (name,))
+    return paths
+
+
+def test_every_float_setting_refuses_infinity_and_nan(tmp_path):
+    """``train.epochs=.inf`` used to pass validation and end in an OverflowError traceback; every float
+    field of a recipe, a reward spec and the simulator refuses inf and NaN with the key path."""
+    from rlhf_organic.recipe import apply_overrides, validate_settings
+    from rlhf_organic.reward.spec import RewardSpec
+
+    models = {Recipe: {"name": "x", "policy": {}}, RewardSpec: {}}
+    checked = 0
+    for model, base in models.items():
+        for path in _float_paths(model):
+            if path[-1] in ("mix",):  # a mapping of shares: its values are floats, checked below
+                continue
+            for bad in (float("inf"), float("nan")):
+                with pytest.raises(RecipeError, match=rf"{re.escape('.'.join(path))}: Input should be a finite number"):
+                    validate_settings(model, apply_overrides(base, [(path, bad)]), "test")
+                checked += 1
+    assert checked > 60  # the walk found the settings (recipe, policy, trust schemes, spec, simulator)
+    with pytest.raises(RecipeError, match="finite number"):
+        validate_settings(Recipe, {"name": "x", "data": {"simulate": {"mix": {"helper": float("nan")}}}}, "test")
+
+
+@pytest.mark.parametrize("override", ["policy.train.epochs=.inf", "policy.kto.beta=.nan", "reward.override.train.lr=.inf",
+                                      "data.simulate.labels_per_user_mean=.inf", "output.checkpoint_minutes=.inf"])
+def test_non_finite_overrides_are_refused_at_load(tmp_path, override):
+    path = _write(tmp_path, "name: x\npolicy: {method: kto}\nreward: {spec: tiny}\n")
+    with pytest.raises(RecipeError, match=rf"{re.escape(override.split('=')[0].removeprefix('reward.override.'))}: Input should be a finite number"):
+        load_recipe(path, [override])
+
+
+@pytest.mark.parametrize("command", [["reward", "train"], ["policy", "train"]])
+def test_non_finite_command_line_settings_exit_2_without_a_traceback(tmp_path, command):
+    from click.testing import CliRunner
+
+    from rlhf_organic.cli import main
+
+    (tmp_path / "ds").mkdir()
+    res = CliRunner().invoke(main, [*command, str(tmp_path / "ds"), "--set", "train.epochs=.inf", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    assert "train.epochs: Input should be a finite number" in res.stderr and "Traceback" not in res.output
+
+
+def test_a_nan_fraction_on_the_command_line_is_refused(tmp_path):
+    """click's FloatRange lets NaN through (every comparison with NaN is false)."""
+    from click.testing import CliRunner
+
+    from rlhf_organic.cli import main
+
+    (tmp_path / "ds").mkdir()
+    res = CliRunner().invoke(main, ["policy", "judge", str(tmp_path / "ds"), "--ground-truth", str(tmp_path),
+                                    "--eval-fraction", "nan", "--out", str(tmp_path / "j")])
+    assert res.exit_code == 2 and "not a finite number" in res.output, res.output
