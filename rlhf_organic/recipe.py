@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
@@ -170,24 +171,33 @@ def _key_lines(text: str) -> dict[tuple, int]:
     return lines
 
 
-def format_validation_error(
+def command_line_item(loc: tuple, overridden: dict[tuple, str], key_lines: dict[tuple, int]) -> str | None:
+    """The ``key=value`` item typed on the command line that a problem at ``loc`` comes from, or None.
+
+    An item is to blame when it set ``loc`` or a section above it, or when it created ``loc`` (an
+    unknown key such as ``outptu`` from ``outptu.dir=x``, which the file does not have). The last such
+    item wins, as its value does."""
+    for path, item in reversed(overridden.items()):
+        if loc[: len(path)] == path:
+            return item
+    if loc and loc not in key_lines:
+        for path, item in reversed(overridden.items()):
+            if path[: len(loc)] == loc:
+                return item
+    return None
+
+
+def validation_problems(
     exc: ValidationError,
     model: type[BaseModel],
-    source: str,
-    key_lines: dict[tuple, int] | None = None,
-    overridden: set[tuple] | None = None,
-) -> str:
-    """One readable line per problem: where (file:line, key path), what, and what would be valid."""
-    key_lines, overridden = key_lines or {}, overridden or set()
+    locate: Callable[[tuple], tuple[str, str]],
+) -> list[str]:
+    """One readable line per problem: where (``locate(loc)``: file:line or the command-line item, and
+    the key path to print), what, and what would be valid."""
     problems = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        where = source
-        if any(loc[: len(o)] == o for o in overridden):
-            where = "command line"
-        elif loc in key_lines:
-            where = f"{source}:{key_lines[loc]}"
+        where, path = locate(loc)
         if err["type"] == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             valid = sorted(parent.model_fields) if parent else []
@@ -199,7 +209,39 @@ def format_validation_error(
             if err["type"] == "literal_error":
                 msg += did_you_mean(err.get("input"), re.findall(r"'([^']*)'", err["ctx"]["expected"]))
         problems.append(f"  {where}: {path}: {msg}")
+    return problems
+
+
+def locator(source: str, key_lines: dict[tuple, int], overridden: dict[tuple, str]) -> Callable[[tuple], tuple[str, str]]:
+    """``locate`` for settings read from ``source`` (a file, or a name such as "policy settings") with
+    command-line items applied: the item as typed, else the file and line of the key, else the file."""
+
+    def locate(loc: tuple) -> tuple[str, str]:
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        item = command_line_item(loc, overridden, key_lines)
+        if item is not None:
+            return f"command line: {item}", path
+        return (f"{source}:{key_lines[loc]}" if loc in key_lines else source), path
+
+    return locate
+
+
+def format_validation_error(
+    exc: ValidationError,
+    model: type[BaseModel],
+    source: str,
+    key_lines: dict[tuple, int] | None = None,
+    overridden: dict[tuple, str] | None = None,
+) -> str:
+    """Every problem of ``exc``, one line each, under ``SOURCE: invalid settings``; ``overridden`` maps
+    each key path set on the command line to its ``key=value`` text."""
+    problems = validation_problems(exc, model, locator(source, key_lines or {}, overridden or {}))
     return f"{source}: invalid settings\n" + "\n".join(problems)
+
+
+def typed_overrides(items: list[str], parsed: list[tuple[tuple[str, ...], Any]]) -> dict[tuple, str]:
+    """Key path -> the ``key=value`` item as typed, for error messages (``parsed`` from ``parse_overrides``)."""
+    return {path: item.strip() for item, (path, _) in zip(items, parsed)}
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[tuple[str, ...], Any]]:
@@ -258,7 +300,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     parsed = parse_overrides(list(overrides))
     data = apply_overrides(data, parsed)
     return validate_settings(
-        Recipe, data, str(path), key_lines=_key_lines(text), overridden={p for p, _ in parsed}
+        Recipe, data, str(path), key_lines=_key_lines(text), overridden=typed_overrides(list(overrides), parsed)
     )
 
 

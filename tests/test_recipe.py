@@ -67,7 +67,7 @@ def test_overrides_are_applied_and_validated_the_same_way(tmp_path):
     recipe = load_recipe(path, ["data.simulate.users=12", "data.simulate.preset=helpers_only", "seed=5"])
     cfg = recipe.data.simulate.config(recipe.seed)
     assert (cfg.users, cfg.mix, cfg.seed) == (12, {"helper": 1.0}, 5)
-    with pytest.raises(RecipeError, match=r"command line: data\.simulate\.users: Input should be greater"):
+    with pytest.raises(RecipeError, match=r"command line: data\.simulate\.users=-1: data\.simulate\.users: Input should be greater"):
         load_recipe(path, ["data.simulate.users=-1"])
     with pytest.raises(RecipeError, match=r"data\.simulat: unknown key 'simulat' \(did you mean 'simulate'\?\)"):
         load_recipe(path, ["data.simulat.users=3"])
@@ -168,3 +168,31 @@ def test_a_nan_fraction_on_the_command_line_is_refused(tmp_path):
     res = CliRunner().invoke(main, ["policy", "judge", str(tmp_path / "ds"), "--ground-truth", str(tmp_path),
                                     "--eval-fraction", "nan", "--out", str(tmp_path / "j")])
     assert res.exit_code == 2 and "not a finite number" in res.output, res.output
+
+
+# ---- where a problem was written ----------------------------------------------------------------
+
+def test_a_command_line_problem_is_blamed_on_the_command_line_as_typed(tmp_path):
+    path = _write(tmp_path, "name: x\nseed: oops\ndata:\n  simulate: {preset: tiny}\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, ["outptu.dir=elsewhere", "data.simulate.users=-1", "data.simulat.users=3"])
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{path}: invalid settings"
+    assert f"  {path}:2: seed: Input should be a valid integer, unable to parse string as an integer (got 'oops')" in lines
+    assert ("  command line: outptu.dir=elsewhere: outptu: unknown key 'outptu' (did you mean 'output'?); valid keys: "
+            "ablate, data, name, output, policy, reward, seed, trust") in lines
+    assert "  command line: data.simulate.users=-1: data.simulate.users: Input should be greater than or equal to 1 (got -1)" in lines
+    assert any(line.startswith("  command line: data.simulat.users=3: data.simulat: unknown key 'simulat'") for line in lines)
+    assert len(lines) == 5
+
+
+@pytest.mark.parametrize("command", [["reward", "train"], ["policy", "train"], ["trust"]])
+def test_command_line_settings_of_the_stage_commands_are_blamed_on_the_command_line(tmp_path, command):
+    from click.testing import CliRunner
+
+    from rlhf_organic.cli import main
+
+    (tmp_path / "ds").mkdir()
+    res = CliRunner().invoke(main, [*command, str(tmp_path / "ds"), "--set", "trian.epochs=2", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2, res.output
+    assert "command line: trian.epochs=2: " in res.stderr and "unknown key" in res.stderr

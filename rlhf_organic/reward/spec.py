@@ -124,7 +124,7 @@ def merge(base: dict, override: dict) -> dict:
 
 def load_spec(name_or_path: str, override: dict[str, Any] | None = None, sets: list[str] = ()) -> RewardSpec:
     """A validated spec: the file, then ``override`` (a recipe's), then ``key=value`` strings (the CLI's)."""
-    from ..recipe import _key_lines, apply_overrides, parse_overrides, validate_settings
+    from ..recipe import _key_lines, apply_overrides, parse_overrides, typed_overrides, validate_settings
 
     path = find_spec(name_or_path)
     text = path.read_text(encoding="utf-8")
@@ -137,7 +137,7 @@ def load_spec(name_or_path: str, override: dict[str, Any] | None = None, sets: l
     data = merge(data, override or {})
     parsed = parse_overrides(list(sets))
     data = apply_overrides(data, parsed)
-    overridden = {p for p in _flat_keys(override or {})} | {p for p, _ in parsed}
+    overridden = {p: "reward.override" for p in _flat_keys(override or {})} | typed_overrides(list(sets), parsed)
     return validate_settings(RewardSpec, data, str(path), key_lines=_key_lines(text), overridden=overridden)
 
 
