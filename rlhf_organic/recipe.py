@@ -26,7 +26,8 @@ from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
 from .section import Section
 from .policy.config import PolicySection
-from .reward.config import RewardSection
+from .reward.config import SPEC_CHECKED_BY_CALLER, RewardSection
+from .reward.spec import spec_problems
 from .trust.config import TrustSection
 
 
@@ -171,17 +172,18 @@ def _key_lines(text: str) -> dict[tuple, int]:
     return lines
 
 
-def command_line_item(loc: tuple, overridden: dict[tuple, str], key_lines: dict[tuple, int]) -> str | None:
-    """The ``key=value`` item typed on the command line that a problem at ``loc`` comes from, or None.
+def set_by(loc: tuple, items: dict[tuple, str], key_lines: dict[tuple, int]) -> str | None:
+    """Which of ``items`` (key path -> its text, e.g. the ``key=value`` typed on the command line) a
+    problem at ``loc`` comes from, or None.
 
     An item is to blame when it set ``loc`` or a section above it, or when it created ``loc`` (an
     unknown key such as ``outptu`` from ``outptu.dir=x``, which the file does not have). The last such
     item wins, as its value does."""
-    for path, item in reversed(overridden.items()):
+    for path, item in reversed(items.items()):
         if loc[: len(path)] == path:
             return item
     if loc and loc not in key_lines:
-        for path, item in reversed(overridden.items()):
+        for path, item in reversed(items.items()):
             if path[: len(loc)] == loc:
                 return item
     return None
@@ -218,7 +220,7 @@ def locator(source: str, key_lines: dict[tuple, int], overridden: dict[tuple, st
 
     def locate(loc: tuple) -> tuple[str, str]:
         path = ".".join(str(p) for p in loc) or "(top level)"
-        item = command_line_item(loc, overridden, key_lines)
+        item = set_by(loc, overridden, key_lines)
         if item is not None:
             return f"command line: {item}", path
         return (f"{source}:{key_lines[loc]}" if loc in key_lines else source), path
@@ -299,9 +301,31 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
     parsed = parse_overrides(list(overrides))
     data = apply_overrides(data, parsed)
-    return validate_settings(
-        Recipe, data, str(path), key_lines=_key_lines(text), overridden=typed_overrides(list(overrides), parsed)
-    )
+    locate = locator(str(path), _key_lines(text), typed_overrides(list(overrides), parsed))
+    problems = []
+    try:  # the reward spec is checked below, so that its problems are located here and listed with the rest
+        recipe = Recipe.model_validate(data, context={SPEC_CHECKED_BY_CALLER: True})
+    except ValidationError as exc:
+        problems += validation_problems(exc, Recipe, locate)
+    problems += _reward_spec_problems(data.get("reward"), locate)
+    if problems:
+        raise RecipeError(f"{path}: invalid settings\n" + "\n".join(problems))
+    return recipe
+
+
+def _reward_spec_problems(section: Any, locate: Callable[[tuple], tuple[str, str]]) -> list[str]:
+    """Problems of the reward spec a recipe's ``reward`` section names, with its ``override`` applied:
+    those in ``override`` located in the recipe (or on the command line), the others in the spec file."""
+    if not isinstance(section, dict):
+        return []
+    spec, override = section.get("spec", "tiny"), section.get("override", {})
+    if not isinstance(spec, str) or not isinstance(override, dict):
+        return []  # the section's own validation says what is wrong
+    try:
+        return spec_problems(spec, override, lambda loc: locate(("reward", "override", *loc)))
+    except RecipeError as exc:  # no such spec, or a spec file that is not a YAML mapping
+        where, key = locate(("reward", "spec"))
+        return [f"  {where}: {key}: {exc}"]
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -196,3 +196,46 @@ def test_command_line_settings_of_the_stage_commands_are_blamed_on_the_command_l
     res = CliRunner().invoke(main, [*command, str(tmp_path / "ds"), "--set", "trian.epochs=2", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2, res.output
     assert "command line: trian.epochs=2: " in res.stderr and "unknown key" in res.stderr
+
+
+def test_a_bad_reward_override_is_blamed_where_it_was_written_with_the_recipes_other_problems(tmp_path):
+    """It used to be blamed on reward_models/tiny.yaml (or 'command line') and to hide every other problem."""
+    path = _write(tmp_path, "name: x\nseed: oops\nreward:\n  spec: tiny\n  override:\n    train: {epochz: 3}\n"
+                            "    lora: {r: 0}\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, ["reward.override.max_length=2", "reward.override.heed.pooling=last"])
+    msg = str(err.value)
+    lines = msg.splitlines()
+    assert lines[0] == f"{path}: invalid settings" and "tiny.yaml" not in msg
+    assert any(line.startswith(f"  {path}:2: seed: ") for line in lines)
+    assert any(line.startswith(f"  {path}:6: reward.override.train.epochz: unknown key 'epochz' (did you mean 'epochs'?)")
+               for line in lines)
+    assert f"  {path}:7: reward.override.lora.r: Input should be greater than or equal to 1 (got 0)" in lines
+    assert ("  command line: reward.override.max_length=2: reward.override.max_length: Input should be greater than or "
+            "equal to 8 (got 2)") in lines
+    assert any(line.startswith("  command line: reward.override.heed.pooling=last: reward.override.heed: unknown key 'heed'")
+               for line in lines)
+    assert len(lines) == 6
+
+
+def test_a_missing_spec_is_blamed_on_its_line_with_the_other_problems(tmp_path):
+    path = _write(tmp_path, "name: x\nseed: oops\nreward:\n  spec: nope\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    lines = str(err.value).splitlines()
+    assert any(line.startswith(f"  {path}:2: seed: ") for line in lines)
+    assert any(line.startswith(f"  {path}:4: reward.spec: no reward-model spec named 'nope'") for line in lines)
+    with pytest.raises(RecipeError, match=r"command line: reward.spec=nope: reward.spec: no reward-model spec named 'nope'"):
+        load_recipe(_write(tmp_path, "name: x\nreward: {}\n"), ["reward.spec=nope"])
+
+
+def test_a_problem_in_the_spec_file_itself_is_blamed_on_the_spec_file(tmp_path):
+    spec = tmp_path / "my_spec.yaml"
+    spec.write_text("name: mine\nbase: tiny\ntrain:\n  epochz: 2\n")
+    path = _write(tmp_path, f"name: x\nreward:\n  spec: {spec}\n  override: {{max_length: 2}}\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path)
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{path}: invalid settings"
+    assert any(line.startswith(f"  {spec}:4: train.epochz: unknown key 'epochz'") for line in lines)
+    assert any(line.startswith(f"  {path}:4: reward.override.max_length: Input should be greater") for line in lines)
