@@ -175,11 +175,13 @@ def ingest(inputs, out, fmt, strict, overwrite, chunk_mb, max_context, hash_ids,
 @main.command()
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print the numbers as JSON")
-def inspect(dataset: str, as_json: bool) -> None:
+@click.option("--show-user-text", is_flag=True,
+              help="print free-text dislike reasons (default: only the format's reason labels; the rest counted together)")
+def inspect(dataset: str, as_json: bool, show_user_text: bool) -> None:
     """Print a readable summary of an ingested DATASET."""
     from .data.inspect import format_report, inspect_dataset
 
-    report = inspect_dataset(dataset)
+    report = inspect_dataset(dataset, show_user_text=show_user_text)
     if as_json:
         import json
 
