@@ -47,6 +47,10 @@ def _finite(ctx, param, value):
     return value
 
 
+# How a standalone training command turns on a model's own code (a run's recipe has its own settings).
+SET_REMOTE_CODE = "add --set trust_remote_code=true"
+
+
 def _progress(quiet: bool) -> bool | None:
     return False if quiet or not is_main() else None  # None: a bar only on a terminal
 
@@ -85,9 +89,12 @@ def policy_train(dataset, method, trust_dir, reward_dir, judge_dir, settings, ou
     from .policy.config import settings_from_cli
     from .policy.stage import format_metrics, train_policy
 
+    from .models.loading import remote_code_switch
+
     section = settings_from_cli(method, list(settings))
-    metrics = train_policy(dataset, out, section, trust=trust_dir, reward=reward_dir, judge=judge_dir, seed=seed,
-                           overwrite=overwrite, progress=_progress(quiet), log=_log, show_user_text=show_user_text)
+    with remote_code_switch(SET_REMOTE_CODE):
+        metrics = train_policy(dataset, out, section, trust=trust_dir, reward=reward_dir, judge=judge_dir, seed=seed,
+                               overwrite=overwrite, progress=_progress(quiet), log=_log, show_user_text=show_user_text)
     _echo(format_metrics(metrics))
     _log(f"policy: {out}")
 
@@ -286,9 +293,12 @@ def reward_train(dataset, spec_name, trust_dir, settings, out, ground_truth, see
     from .reward.spec import load_spec
     from .reward.stage import format_metrics, train_reward
 
+    from .models.loading import remote_code_switch
+
     spec = load_spec(spec_name, sets=list(settings))
-    metrics = train_reward(dataset, out, spec, trust=trust_dir, ground_truth=ground_truth, seed=seed,
-                           overwrite=overwrite, progress=_progress(quiet), log=_log)
+    with remote_code_switch(SET_REMOTE_CODE):
+        metrics = train_reward(dataset, out, spec, trust=trust_dir, ground_truth=ground_truth, seed=seed,
+                               overwrite=overwrite, progress=_progress(quiet), log=_log)
     _echo(format_metrics(metrics))
     _log(f"reward model: {out}")
 
@@ -305,10 +315,12 @@ def reward_train(dataset, spec_name, trust_dir, settings, out, ground_truth, see
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def reward_score(model, data, out, batch_size, overwrite, trust_remote_code, quiet) -> None:
     """Score examples with the reward model in MODEL; writes score and p_good per example."""
+    from .models.loading import remote_code_switch
     from .reward.stage import score_examples
 
-    n = score_examples(model, data, out, batch_size=batch_size, overwrite=overwrite, progress=_progress(quiet),
-                       trust_remote_code=trust_remote_code)
+    with remote_code_switch("pass --trust-remote-code"):
+        n = score_examples(model, data, out, batch_size=batch_size, overwrite=overwrite, progress=_progress(quiet),
+                           trust_remote_code=trust_remote_code)
     _log(f"scored {n} examples: {out}")
 
 

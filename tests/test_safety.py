@@ -198,12 +198,14 @@ def test_the_command_line_turns_the_flag_on_for_training_and_scoring(remote_code
               "--out", tmp_path / "rm", "-q"]
     refused = invoke(*reward)
     assert refused.exit_code == 2 and "trust_remote_code" in refused.stderr and not marker.exists()
+    assert "--set trust_remote_code=true" in refused.stderr  # the switch this command has
     assert invoke(*reward, "--set", "trust_remote_code=true").exit_code == 0 and marker.exists()
     # the model's module is imported once per process: from here on only the refusals can show it did not run
 
     score = ["reward", "score", tmp_path / "rm", "--data", tmp_path / "ds", "-q"]
     refused = invoke(*score, "--out", tmp_path / "s1.parquet")
-    assert refused.exit_code == 2 and "trust_remote_code" in refused.stderr
+    assert refused.exit_code == 2 and "--trust-remote-code" in refused.stderr
+    assert "policy.trust_remote_code" not in refused.stderr and "reward.override" not in refused.stderr
     assert invoke(*score, "--out", tmp_path / "s2.parquet", "--trust-remote-code").exit_code == 0
     assert (tmp_path / "s2.parquet").is_file()
 
@@ -211,7 +213,7 @@ def test_the_command_line_turns_the_flag_on_for_training_and_scoring(remote_code
               "--set", "train.max_items=4", "--set", "eval.contexts=2", "--set", "eval.sampling.max_new_tokens=4",
               "--set", "export_merged=false", "--out", tmp_path / "policy", "-q"]
     refused = invoke(*policy)
-    assert refused.exit_code == 2 and "trust_remote_code" in refused.stderr
+    assert refused.exit_code == 2 and "--set trust_remote_code=true" in refused.stderr
     done = invoke(*policy, "--set", "trust_remote_code=true", "--show-user-text")
     assert done.exit_code == 0, done.output
     assert (tmp_path / "policy" / "adapter").is_dir()
@@ -500,3 +502,22 @@ def test_a_local_base_is_saved_as_an_absolute_path(tmp_path, monkeypatch):
     assert saved == str(tmp_path / "models" / "m")
     monkeypatch.chdir(tmp_path / "models")  # loaded from another working directory: the same model
     assert saved_base(saved, tmp_path, "tiny", "reward_model.json") == saved
+
+
+def test_a_saved_folders_flag_is_refused_with_the_switch_of_the_command_at_hand(saved_folders, tmp_path):
+    """``reward score`` users were told to set policy.trust_remote_code, a recipe setting they do not have."""
+    from click.testing import CliRunner
+
+    from rlhf_organic.cli import main
+    from rlhf_organic.models.loading import BaseModelError
+    from rlhf_organic.reward.model import load_reward_model
+
+    folder = _copy(saved_folders, tmp_path, "reward")
+    _meta(lambda m: m.update(trust_remote_code=True))(folder)
+    (tmp_path / "data.jsonl").write_text('{"response": "hi"}\n')
+    res = CliRunner().invoke(main, ["reward", "score", str(folder), "--data", str(tmp_path / "data.jsonl"),
+                                    "--out", str(tmp_path / "s.parquet"), "-q"])
+    assert res.exit_code == 2 and "pass --trust-remote-code" in res.stderr, res.output
+    assert "policy.trust_remote_code" not in res.stderr
+    with pytest.raises(BaseModelError, match="policy.trust_remote_code"):  # a recipe's run: its setting
+        load_reward_model(folder)

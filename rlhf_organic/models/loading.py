@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +25,28 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is depre
 
 Quantization = Literal["none", "4bit", "8bit"]
 DType = Literal["float32", "bfloat16", "float16"]
+
+
+# How the person running this command turns trust_remote_code on, for every refusal to name: each
+# command sets its own switch (``remote_code_switch``); a recipe's run, and Python, keep the default.
+RECIPE_SWITCH = ("set trust_remote_code: true in the recipe (reward.override.trust_remote_code for the reward model, "
+                 "policy.trust_remote_code for the policy and a reward model loaded beside it; trust_remote_code=True "
+                 "from Python)")
+_SWITCH: ContextVar[str] = ContextVar("remote_code_switch", default=RECIPE_SWITCH)
+
+
+@contextmanager
+def remote_code_switch(switch: str) -> Iterator[None]:
+    """Within the block, refusals of a model's own code tell the user ``switch`` (e.g. "pass --trust-remote-code")."""
+    token = _SWITCH.set(switch)
+    try:
+        yield
+    finally:
+        _SWITCH.reset(token)
+
+
+def how_to_allow_remote_code() -> str:
+    return _SWITCH.get()
 
 
 class BaseModelError(UserError, ValueError):
@@ -126,8 +151,8 @@ def _from_pretrained(cls, base: str, *, trust_remote_code: bool = False, **kwarg
             raise
         raise BaseModelError(
             f"could not load {base!r}: it needs code that ships with the model (its config or tokenizer config names "
-            "it in auto_map), and rlhf_organic does not run a model's own code unless told to. Read that code, then "
-            "set trust_remote_code: true in the reward spec or the policy section if you trust it"
+            "it in auto_map), and rlhf_organic does not run a model's own code unless told to. Read that code, then, "
+            f"if you trust it, {how_to_allow_remote_code()}"
         ) from exc
     except OSError as exc:  # no network, unknown id, missing files
         raise BaseModelError(

@@ -161,13 +161,14 @@ def load_policy(folder: str | Path, *, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     from ..models.folder import PolicyMeta, check_adapter, read_meta, reading, require, saved_base
-    from ..models.loading import BaseModelError, load_base
+    from ..models.loading import BaseModelError, how_to_allow_remote_code, load_base
 
     folder = Path(folder)
     meta = read_meta(folder, META_FILE, PolicyMeta, "policy")
     if meta.get("trust_remote_code") and not trust_remote_code:
-        raise BaseModelError(f"the policy in {folder} is on a base that runs its own code ({meta['base']}); "
-                             "loading it needs trust_remote_code=True")
+        raise BaseModelError(f"the policy in {folder} is on a base that runs its own code ({meta['base']}); loading it "
+                             "needs trust_remote_code, which only you can turn on, not the folder: read that code, "
+                             f"then, if you trust it, {how_to_allow_remote_code()}")
     base = saved_base(meta["base"], folder, "base", META_FILE)
     check_adapter(folder / "adapter")
     require(folder / "adapter" / "tokenizer_config.json", "the policy's tokenizer")

@@ -180,13 +180,14 @@ def load_reward_model(model_dir: str | Path, quantization: str | None = None, *,
     from peft import PeftModel
 
     from ..models.folder import reading
-    from ..models.loading import BaseModelError
+    from ..models.loading import BaseModelError, how_to_allow_remote_code
 
     model_dir = Path(model_dir)
     meta = read_reward_meta(model_dir)
     if meta.get("trust_remote_code") and not trust_remote_code:
         raise BaseModelError(f"the reward model in {model_dir} was trained on a base that runs its own code "
-                             f"({meta['base']}); loading it needs trust_remote_code: true (policy.trust_remote_code)")
+                             f"({meta['base']}); loading it needs trust_remote_code, which only you can turn on, not "
+                             f"the folder: read that code, then, if you trust it, {how_to_allow_remote_code()}")
     where = check_reward_files(model_dir, meta)
     tokenizer = load_tokenizer(where, trust_remote_code=trust_remote_code)
     backbone = load_base(where, dtype=meta["dtype"], quantization=quantization or meta["quantization"],
