@@ -86,10 +86,9 @@ def policy() -> None:
 def policy_train(dataset, method, trust_dir, reward_dir, judge_dir, settings, out, seed, overwrite, show_user_text,
                  quiet) -> None:
     """Train a policy adapter on DATASET's feedback (a base with its own code: --set trust_remote_code=true)."""
+    from .models.loading import remote_code_switch
     from .policy.config import settings_from_cli
     from .policy.stage import format_metrics, train_policy
-
-    from .models.loading import remote_code_switch
 
     section = settings_from_cli(method, list(settings))
     with remote_code_switch(SET_REMOTE_CODE):
@@ -290,10 +289,9 @@ def reward() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def reward_train(dataset, spec_name, trust_dir, settings, out, ground_truth, seed, overwrite, quiet) -> None:
     """Train a reward model on DATASET's thumbs and A/B choices."""
+    from .models.loading import remote_code_switch
     from .reward.spec import load_spec
     from .reward.stage import format_metrics, train_reward
-
-    from .models.loading import remote_code_switch
 
     spec = load_spec(spec_name, sets=list(settings))
     with remote_code_switch(SET_REMOTE_CODE):

@@ -81,7 +81,8 @@ def resolve_base(base: str) -> tuple[str, str | None]:
 
 
 def _ask_hub(hub_id: str) -> None:
-    """One request for the model's config.json on the hub, without retries; raises when it cannot be had."""
+    """One request for the model's config.json on the hub; raises when it cannot be had. A metadata
+    request is not retried (huggingface_hub retries it only when asked), unlike transformers' downloads."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     get_hf_file_metadata(hf_hub_url(hub_id, "config.json"), timeout=10)
