@@ -38,6 +38,19 @@ def _echo(message: str) -> None:
         click.echo(message)
 
 
+def _finite(ctx, param, value):
+    """click's FloatRange lets NaN through (every comparison with NaN is false): refuse it here."""
+    import math
+
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number")
+    return value
+
+
+# How a standalone training command turns on a model's own code (a run's recipe has its own settings).
+SET_REMOTE_CODE = "add --set trust_remote_code=true"
+
+
 def _progress(quiet: bool) -> bool | None:
     return False if quiet or not is_main() else None  # None: a bar only on a terminal
 
@@ -73,12 +86,14 @@ def policy() -> None:
 def policy_train(dataset, method, trust_dir, reward_dir, judge_dir, settings, out, seed, overwrite, show_user_text,
                  quiet) -> None:
     """Train a policy adapter on DATASET's feedback (a base with its own code: --set trust_remote_code=true)."""
+    from .models.loading import remote_code_switch
     from .policy.config import settings_from_cli
     from .policy.stage import format_metrics, train_policy
 
     section = settings_from_cli(method, list(settings))
-    metrics = train_policy(dataset, out, section, trust=trust_dir, reward=reward_dir, judge=judge_dir, seed=seed,
-                           overwrite=overwrite, progress=_progress(quiet), log=_log, show_user_text=show_user_text)
+    with remote_code_switch(SET_REMOTE_CODE):
+        metrics = train_policy(dataset, out, section, trust=trust_dir, reward=reward_dir, judge=judge_dir, seed=seed,
+                               overwrite=overwrite, progress=_progress(quiet), log=_log, show_user_text=show_user_text)
     _echo(format_metrics(metrics))
     _log(f"policy: {out}")
 
@@ -88,7 +103,7 @@ def policy_train(dataset, method, trust_dir, reward_dir, judge_dir, settings, ou
 @click.option("--ground-truth", required=True, type=click.Path(exists=True),
               help="the simulation folder (or its ground_truth.parquet) the dataset came from")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="judge folder to write")
-@click.option("--eval-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True),
+@click.option("--eval-fraction", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True), callback=_finite,
               help="conversations held out (use the policy's eval_fraction)")
 @click.option("--max-examples", default=20_000, show_default=True, type=click.IntRange(1),
               help="train on at most this many replies")
@@ -166,11 +181,13 @@ def ingest(inputs, out, fmt, strict, overwrite, chunk_mb, max_context, hash_ids,
 @main.command()
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="print the numbers as JSON")
-def inspect(dataset: str, as_json: bool) -> None:
+@click.option("--show-user-text", is_flag=True,
+              help="print free-text dislike reasons (default: only the format's reason labels; the rest counted together)")
+def inspect(dataset: str, as_json: bool, show_user_text: bool) -> None:
     """Print a readable summary of an ingested DATASET."""
     from .data.inspect import format_report, inspect_dataset
 
-    report = inspect_dataset(dataset)
+    report = inspect_dataset(dataset, show_user_text=show_user_text)
     if as_json:
         import json
 
@@ -272,12 +289,14 @@ def reward() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def reward_train(dataset, spec_name, trust_dir, settings, out, ground_truth, seed, overwrite, quiet) -> None:
     """Train a reward model on DATASET's thumbs and A/B choices."""
+    from .models.loading import remote_code_switch
     from .reward.spec import load_spec
     from .reward.stage import format_metrics, train_reward
 
     spec = load_spec(spec_name, sets=list(settings))
-    metrics = train_reward(dataset, out, spec, trust=trust_dir, ground_truth=ground_truth, seed=seed,
-                           overwrite=overwrite, progress=_progress(quiet), log=_log)
+    with remote_code_switch(SET_REMOTE_CODE):
+        metrics = train_reward(dataset, out, spec, trust=trust_dir, ground_truth=ground_truth, seed=seed,
+                               overwrite=overwrite, progress=_progress(quiet), log=_log)
     _echo(format_metrics(metrics))
     _log(f"reward model: {out}")
 
@@ -294,10 +313,12 @@ def reward_train(dataset, spec_name, trust_dir, settings, out, ground_truth, see
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def reward_score(model, data, out, batch_size, overwrite, trust_remote_code, quiet) -> None:
     """Score examples with the reward model in MODEL; writes score and p_good per example."""
+    from .models.loading import remote_code_switch
     from .reward.stage import score_examples
 
-    n = score_examples(model, data, out, batch_size=batch_size, overwrite=overwrite, progress=_progress(quiet),
-                       trust_remote_code=trust_remote_code)
+    with remote_code_switch("pass --trust-remote-code"):
+        n = score_examples(model, data, out, batch_size=batch_size, overwrite=overwrite, progress=_progress(quiet),
+                           trust_remote_code=trust_remote_code)
     _log(f"scored {n} examples: {out}")
 
 

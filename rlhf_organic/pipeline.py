@@ -83,7 +83,7 @@ def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log:
 
         run_ingest(inputs, folder, fmt=data.format, strict=data.strict, chunk_bytes=data.chunk_mb << 20,
                    max_context=data.max_context, progress=progress, log=log, privacy=data.privacy)
-        return inspect_dataset(folder)
+        return inspect_dataset(folder, how_to_show="output.show_user_text")  # the marker: reason labels only
 
     privacy = data.privacy.settings()  # {} when off; a missing salt fails here, before any stage runs
     stages.append(Stage("ingest", "dataset", simulated, {**input_settings, **data.model_dump(

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
@@ -25,7 +26,8 @@ from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
 from .section import Section
 from .policy.config import PolicySection
-from .reward.config import RewardSection
+from .reward.config import SPEC_CHECKED_BY_CALLER, RewardSection
+from .reward.spec import spec_problems
 from .trust.config import TrustSection
 
 
@@ -170,24 +172,34 @@ def _key_lines(text: str) -> dict[tuple, int]:
     return lines
 
 
-def format_validation_error(
+def set_by(loc: tuple, items: dict[tuple, str], key_lines: dict[tuple, int]) -> str | None:
+    """Which of ``items`` (key path -> its text, e.g. the ``key=value`` typed on the command line) a
+    problem at ``loc`` comes from, or None.
+
+    An item is to blame when it set ``loc`` or a section above it, or when it created ``loc`` (an
+    unknown key such as ``outptu`` from ``outptu.dir=x``, which the file does not have). The last such
+    item wins, as its value does."""
+    for path, item in reversed(items.items()):
+        if loc[: len(path)] == path:
+            return item
+    if loc and loc not in key_lines:
+        for path, item in reversed(items.items()):
+            if path[: len(loc)] == loc:
+                return item
+    return None
+
+
+def validation_problems(
     exc: ValidationError,
     model: type[BaseModel],
-    source: str,
-    key_lines: dict[tuple, int] | None = None,
-    overridden: set[tuple] | None = None,
-) -> str:
-    """One readable line per problem: where (file:line, key path), what, and what would be valid."""
-    key_lines, overridden = key_lines or {}, overridden or set()
+    locate: Callable[[tuple], tuple[str, str]],
+) -> list[str]:
+    """One readable line per problem: where (``locate(loc)``: file:line or the command-line item, and
+    the key path to print), what, and what would be valid."""
     problems = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        where = source
-        if any(loc[: len(o)] == o for o in overridden):
-            where = "command line"
-        elif loc in key_lines:
-            where = f"{source}:{key_lines[loc]}"
+        where, path = locate(loc)
         if err["type"] == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             valid = sorted(parent.model_fields) if parent else []
@@ -199,7 +211,39 @@ def format_validation_error(
             if err["type"] == "literal_error":
                 msg += did_you_mean(err.get("input"), re.findall(r"'([^']*)'", err["ctx"]["expected"]))
         problems.append(f"  {where}: {path}: {msg}")
+    return problems
+
+
+def locator(source: str, key_lines: dict[tuple, int], overridden: dict[tuple, str]) -> Callable[[tuple], tuple[str, str]]:
+    """``locate`` for settings read from ``source`` (a file, or a name such as "policy settings") with
+    command-line items applied: the item as typed, else the file and line of the key, else the file."""
+
+    def locate(loc: tuple) -> tuple[str, str]:
+        path = ".".join(str(p) for p in loc) or "(top level)"
+        item = set_by(loc, overridden, key_lines)
+        if item is not None:
+            return f"command line: {item}", path
+        return (f"{source}:{key_lines[loc]}" if loc in key_lines else source), path
+
+    return locate
+
+
+def format_validation_error(
+    exc: ValidationError,
+    model: type[BaseModel],
+    source: str,
+    key_lines: dict[tuple, int] | None = None,
+    overridden: dict[tuple, str] | None = None,
+) -> str:
+    """Every problem of ``exc``, one line each, under ``SOURCE: invalid settings``; ``overridden`` maps
+    each key path set on the command line to its ``key=value`` text."""
+    problems = validation_problems(exc, model, locator(source, key_lines or {}, overridden or {}))
     return f"{source}: invalid settings\n" + "\n".join(problems)
+
+
+def typed_overrides(items: list[str], parsed: list[tuple[tuple[str, ...], Any]]) -> dict[tuple, str]:
+    """Key path -> the ``key=value`` item as typed, for error messages (``parsed`` from ``parse_overrides``)."""
+    return {path: item.strip() for item, (path, _) in zip(items, parsed)}
 
 
 def parse_overrides(overrides: list[str]) -> list[tuple[tuple[str, ...], Any]]:
@@ -257,9 +301,31 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
     parsed = parse_overrides(list(overrides))
     data = apply_overrides(data, parsed)
-    return validate_settings(
-        Recipe, data, str(path), key_lines=_key_lines(text), overridden={p for p, _ in parsed}
-    )
+    locate = locator(str(path), _key_lines(text), typed_overrides(list(overrides), parsed))
+    problems = []
+    try:  # the reward spec is checked below, so that its problems are located here and listed with the rest
+        recipe = Recipe.model_validate(data, context={SPEC_CHECKED_BY_CALLER: True})
+    except ValidationError as exc:
+        problems += validation_problems(exc, Recipe, locate)
+    problems += _reward_spec_problems(data.get("reward"), locate)
+    if problems:
+        raise RecipeError(f"{path}: invalid settings\n" + "\n".join(problems))
+    return recipe
+
+
+def _reward_spec_problems(section: Any, locate: Callable[[tuple], tuple[str, str]]) -> list[str]:
+    """Problems of the reward spec a recipe's ``reward`` section names, with its ``override`` applied:
+    those in ``override`` located in the recipe (or on the command line), the others in the spec file."""
+    if not isinstance(section, dict):
+        return []
+    spec, override = section.get("spec", "tiny"), section.get("override", {})
+    if not isinstance(spec, str) or not isinstance(override, dict):
+        return []  # the section's own validation says what is wrong
+    try:
+        return spec_problems(spec, override, lambda loc: locate(("reward", "override", *loc)))
+    except RecipeError as exc:  # no such spec, or a spec file that is not a YAML mapping
+        where, key = locate(("reward", "spec"))
+        return [f"  {where}: {key}: {exc}"]
 
 
 def dump_recipe(recipe: Recipe) -> str:

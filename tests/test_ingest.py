@@ -217,3 +217,38 @@ def test_a_dataset_inside_its_input_folder_is_refused_and_output_folders_are_not
     summary = ingest([str(logs)], tmp_path / "again", **_quiet())
     assert summary["lines"] == 2 and summary["rejected"] == 1  # its rejects.jsonl was not read as input
     assert "output folder" in _named(summary, "skipped")[str(logs / "ds")]
+
+
+# ---- blank user ids ------------------------------------------------------------------------------
+
+BLANK_IDS = ["", "   ", "\t"]
+
+
+def test_a_blank_bb3x_user_id_is_rejected_like_a_missing_one(tmp_path, quiet_log):
+    """An empty user id used to be accepted as a user (one "" user holding everyone's blank-id feedback)."""
+    lines = [bb3x_conversation(f"c{i}", user) for i, user in enumerate(BLANK_IDS)]
+    lines += [bb3x_conversation("c-null", None), bb3x_conversation("c-ok", "u1")]
+    write_lines(tmp_path / "logs" / "bb3x.jsonl", lines)
+    summary = ingest([str(tmp_path / "logs")], tmp_path / "ds", progress=False, log=quiet_log)
+    assert (summary["conversations"], summary["rejected"], summary["lines"]) == (1, 4, 5)
+    rejects = [json.loads(line) for line in (tmp_path / "ds" / "rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [1, 2, 3, 4]
+    assert all("user_pseudo_id" in r["reason"] for r in rejects)
+    assert read(tmp_path / "ds", "users").column("user_id").to_pylist() == ["u1"]
+
+
+@pytest.mark.parametrize("fmt,row", [
+    ("kto", {"prompt": "hi", "completion": "hello", "label": True}),
+    ("preference", {"prompt": "hi", "chosen": "hello", "rejected": "go away"}),
+    ("messages", {"messages": [{"role": "user", "content": "hi"},
+                               {"role": "assistant", "content": "hello", "feedback": {"thumbs": 1}}]}),
+])
+def test_a_blank_user_id_in_row_formats_is_no_user_id_like_null(tmp_path, quiet_log, fmt, row):
+    """Row formats may have no user id (null or absent): a blank one is the same, never a user named ""."""
+    rows = [{**row, "user_id": user} for user in [*BLANK_IDS, None]] + [{**row, "user_id": "u2"}]
+    write_lines(tmp_path / f"{fmt}.jsonl", rows)
+    summary = ingest([str(tmp_path / f"{fmt}.jsonl")], tmp_path / "ds", fmt=fmt, progress=False, log=quiet_log)
+    assert summary["rejected"] == 0 and summary["lines"] == 5
+    table = "preferences" if fmt == "preference" else "conversations"
+    assert read(tmp_path / "ds", table).column("user_id").to_pylist() == [None] * 4 + ["u2"]
+    assert read(tmp_path / "ds", "users").column("user_id").to_pylist() == ["u2"]

@@ -325,3 +325,86 @@ def test_a_report_on_real_logs_prints_no_user_text_and_no_raw_user_id(tmp_path, 
     shown = (run / "policy" / "samples.md").read_text(encoding="utf-8")
     assert HIDDEN_TEXT not in shown and any(t in shown for t in user_text)
     assert HIDDEN_TEXT not in (run / "report.md").read_text(encoding="utf-8")
+
+
+# ---- dislike reasons: labels shown, free text counted -------------------------------------------
+
+FREE_TEXT = ["Jane Doe 555-0199 Springfield", "my son Tom Baker died last week", "x"]
+
+
+def test_only_the_formats_reason_labels_are_printed_the_rest_is_counted():
+    from rlhf_organic.data.reasons import KNOWN_REASONS, NONE_GIVEN, known_reason, public_reasons
+    from rlhf_organic.data.simulate import DISLIKE_REASONS
+
+    assert set(DISLIKE_REASONS) <= set(KNOWN_REASONS)  # what the simulator writes is never hidden
+    for spelling in ("off_topic", "Off-Topic", "off topic", " looks-like-spam ", "rude/inappropriate", "OTHER"):
+        assert known_reason(spelling) in KNOWN_REASONS, spelling
+    for text in FREE_TEXT + ["", "off_topic because you insulted Jane", None, 3]:
+        assert known_reason(text) is None, text
+    counts = {"Off-Topic": 2, "off_topic": 1, FREE_TEXT[0]: 4, FREE_TEXT[1]: 1, NONE_GIVEN: 3}
+    shown = public_reasons(counts, "--show-user-text")
+    assert shown == {"(free text, hidden: --show-user-text)": 5, "off_topic": 3, NONE_GIVEN: 3}
+    assert public_reasons(shown, "--show-user-text") == shown  # already public: unchanged
+
+
+def _logs_with_free_text_reasons(tmp_path) -> Path:
+    """Simulated BB3x logs (20 users) whose thumbs-down reasons are partly replaced by free text."""
+    sim = tmp_path / "sim"
+    simulate(preset_config("tiny", users=20, seed=0), sim, progress=False)
+    for chunk in (sim / "logs").glob("*.jsonl"):
+        lines = []
+        for i, line in enumerate(chunk.read_text().splitlines()):
+            conversation = json.loads(line)
+            for message in conversation.get("message_history", []):
+                if message.get("dislike_type"):
+                    message["dislike_type"] = FREE_TEXT[i % 3] if i % 2 else message["dislike_type"]
+            lines.append(conversation)
+        write_lines(chunk, lines)
+    return sim / "logs"
+
+
+def test_inspect_hides_free_text_reasons_unless_asked(tmp_path):
+    logs = _logs_with_free_text_reasons(tmp_path)
+    assert any(t in logs.joinpath("release_data_00.jsonl").read_text() for t in FREE_TEXT[:2])
+    runner = CliRunner()
+    from rlhf_organic.cli import main
+
+    assert runner.invoke(main, ["ingest", str(logs), "--out", str(tmp_path / "ds"), "-q"]).exit_code == 0
+    for extra in ([], ["--json"]):
+        hidden = runner.invoke(main, ["inspect", str(tmp_path / "ds"), *extra])
+        assert hidden.exit_code == 0 and "(free text, hidden: --show-user-text)" in hidden.stdout
+        assert not any(t in hidden.stdout for t in FREE_TEXT[:2]), hidden.stdout
+        shown = runner.invoke(main, ["inspect", str(tmp_path / "ds"), "--show-user-text", *extra])
+        assert shown.exit_code == 0 and any(t in shown.stdout for t in FREE_TEXT[:2])
+
+
+def test_a_run_on_real_logs_prints_no_free_text_reason_anywhere(tmp_path):
+    """Reasons of 40 characters or fewer used to be printed in report.md / .txt / .html; the stage marker
+    kept them all, and a reward model with a reason head named its logits after them."""
+    from rlhf_organic.pipeline import run_recipe
+    from rlhf_organic.recipe import load_recipe
+
+    logs = _logs_with_free_text_reasons(tmp_path)
+    recipe_file = tmp_path / "files.yaml"
+    recipe_file.write_text(f"name: files\ndata:\n  source: files\n  inputs: [{logs}]\ntrust: {{scheme: uniform}}\n"
+                           "reward:\n  spec: tiny\n  override: {head: {reasons: true}, tiny: {hidden: 16, vocab_size: 300},"
+                           " train: {epochs: 0.2}}\n"
+                           f"output: {{dir: {tmp_path / 'run'}, report_to: none}}\n")
+    logged: list[str] = []
+    run_recipe(load_recipe(recipe_file), progress=False, log=logged.append, echo=logged.append)
+    run = tmp_path / "run"
+    shared = _shared_files(run) | {"reward/reward_model.json": (run / "reward" / "reward_model.json").read_text(),
+                                   "reward/README.md": (run / "reward" / "README.md").read_text(),
+                                   "log": "\n".join(logged)}
+    assert "dataset/stage.json" in shared and "reward/metrics.json" in shared
+    for name, text in shared.items():
+        leaked = [t for t in FREE_TEXT[:2] if t in text]
+        assert not leaked, f"{name} prints free-text reasons {leaked}"
+    assert "(free text, hidden: output.show_user_text)" in shared["report.md"]
+    assert "(free text, hidden" in shared["report.txt"]
+    assert json.loads(shared["reward/reward_model.json"])["reasons"]  # the labels still train the reason head
+
+    # Asked to, the same run (every stage reused) shows them in the report.
+    run_recipe(load_recipe(recipe_file, ["output.show_user_text=true"]), resume=True, progress=False,
+               log=lambda m: None, echo=lambda m: None)
+    assert all(t in (run / "report.md").read_text(encoding="utf-8") for t in FREE_TEXT[:2])

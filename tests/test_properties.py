@@ -286,7 +286,8 @@ def bb3x_message(draw):
 
 @st.composite
 def bb3x_record(draw):
-    obj = {**draw(EXTRAS), "user_pseudo_id": draw(TEXT | st.integers(-(2**63), 2**63 - 1)), "chat_id": draw(TEXT),
+    user = TEXT.map(lambda t: t if t.strip() else t + "u")  # a blank one is a reject: see mutations
+    obj = {**draw(EXTRAS), "user_pseudo_id": draw(user | st.integers(-(2**63), 2**63 - 1)), "chat_id": draw(TEXT),
            "message_history": draw(st.lists(bb3x_message(), min_size=1, max_size=4))}
     return Record(obj, "chat_id")
 
@@ -303,9 +304,9 @@ def expected(fmt: str, obj: dict, line_no: int) -> dict:
         value = obj.get(key)
         return str(value) if value is not None else f"{FILE}:{line_no}"
 
-    def user(key="user_id"):
+    def user(key="user_id"):  # a blank id (empty or whitespace only) is no id, as null is
         value = obj.get(key)
-        return None if value is None else str(value)
+        return None if value is None or (isinstance(value, str) and not value.strip()) else str(value)
 
     if fmt == "preference":
         prompt, chosen, rejected = obj.get("prompt"), obj["chosen"], obj["rejected"]
@@ -417,8 +418,8 @@ def mutations(fmt: str, obj: dict) -> list[tuple[tuple, typing.Callable, str]]:
                         (("messages", i, "feedback", "reason"),
                          lambda v, m=m: _message_ok({**m, "feedback": {**m["feedback"], "reason": v}}), f"{p}.feedback")]
         return out
-    out = [(("user_pseudo_id",), lambda v: isinstance(v, str) or (type(v) is int and -(2**63) <= v < 2**64),
-            "user_pseudo_id"),
+    out = [(("user_pseudo_id",), lambda v: (isinstance(v, str) and bool(v.strip()))
+            or (type(v) is int and -(2**63) <= v < 2**64), "user_pseudo_id"),
            (("chat_id",), lambda v: isinstance(v, str), "chat_id"),
            (("message_history",), lambda v: isinstance(v, list) and bool(v) and all(map(_bb3x_message_ok, v)),
             "message_history")]

@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..errors import UserError
+from .reasons import NONE_GIVEN, public_reasons
 
 FEEDBACK_BUCKETS = ((0, 0), (1, 1), (2, 5), (6, 10), (11, 50), (51, None))
 
@@ -18,8 +19,11 @@ def _share(part: int, whole: int) -> float:
     return round(part / whole, 6) if whole else 0.0
 
 
-def inspect_dataset(path: str | Path) -> dict:
-    """Counts, feedback rates, dislike reasons, users by amount of feedback, adversarial share."""
+def inspect_dataset(path: str | Path, *, show_user_text: bool = False, how_to_show: str = "--show-user-text") -> dict:
+    """Counts, feedback rates, dislike reasons, users by amount of feedback, adversarial share.
+
+    Dislike reasons other than the formats' labels are text a user typed: counted together (under a
+    note saying ``how_to_show`` them) unless ``show_user_text``."""
     path = Path(path)
     summary_file = path / "summary.json"
     if not summary_file.is_file():
@@ -28,7 +32,8 @@ def inspect_dataset(path: str | Path) -> dict:
     examples = pq.read_table(path / "examples.parquet", columns=["thumbs", "dislike_reason"])
     n_examples = examples.num_rows
     down = examples.filter(pc.equal(examples.column("thumbs"), -1))
-    reasons = pc.value_counts(down.column("dislike_reason").fill_null("(none given)")).to_pylist()
+    reasons = pc.value_counts(down.column("dislike_reason").fill_null(NONE_GIVEN)).to_pylist()
+    reasons = {r["values"]: r["counts"] for r in sorted(reasons, key=lambda r: -r["counts"])}
     n_feedback = pq.read_table(path / "users.parquet", columns=["n_feedback"]).column("n_feedback").to_numpy()
     buckets = {}
     for low, high in FEEDBACK_BUCKETS:
@@ -47,7 +52,7 @@ def inspect_dataset(path: str | Path) -> dict:
             "thumbs_down_per_example": _share(summary["thumbs_down"], n_examples),
             "examples_with_thumbs": _share(summary["thumbs_up"] + summary["thumbs_down"], n_examples),
         },
-        "dislike_reasons": {r["values"]: r["counts"] for r in sorted(reasons, key=lambda r: -r["counts"])},
+        "dislike_reasons": reasons if show_user_text else public_reasons(reasons, how_to_show),
         "users_by_feedback": buckets,
         "median_feedback_per_user": float(np.median(n_feedback)) if len(n_feedback) else 0.0,
         "conversations_with_unsafe_user_turns": _share(summary["adversarial_conversations"], n_conv),

@@ -70,7 +70,7 @@ SAFE, UNSAFE = "__ok__", "__notok__"
 class SimConfig(BaseModel):
     """Settings of one simulation; every field can be set from a preset, a recipe or ``--set``."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # as every Section
 
     users: int = Field(200, ge=1, description="number of users")
     seed: int = Field(0, description="random seed; the same seed gives the same files")

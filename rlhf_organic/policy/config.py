@@ -108,8 +108,8 @@ PolicySection = create_model(
 
 def settings_from_cli(method: str, sets: list[str]) -> PolicySection:
     """A PolicySection from ``--method`` and ``--set key=value`` items (``train.epochs=2``, ``kto.beta=0.2``)."""
-    from ..recipe import apply_overrides, parse_overrides, validate_settings
+    from ..recipe import apply_overrides, parse_overrides, typed_overrides, validate_settings
 
     parsed = parse_overrides(sets)
     data = apply_overrides({"method": method}, parsed)
-    return validate_settings(PolicySection, data, "policy settings", overridden={p for p, _ in parsed})
+    return validate_settings(PolicySection, data, "policy settings", overridden=typed_overrides(sets, parsed))

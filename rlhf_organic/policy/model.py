@@ -9,7 +9,6 @@ the left (a decoder continues from the last position).
 
 from __future__ import annotations
 
-import json
 import warnings
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -367,12 +366,11 @@ def attach_reward(policy: PolicyModel, reward_dir: str | Path, *, share_base: bo
     """Attach the reward model in ``reward_dir``: as a second adapter + head on the policy's own base when
     the reward model was trained on the same base (and ``share_base``), else loaded beside it (with
     ``trust_remote_code``, the caller's decision). Returns "shared" or "separate"."""
-    from ..reward.model import META_FILE, load_reward_model
+    from ..reward.model import check_reward_files, load_reward_model, read_reward_meta
 
     reward_dir = Path(reward_dir)
-    if not (reward_dir / META_FILE).is_file():
-        raise BaseModelError(f"{reward_dir} is not a reward-model folder (no {META_FILE})")
-    meta = json.loads((reward_dir / META_FILE).read_text())
+    meta = read_reward_meta(reward_dir)
+    check_reward_files(reward_dir, meta)  # every file in place, before any is read
     same = meta["base"] != "tiny" and _same_base(meta["base"], policy.base)
     if share_base and same:
         _load_shared_reward(policy, reward_dir, meta)
@@ -399,12 +397,18 @@ def _load_shared_reward(policy: PolicyModel, reward_dir: Path, meta: dict) -> No
     from peft import LoraConfig, set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    config = LoraConfig.from_pretrained(reward_dir / "adapter")
+    from ..models.folder import reading
+    from ..reward.model import load_head
+
+    with reading(reward_dir / "adapter" / "adapter_config.json", "a LoRA adapter's configuration"):
+        config = LoraConfig.from_pretrained(reward_dir / "adapter")
     config.inference_mode = True
     policy.peft.add_adapter(REWARD, config)
     prefix = policy.peft.get_base_model().base_model_prefix
     state = {}
-    for key, value in load_file(reward_dir / "adapter" / "adapter_model.safetensors").items():
+    with reading(reward_dir / "adapter" / "adapter_model.safetensors", "the LoRA adapter"):
+        weights = load_file(reward_dir / "adapter" / "adapter_model.safetensors")
+    for key, value in weights.items():
         inner = key.removeprefix("base_model.model.")
         state[f"base_model.model.{prefix}.{inner}"] = value
     result = set_peft_model_state_dict(policy.peft, state, adapter_name=REWARD)
@@ -413,8 +417,7 @@ def _load_shared_reward(policy: PolicyModel, reward_dir: Path, meta: dict) -> No
         raise BaseModelError(f"{reward_dir}: the reward adapter does not fit the policy's base "
                              f"(missing {missing[:3]}, unexpected {list(result.unexpected_keys)[:3]})")
     hidden = policy.peft.get_base_model().config.hidden_size
-    head = torch.nn.Linear(hidden, 1 + len(meta["reasons"]))
-    head.load_state_dict(load_file(reward_dir / "head.safetensors"))
+    head = load_head(reward_dir, torch.nn.Linear(hidden, 1 + len(meta["reasons"])))
     head.requires_grad_(False)
     policy.reward_head = head.to(policy.device)
     policy.reward_meta = meta

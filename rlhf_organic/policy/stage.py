@@ -123,13 +123,15 @@ def train_policy(
 
 def save_policy(policy, section, folder: Path, *, base_in_folder: bool) -> None:
     """The policy adapter alone (not the reward adapter), its settings, and the merged model if asked."""
+    from ..models.folder import base_to_save
+
     policy.peft.save_pretrained(folder / "adapter", selected_adapters=["default"])
     policy.tokenizer.save_pretrained(folder / "adapter")
     if policy.value_head is not None:  # PPO's critic, to continue training later
         from safetensors.torch import save_file
 
         save_file(policy.value_head.state_dict(), folder / "value_head.safetensors")
-    meta = {"format": 1, "base": "base" if base_in_folder else section.base, "method": section.method,
+    meta = {"format": 1, "base": "base" if base_in_folder else base_to_save(section.base, "base"), "method": section.method,
             "dtype": section.dtype, "quantization": section.quantization, "max_prompt_length": section.max_prompt_length,
             "max_completion_length": section.max_completion_length, "trust_remote_code": section.trust_remote_code}
     (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -163,27 +165,38 @@ def export_merged(policy, folder: Path, adapter: Path, dtype: str) -> None:
 def load_policy(folder: str | Path, *, trust_remote_code: bool = False, quantization: str | None = None):
     """(PeftModel in eval mode, tokenizer) from a policy folder written by ``train_policy``.
     ``trust_remote_code`` is the caller's decision, never the folder's. ``quantization``: the base's, by
-    default as trained (a QLoRA policy on its 4-bit base) where a CUDA GPU is present, else none."""
+    default as trained (a QLoRA policy on its 4-bit base) where a CUDA GPU is present, else none. A damaged
+    or tampered folder is refused, naming the folder and the file, before anything in it is read
+    (``models/folder.py``)."""
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    from ..models.loading import BaseModelError, load_base
+    from ..models.folder import PolicyMeta, check_adapter, read_meta, reading, require, saved_base
+    from ..models.loading import BaseModelError, how_to_allow_remote_code, load_base
 
     folder = Path(folder)
-    meta = json.loads((folder / META_FILE).read_text())
+    meta = read_meta(folder, META_FILE, PolicyMeta, "policy")
     if meta.get("trust_remote_code") and not trust_remote_code:
-        raise BaseModelError(f"the policy in {folder} is on a base that runs its own code ({meta['base']}); "
-                             "loading it needs trust_remote_code=True")
-    base = str(folder / "base") if meta["base"] == "base" else meta["base"]
+        raise BaseModelError(f"the policy in {folder} is on a base that runs its own code ({meta['base']}); loading it "
+                             "needs trust_remote_code, which only you can turn on, not the folder: read that code, "
+                             f"then, if you trust it, {how_to_allow_remote_code()}")
+    base = saved_base(meta["base"], folder, "base", META_FILE)
+    check_adapter(folder / "adapter")
+    require(folder / "adapter" / "tokenizer_config.json", "the policy's tokenizer")
     if quantization is None:
         import torch
 
         quantization = meta.get("quantization", "none") if torch.cuda.is_available() else "none"
     lm = load_base(base, causal_lm=True, dtype=meta["dtype"], quantization=quantization, trust_remote_code=trust_remote_code)
-    # the tokenizer saved beside the adapter (with its pad token and chat template); not load_tokenizer, which
-    # wants a model folder (config.json) and the adapter folder has none
-    return (PeftModel.from_pretrained(lm, folder / "adapter").eval(),
-            AutoTokenizer.from_pretrained(folder / "adapter", trust_remote_code=bool(trust_remote_code)))
+    with reading(folder / "adapter" / "adapter_model.safetensors", "the LoRA adapter"):
+        model = PeftModel.from_pretrained(lm, folder / "adapter").eval()
+    # the tokenizer saved beside the adapter (with the chat template training used); not through
+    # load_tokenizer, which wants a whole model folder (config.json)
+    with reading(folder / "adapter" / "tokenizer_config.json", "the policy's tokenizer"):
+        tokenizer = AutoTokenizer.from_pretrained(folder / "adapter", trust_remote_code=bool(trust_remote_code))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return model, tokenizer
 
 
 def format_metrics(metrics: dict) -> str:

@@ -7,10 +7,10 @@ can be rebuilt at any time and reads the same for a computed or a reused stage.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from ..data.privacy import HIDDEN_TEXT, show_user_text
+from ..data.reasons import public_reasons
 from .doc import Doc
 from .plots import plot_before_after, plot_loss_curves
 
@@ -84,7 +84,7 @@ def build_run_report(out: Path, recipe, markers: dict, total_seconds: float) -> 
         for name, m in markers.items()
     ])
     if "ingest" in markers:
-        _data_section(doc, _private_view(markers["ingest"]["metrics"], shown))
+        _data_section(doc, _ingest_view(out, markers["ingest"]["metrics"], shown))
     if "trust" in markers:
         _trust_section(doc, out, markers["trust"]["metrics"])
     plots = out / "report"
@@ -108,19 +108,22 @@ def write_run_report(out: Path, recipe, markers: dict, total_seconds: float) -> 
     return paths
 
 
-_LABEL = re.compile(r"[A-Za-z0-9_ .:/()-]{1,40}")
+def _ingest_view(out: Path, report: dict, shown: bool) -> dict:
+    """The ingest metrics as the report may print them. The stage's marker keeps only the formats'
+    dislike-reason labels (free text counted together); with user text shown, the reasons as written
+    are read back from the dataset (``dataset/``, perhaps a reused stage's)."""
+    dataset = out / "dataset"
+    if shown and (dataset / "summary.json").is_file():
+        from ..data.inspect import inspect_dataset
+
+        return {**report, "dislike_reasons": inspect_dataset(dataset, show_user_text=True)["dislike_reasons"]}
+    return _public_view(report)
 
 
-def _private_view(report: dict, shown: bool) -> dict:
-    """The ingest metrics as a shared report may print them: with user text hidden, dislike reasons
-    that are not short labels (free text a user typed) are counted together, not printed."""
-    if shown or not report.get("dislike_reasons"):
-        return report
-    reasons: dict = {}
-    for reason, count in report["dislike_reasons"].items():
-        key = reason if _LABEL.fullmatch(str(reason)) else "(free-text reasons, hidden: output.show_user_text)"
-        reasons[key] = reasons.get(key, 0) + count
-    return {**report, "dislike_reasons": reasons}
+def _public_view(report: dict) -> dict:
+    """``report`` with free-text dislike reasons counted together (a marker written before the stage
+    did this itself may still hold them)."""
+    return {**report, "dislike_reasons": public_reasons(report.get("dislike_reasons") or {})}
 
 
 def _rewrite_samples(folder: Path, recipe) -> None:
@@ -272,14 +275,14 @@ def _extend_model_card(folder: Path, recipe, markers: dict) -> None:
         (folder / "adapter" / "README.md").write_text(text, encoding="utf-8")
 
 
-def console_summary(markers: dict, show_user_text: bool = False) -> str:
-    """What ``rlhf-organic run`` prints at the end (also ``report.txt``); free-text dislike reasons only
-    when ``show_user_text``."""
+def console_summary(markers: dict) -> str:
+    """What ``rlhf-organic run`` prints at the end (also ``report.txt``): dislike reasons only as the
+    formats' labels, free text counted together (a log and a text file travel further than a report)."""
     from ..data.inspect import format_report
 
     parts = []
     if "ingest" in markers:
-        parts.append(format_report(_private_view(markers["ingest"]["metrics"], show_user_text)))
+        parts.append(format_report(_public_view(markers["ingest"]["metrics"])))
     if "trust" in markers:
         from ..trust.stage import format_metrics
 

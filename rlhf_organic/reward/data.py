@@ -123,9 +123,13 @@ def split(data: RewardData, fraction: float, seed: int) -> tuple[RewardData, Rew
 
 
 def reason_vocabulary(point: pd.DataFrame) -> list[str]:
-    """The dislike reasons seen on disliked examples, sorted."""
+    """The dislike reasons seen on disliked examples that are one of the formats' labels, as written,
+    sorted. Free text is left out: a logit per sentence a user typed learns nothing, and its name would
+    carry that sentence into reward_model.json, metrics.json and every score file."""
+    from ..data.reasons import known_reason
+
     disliked = point[(point["label"] == 0) & point["dislike_reason"].notna()]
-    return sorted(set(disliked["dislike_reason"].astype(str)))
+    return sorted(r for r in set(disliked["dislike_reason"].astype(str)) if known_reason(r))
 
 
 def reason_targets(point: pd.DataFrame, reasons: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -125,39 +125,73 @@ def build_reward_model(spec: RewardSpec, model_dir: Path, texts=None, reasons: l
 def save_reward_model(model: RewardModel, tokenizer, spec: RewardSpec, reasons: list[str], model_dir: Path) -> None:
     from safetensors.torch import save_file
 
+    from ..models.folder import base_to_save
     from .spec import dump_spec
 
     model.backbone.save_pretrained(model_dir / "adapter")
     save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, model_dir / "head.safetensors")
-    meta = {"format": 1, "base": spec.base, "pooling": model.pooling, "reasons": list(reasons), "max_length": spec.max_length,
-            "dtype": spec.dtype, "quantization": spec.quantization, "trust_remote_code": spec.trust_remote_code}
+    meta = {"format": 1, "base": base_to_save(spec.base, "tiny"), "pooling": model.pooling, "reasons": list(reasons),
+            "max_length": spec.max_length, "dtype": spec.dtype, "quantization": spec.quantization,
+            "trust_remote_code": spec.trust_remote_code}
     (model_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     (model_dir / "spec.yaml").write_text(dump_spec(spec))
+
+
+def read_reward_meta(model_dir: Path) -> dict:
+    """``reward_model.json`` of ``model_dir``, checked field by field (``models/folder.py``)."""
+    from ..models.folder import RewardMeta, read_meta
+
+    return read_meta(model_dir, META_FILE, RewardMeta, "reward-model")
+
+
+def check_reward_files(model_dir: Path, meta: dict) -> str:
+    """Where the base of the reward-model folder lies, once every file is checked to be in place and of
+    the kind this package writes; refused naming the folder and the file otherwise."""
+    from ..models.folder import check_adapter, require, saved_base
+
+    where = saved_base(meta["base"], model_dir, "tiny", META_FILE)
+    check_adapter(model_dir / "adapter")
+    require(model_dir / "head.safetensors", "the score head")
+    return where
+
+
+def load_head(model_dir: Path, head: nn.Linear) -> nn.Linear:
+    """``head`` with the score head of ``model_dir`` loaded into it; refused by name when the file cannot
+    be read or has another size than the folder's description says."""
+    from safetensors.torch import load_file
+
+    from ..models.folder import reading
+
+    path = model_dir / "head.safetensors"
+    with reading(path, "the score head"):
+        head.load_state_dict(load_file(path))
+    return head
 
 
 def load_reward_model(model_dir: str | Path, quantization: str | None = None, *, trust_remote_code: bool = False):
     """(model in eval mode, tokenizer, meta) from a folder written by ``save_reward_model``.
 
     ``trust_remote_code`` is the caller's (the recipe's) decision, never the folder's: a folder whose base
-    needs its own code is refused with a clear message unless the caller allows it.
+    needs its own code is refused with a clear message unless the caller allows it. A damaged or
+    tampered folder is refused before anything in it is read (``check_reward_files``).
     """
     from peft import PeftModel
-    from safetensors.torch import load_file
 
-    from ..errors import UserError
-    from ..models.loading import BaseModelError
+    from ..models.folder import reading
+    from ..models.loading import BaseModelError, how_to_allow_remote_code
 
     model_dir = Path(model_dir)
-    if not (model_dir / META_FILE).is_file():
-        raise UserError(f"{model_dir} is not a reward-model folder (no {META_FILE})")
-    meta = json.loads((model_dir / META_FILE).read_text())
+    meta = read_reward_meta(model_dir)
     if meta.get("trust_remote_code") and not trust_remote_code:
         raise BaseModelError(f"the reward model in {model_dir} was trained on a base that runs its own code "
-                             f"({meta['base']}); loading it needs trust_remote_code: true (policy.trust_remote_code)")
-    where = str(model_dir / "base") if meta["base"] == "tiny" else meta["base"]
+                             f"({meta['base']}); loading it needs trust_remote_code, which only you can turn on, not "
+                             f"the folder: read that code, then, if you trust it, {how_to_allow_remote_code()}")
+    where = check_reward_files(model_dir, meta)
     tokenizer = load_tokenizer(where, trust_remote_code=trust_remote_code)
     backbone = load_base(where, dtype=meta["dtype"], quantization=quantization or meta["quantization"],
                          trust_remote_code=trust_remote_code)
-    model = RewardModel(PeftModel.from_pretrained(backbone, model_dir / "adapter"), meta["pooling"], len(meta["reasons"]))
-    model.head.load_state_dict(load_file(model_dir / "head.safetensors"))
+    with reading(model_dir / "adapter" / "adapter_model.safetensors", "the LoRA adapter"):
+        peft = PeftModel.from_pretrained(backbone, model_dir / "adapter")
+    model = RewardModel(peft, meta["pooling"], len(meta["reasons"]))
+    load_head(model_dir, model.head)
     return model.eval(), tokenizer, meta

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from ..errors import RecipeError
 from ..models.loading import DType, HubKernels, Quantization
@@ -124,11 +124,8 @@ def merge(base: dict, override: dict) -> dict:
     return out
 
 
-def load_spec(name_or_path: str, override: dict[str, Any] | None = None, sets: list[str] = ()) -> RewardSpec:
-    """A validated spec: the file, then ``override`` (a recipe's), then ``key=value`` strings (the CLI's)."""
-    from ..recipe import _key_lines, apply_overrides, parse_overrides, validate_settings
-
-    path = find_spec(name_or_path)
+def read_spec(path: Path) -> tuple[dict, str]:
+    """(the spec file's settings, its text)."""
     text = path.read_text(encoding="utf-8")
     try:
         data = yaml.safe_load(text) or {}
@@ -136,11 +133,64 @@ def load_spec(name_or_path: str, override: dict[str, Any] | None = None, sets: l
         raise RecipeError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a reward-model spec is a mapping, got {type(data).__name__}")
-    data = merge(data, override or {})
+    return data, text
+
+
+def load_spec(name_or_path: str, override: dict[str, Any] | None = None, sets: list[str] = ()) -> RewardSpec:
+    """A validated spec: the file, then ``override`` (a recipe's), then ``key=value`` strings (the CLI's)."""
+    from ..recipe import apply_overrides, parse_overrides, typed_overrides, validation_problems
+
+    path = find_spec(name_or_path)
+    data, text = read_spec(path)
     parsed = parse_overrides(list(sets))
-    data = apply_overrides(data, parsed)
-    overridden = {p for p in _flat_keys(override or {})} | {p for p, _ in parsed}
-    return validate_settings(RewardSpec, data, str(path), key_lines=_key_lines(text), overridden=overridden)
+    data = apply_overrides(merge(data, override or {}), parsed)
+    try:
+        return RewardSpec.model_validate(data)
+    except ValidationError as exc:
+        items = {p: "reward.override" for p in _flat_keys(override or {})} | typed_overrides(list(sets), parsed)
+        problems = validation_problems(exc, RewardSpec, _spec_locator(path, text, items, _name_items))
+        raise RecipeError(f"{path}: invalid settings\n" + "\n".join(problems)) from None
+
+
+def spec_problems(name_or_path: str, override: dict[str, Any], locate_override) -> list[str]:
+    """Every problem of the spec with a recipe's ``override`` applied, one line each (none: valid).
+
+    A problem in a key of ``override`` is located by ``locate_override(loc)`` (-> where, key path), the
+    others in the spec file. Raises RecipeError when there is no such spec or it is not a YAML mapping."""
+    from ..recipe import validation_problems
+
+    path = find_spec(name_or_path)
+    data, text = read_spec(path)
+    try:
+        RewardSpec.model_validate(merge(data, override))
+    except ValidationError as exc:
+        items = {p: "" for p in _flat_keys(override)}
+        return validation_problems(exc, RewardSpec, _spec_locator(path, text, items, lambda loc, item: locate_override(loc)))
+    return []
+
+
+def _name_items(loc: tuple, item: str) -> tuple[str, str]:
+    where = item if item == "reward.override" else f"command line: {item}"
+    return where, ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _spec_locator(path: Path, text: str, items: dict[tuple, str], locate_item):
+    """``locate`` for a spec file with ``items`` (key path -> text) applied on top: a problem an item set
+    or created goes to ``locate_item(loc, text)``, a problem of the whole spec to the item (when there is
+    one: it changed the spec), the rest to the spec file and line."""
+    from ..recipe import _key_lines, set_by
+
+    lines = _key_lines(text)
+
+    def locate(loc: tuple) -> tuple[str, str]:
+        item = set_by(loc, items, lines)
+        if item is None and not loc and items:
+            item = next(iter(items.values()))
+        if item is not None:
+            return locate_item(loc, item)
+        return (f"{path}:{lines[loc]}" if loc in lines else str(path)), ".".join(str(p) for p in loc) or "(top level)"
+
+    return locate
 
 
 def _flat_keys(tree: dict, prefix: tuple = ()) -> list[tuple]:

@@ -45,7 +45,7 @@ def settings_from_cli(scheme: str, sets: list[str]) -> TrustSection:
     Keys are paths in the trust section (``reference.folds=3``, ``per_user.threshold=0.4``); a key that
     is not one names a setting of the chosen scheme (``threshold=0.4``).
     """
-    from ..recipe import apply_overrides, parse_overrides, validate_settings
+    from ..recipe import apply_overrides, parse_overrides, typed_overrides, validate_settings
 
     parsed = []
     for path, value in parse_overrides(sets):
@@ -53,4 +53,4 @@ def settings_from_cli(scheme: str, sets: list[str]) -> TrustSection:
             path = (scheme, *path)
         parsed.append((path, value))
     data = apply_overrides({"scheme": scheme}, parsed)
-    return validate_settings(TrustSection, data, "trust settings", overridden={p for p, _ in parsed})
+    return validate_settings(TrustSection, data, "trust settings", overridden=typed_overrides(sets, parsed))

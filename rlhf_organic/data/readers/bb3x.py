@@ -245,6 +245,9 @@ def to_canonical(table: pa.Table, source_file: str) -> tuple[pa.Table, list[Reje
 
     for name in ("user_pseudo_id", "chat_id"):
         flag(table.column(name).is_null().to_numpy(zero_copy_only=False), f"missing field {name}")
+    # a blank user id is no id, as null is (kept, a "" user would gather every such conversation)
+    blank = pc.equal(pc.utf8_trim_whitespace(table.column("user_pseudo_id")), "").fill_null(False)
+    flag(blank.to_numpy(zero_copy_only=False), "missing field user_pseudo_id (blank)")
     lengths = pc.list_value_length(history).fill_null(-1).to_numpy()
     flag(lengths < 0, "missing field message_history")
     flag(lengths == 0, "message_history is empty: nothing to learn from")

@@ -148,6 +148,13 @@ def optional_id(obj: dict, key: str, path: str | None = None) -> str | None:
     raise BadRecord(f"field {path or key}: expected a string or integer id, got {json_type(value)}")
 
 
+def optional_user_id(obj: dict, key: str = "user_id") -> str | None:
+    """A user id as ``optional_id`` reads it, with a blank one (empty or whitespace only) taken as no id,
+    as null is: kept, a "" user would gather every blank-id record into one made-up user."""
+    value = optional_id(obj, key)
+    return None if value is not None and not value.strip() else value
+
+
 def chat_messages(value: Any, path: str) -> list[tuple[str, str]]:
     """A prompt or completion given as a string or a list of chat messages -> [(role, text)].
 

@@ -25,6 +25,7 @@ from .common import (
     load_object,
     message_text,
     optional_id,
+    optional_user_id,
 )
 
 
@@ -98,7 +99,7 @@ def _kto_row(obj: dict, chunk: Chunk, line_no: int) -> dict:
     reply["is_liked"], reply["is_disliked"] = label, not label
     return {
         "conversation_id": _record_id(obj, chunk, line_no),
-        "user_id": optional_id(obj, "user_id"),
+        "user_id": optional_user_id(obj),
         "messages": context + [reply],
     }
 
@@ -141,7 +142,7 @@ def _preference_row(obj: dict, chunk: Chunk, line_no: int) -> dict:
         chosen_text, rejected_text = _assistant_text(chosen, "chosen"), _assistant_text(rejected, "rejected")
     return {
         "preference_id": _record_id(obj, chunk, line_no),
-        "user_id": optional_id(obj, "user_id"),
+        "user_id": optional_user_id(obj),
         "context": [{"role": role, "content": text} for role, text in context],
         "chosen": chosen_text,
         "rejected": rejected_text,
@@ -201,7 +202,7 @@ def _messages_row(obj: dict, chunk: Chunk, line_no: int) -> dict:
         messages.append(out)
     return {
         "conversation_id": _record_id(obj, chunk, line_no, "conversation_id"),
-        "user_id": optional_id(obj, "user_id"),
+        "user_id": optional_user_id(obj),
         "messages": messages,
     }
 
