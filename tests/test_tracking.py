@@ -228,10 +228,12 @@ def test_wandb_online_without_a_login_is_a_clear_error(tmp_path, monkeypatch, fr
 
 def test_a_failed_run_finishes_its_wandb_run_as_failed(tmp_path, wandb_offline):
     path = tmp_path / "f.yaml"
-    path.write_text(f"name: f\ndata: {{source: files, inputs: ['{tmp_path}/nowhere/*.jsonl']}}\n"
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "bad.jsonl").write_text("{not json\n")  # the ingest stage fails on it, tracking already on
+    path.write_text(f"name: f\ndata: {{source: files, strict: true, inputs: ['{tmp_path}/logs/*.jsonl']}}\n"
                     f"output: {{dir: '{tmp_path}/runs/f', report_to: [wandb]}}\n")
     res = _run(path)
-    assert res.exit_code == 2 and "data.inputs" in res.stderr
+    assert res.exit_code == 2 and "bad.jsonl" in res.stderr
     (w,) = _wandb_runs(tmp_path / "runs" / "f" / "wandb")
     assert w["exit"] == 1
 
