@@ -305,3 +305,31 @@ def test_gradient_checkpointing_gives_the_same_gradients(sim):
     assert policy.peft.get_base_model().is_gradient_checkpointing
     checkpointed = grads()
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checkpointed))
+
+
+def test_a_bf16_base_trains_under_bf16_autocast_keeping_less_for_backward(sim):
+    """peft casts each adapter's input to its float32 weights; without autocast every LoRA layer keeps a
+    float32 copy of its input for backward (most of the memory of a QLoRA step on a GPU). Ours runs the
+    forward under bf16 autocast: less kept, float32 weights and gradients, the same log-probs to bf16 rounding."""
+    policy = build_policy(str(sim / "base"), PolicySection().lora, dtype="bfloat16", log=lambda m: None)
+    ids = torch.tensor([[5, 6, 7, 8] * 20] * 4)
+    mask = torch.ones_like(ids)
+
+    def kept_for_backward(forward) -> tuple[int, torch.Tensor]:
+        total = [0]
+
+        def pack(t):
+            total[0] += t.numel() * t.element_size() if t.is_floating_point() else 0
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            logits = forward()
+        return total[0], logits
+
+    plain, plain_logits = kept_for_backward(lambda: policy.peft(input_ids=ids, attention_mask=mask).logits)
+    ours, our_logits = kept_for_backward(lambda: policy.logits(ids, mask))
+    assert ours < 0.85 * plain
+    assert torch.allclose(our_logits.float(), plain_logits.float(), atol=0.05)
+    our_logits.float().sum().backward()
+    lora = [p for n, p in policy.peft.named_parameters() if "lora_" in n]
+    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32 for p in lora)

@@ -275,3 +275,29 @@ def test_weights_outside_zero_one_are_a_clear_error(simulated, tmp_path):
     weights.to_parquet(tmp_path / "examples.parquet")
     with pytest.raises(RewardDataError, match=r"weight must be a number in \[0, 1\]; example_id .* 1.5"):
         load_reward_data(simulated / "ds", tmp_path, signals=["thumbs"])
+
+
+def test_a_bf16_base_runs_under_bf16_autocast_keeping_less_for_backward(simulated, tmp_path):
+    """As the policy (tests/test_policy.py): peft's float32 adapters would keep float32 copies of their
+    inputs for backward; the reward model's forward runs under bf16 autocast on a bf16 base."""
+    _, _, model, _ = _model(simulated, tmp_path, "dtype=bfloat16")
+    ids = torch.randint(5, 100, (4, 48))
+    mask = torch.ones_like(ids)
+
+    def kept_for_backward(forward) -> int:
+        total = [0]
+
+        def pack(t):
+            total[0] += t.numel() * t.element_size() if t.is_floating_point() else 0
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            forward()
+        return total[0]
+
+    plain = kept_for_backward(lambda: model.backbone(input_ids=ids, attention_mask=mask).last_hidden_state)
+    ours = kept_for_backward(lambda: model(ids, mask))
+    assert ours < 0.85 * plain
+    scores, _ = model(ids, mask)
+    scores.float().sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for n, p in model.named_parameters() if "lora_" in n)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..models.loading import BaseModelError, load_base, load_tokenizer
+from ..models.loading import BaseModelError, compute_autocast, load_base, load_tokenizer
 from ..models.tiny import CHAT_TEMPLATE
 from ..sequences import cut_left
 
@@ -151,7 +151,8 @@ class PolicyModel:
         return [p for p in self.peft.parameters() if p.requires_grad] + extra
 
     def logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.peft(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        with compute_autocast(self.peft):
+            return self.peft(input_ids=ids, attention_mask=mask, use_cache=False).logits
 
     def completion_logits(self, ids: torch.Tensor, mask: torch.Tensor, completion: torch.Tensor, *,
                           hidden_states: bool = False):
@@ -164,7 +165,8 @@ class PolicyModel:
         kwargs = {"output_hidden_states": True} if hidden_states else {}
         if self._keeps_logits:
             kwargs["logits_to_keep"] = torch.arange(first, stop, device=ids.device)
-        out = self.peft(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs)
+        with compute_autocast(self.peft):
+            out = self.peft(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs)
         logits = out.logits if self._keeps_logits else out.logits[:, first:stop]
         hidden = out.hidden_states[-1][:, first:stop] if hidden_states else None
         return logits, ids[:, first + 1: stop + 1], completion[:, first + 1: stop + 1].bool(), first, hidden
@@ -321,7 +323,8 @@ class PolicyModel:
             with self._adapter(REWARD):
                 for start in range(0, len(sequences), batch_size):
                     ids, mask = pad(sequences[start: start + batch_size], self.pad_id, self.device)
-                    hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
+                    with compute_autocast(self.peft):  # as the reward model was trained
+                        hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
                     out = self.reward_head(pool(hidden, mask, self.reward_meta["pooling"]).to(self.reward_head.weight.dtype))
                     scores[start: start + len(ids)] = out[:, 0].float().cpu().numpy()
         finally:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..models.loading import is_decoder, load_base, load_tokenizer
+from ..models.loading import compute_autocast, is_decoder, load_base, load_tokenizer
 from ..models.tiny import CHAT_TEMPLATE, save_tiny
 from ..sequences import cut_left
 from .spec import RewardSpec
@@ -67,7 +67,8 @@ class RewardModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores [batch], reason logits [batch, n_reasons])."""
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        with compute_autocast(self.backbone):  # bf16 compute on a bf16 / 4-bit base (models.loading)
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         out = self.head(pool(hidden, attention_mask, self.pooling).to(self.head.weight.dtype))
         # Views of ``out``, not copies: a copy is laid out differently and changes the losses' float rounding
         # (the quick start's clean judge moved by 3e-4 AUC). Under FSDP this forward is the root's, and FSDP
