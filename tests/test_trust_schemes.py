@@ -595,8 +595,14 @@ def test_compute_trust_refuses_an_existing_folder_without_overwrite(tiny):
     with pytest.raises(UserError, match="already exists.*--overwrite"):
         compute_trust(root / "ds", out, settings, progress=False, log=lambda s: None)
     assert (out / "keep.txt").read_text() == "mine"
-    compute_trust(root / "ds", out, settings, overwrite=True, progress=False, log=lambda s: None)
-    assert not (out / "keep.txt").exists() and (out / "users.parquet").is_file()
+    with pytest.raises(UserError, match="not written by rlhf-organic"):  # a folder of the user's: never replaced
+        compute_trust(root / "ds", out, settings, overwrite=True, progress=False, log=lambda s: None)
+    assert (out / "keep.txt").read_text() == "mine"
+    ours = root / "ours"
+    compute_trust(root / "ds", ours, settings, progress=False, log=lambda s: None)
+    (ours / "extra.txt").write_text("left by a run")
+    compute_trust(root / "ds", ours, settings, overwrite=True, progress=False, log=lambda s: None)
+    assert not (ours / "extra.txt").exists() and (ours / "users.parquet").is_file()
 
 
 def test_compute_trust_on_a_dataset_without_thumbs_is_a_clear_error(tmp_path):
