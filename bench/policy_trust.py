@@ -89,7 +89,7 @@ def quiet(message: str) -> None:
 def policy_section(sets: list[str], **fields):
     """A validated PolicySection from ``key=value`` strings plus ``fields`` (method, weighted, base)."""
     from rlhf_organic.policy.config import PolicySection
-    from rlhf_organic.recipe import apply_overrides, parse_overrides, validate_settings
+    from rlhf_organic.settings import apply_overrides, parse_overrides, validate_settings
 
     data = apply_overrides({}, parse_overrides(sets))
     return validate_settings(PolicySection, {**data, **fields}, "policy settings (--set)")

@@ -120,7 +120,7 @@ def _float_paths(model, prefix=()):
 def test_every_float_setting_refuses_infinity_and_nan(tmp_path):
     """``train.epochs=.inf`` used to pass validation and end in an OverflowError traceback; every float
     field of a recipe, a reward spec and the simulator refuses inf and NaN with the key path."""
-    from rlhf_organic.recipe import apply_overrides, validate_settings
+    from rlhf_organic.settings import apply_overrides, validate_settings
     from rlhf_organic.reward.spec import RewardSpec
 
     models = {Recipe: {"name": "x", "policy": {}}, RewardSpec: {}}

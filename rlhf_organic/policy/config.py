@@ -9,6 +9,7 @@ from pydantic import Field, create_model
 
 from ..models.loading import DType, HubKernels, Quantization
 from ..section import Section
+from ..settings import apply_overrides, parse_overrides, typed_overrides, validate_settings
 from .methods import METHODS
 
 
@@ -108,8 +109,6 @@ PolicySection = create_model(
 
 def settings_from_cli(method: str, sets: list[str]) -> PolicySection:
     """A PolicySection from ``--method`` and ``--set key=value`` items (``train.epochs=2``, ``kto.beta=0.2``)."""
-    from ..recipe import apply_overrides, parse_overrides, typed_overrides, validate_settings
-
     parsed = parse_overrides(sets)
     data = apply_overrides({"method": method}, parsed)
     return validate_settings(PolicySection, data, "policy settings", overridden=typed_overrides(sets, parsed))

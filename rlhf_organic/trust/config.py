@@ -8,6 +8,7 @@ from typing import Literal, Optional
 from pydantic import Field, create_model
 
 from ..section import Section
+from ..settings import apply_overrides, parse_overrides, typed_overrides, validate_settings
 from .base import SchemeConfig
 from .reference import ReferenceConfig
 from .schemes import SCHEMES
@@ -45,8 +46,6 @@ def settings_from_cli(scheme: str, sets: list[str]) -> TrustSection:
     Keys are paths in the trust section (``reference.folds=3``, ``per_user.threshold=0.4``); a key that
     is not one names a setting of the chosen scheme (``threshold=0.4``).
     """
-    from ..recipe import apply_overrides, parse_overrides, typed_overrides, validate_settings
-
     parsed = []
     for path, value in parse_overrides(sets):
         if path[0] not in TrustSection.model_fields and scheme in SCHEMES:
