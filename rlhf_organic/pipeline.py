@@ -265,7 +265,7 @@ def _run_stages(recipe: Recipe, out: Path, trackers, reuse_from, progress, log, 
     from .reporting.run import console_summary, write_run_report
     from .tracking import live, open_tracker
 
-    tracker = open_tracker(trackers, out, recipe, log=log)
+    tracker = open_tracker(trackers, out, recipe, dump_recipe(recipe), log=log)
     started = time.perf_counter()
     prints: dict[str, str] = {}
     markers: dict[str, dict] = {}
