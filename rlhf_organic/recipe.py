@@ -6,15 +6,15 @@ from the command line are applied to the parsed YAML and validated the same way 
 both, shared with the sections and stage configs, are in ``settings.py``).
 
 Sections so far: ``data`` (simulate or read logs, then ingest), ``trust`` (defined in
-``trust/config.py``), ``reward`` (``reward/config.py``; optional) and ``output``. Later stages (reward, policy, eval) add their own section class
-and one field on ``Recipe``.
+``trust/config.py``), ``reward`` (``reward/config.py``; optional) and ``output``. Later stages (reward,
+policy, eval) add their own section class and one field on ``Recipe``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
@@ -23,18 +23,18 @@ from .data import INPUT_FORMATS
 from .data.privacy import PrivacySection
 from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
-from .section import Section
-from .settings import _key_lines, apply_overrides, locator, parse_overrides, typed_overrides, validation_problems
 from .policy.config import PolicySection
 from .reward.config import SPEC_CHECKED_BY_CALLER, RewardSection
 from .reward.spec import spec_problems
+from .section import Section
+from .settings import _key_lines, apply_overrides, locator, parse_overrides, typed_overrides, validation_problems
 from .trust.config import TrustSection
 
 
 def _optional_copy(name: str, field) -> tuple:
     """SimConfig's field as optional (None = the preset's value), keeping its range checks."""
     inner = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
-    return (Optional[inner], Field(None, description=field.description))
+    return (inner | None, Field(None, description=field.description))
 
 
 _SimulateBase = create_model(
@@ -50,7 +50,7 @@ class SimulateSection(_SimulateBase):
     preset: Literal[tuple(PRESETS)] = "tiny"  # type: ignore[valid-type]
 
     @model_validator(mode="after")
-    def _whole_config_valid(self) -> "SimulateSection":
+    def _whole_config_valid(self) -> SimulateSection:
         self.config()  # cross-field checks (mix sums to 1, ...) with the preset applied
         return self
 
@@ -74,7 +74,7 @@ class DataSection(Section):
                                     "ingest (docs/safety.md)")
 
     @model_validator(mode="after")
-    def _inputs_for_files(self) -> "DataSection":
+    def _inputs_for_files(self) -> DataSection:
         if self.source == "files" and not self.inputs:
             raise ValueError("source is 'files' but inputs is empty: list log files, folders or globs")
         return self
@@ -91,7 +91,7 @@ class OutputSection(Section):
         "tensorboard, wandb, trackio",
     )
     samples_in_report: int = Field(8, ge=0, description="base vs tuned replies shown in report.md / report.html")
-    show_user_text: Optional[bool] = Field(
+    show_user_text: bool | None = Field(
         None, description="print user message text in reports and policy/samples.md; default (null): only for "
         "simulated data (data.source: simulate)")
     checkpoint_steps: int = Field(200, ge=1, description="training checkpoint every this many steps (for --resume)")
@@ -105,7 +105,7 @@ class AblateSection(Section):
     seeds: int = Field(1, ge=1, le=100, description="runs per cell, with seeds seed, seed+1, ...")
 
     @model_validator(mode="after")
-    def _values_listed(self) -> "AblateSection":
+    def _values_listed(self) -> AblateSection:
         for key, values in self.grid.items():
             if not values:
                 raise ValueError(f"grid key {key!r} has no values")
@@ -117,10 +117,10 @@ class Recipe(Section):
     seed: int = Field(0, description="default seed of every stage")
     data: DataSection = DataSection()
     trust: TrustSection = TrustSection()
-    reward: Optional[RewardSection] = None
-    policy: Optional[PolicySection] = None
+    reward: RewardSection | None = None
+    policy: PolicySection | None = None
     output: OutputSection = OutputSection()
-    ablate: Optional[AblateSection] = None
+    ablate: AblateSection | None = None
 
     def output_dir(self) -> Path:
         return Path(self.output.dir.format(name=self.name))

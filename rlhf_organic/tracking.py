@@ -99,7 +99,7 @@ class Tracker:
             raise errors[0]
 
 
-_live: ContextVar["tuple[Tracker, str] | None"] = ContextVar("rlhf_organic_live_tracker", default=None)
+_live: ContextVar[tuple[Tracker, str] | None] = ContextVar("rlhf_organic_live_tracker", default=None)
 
 
 @contextmanager

@@ -106,7 +106,7 @@ class SimConfig(BaseModel):
         return mix
 
     @model_validator(mode="after")
-    def _exchanges_ordered(self) -> "SimConfig":
+    def _exchanges_ordered(self) -> SimConfig:
         if self.exchanges_max < self.exchanges_min:
             raise ValueError(f"exchanges_max ({self.exchanges_max}) < exchanges_min ({self.exchanges_min})")
         return self

@@ -80,8 +80,8 @@ class _PolicySettings(Section):
     tiny: TinyPolicyBase = TinyPolicyBase()
     dtype: DType = "float32"
     quantization: Quantization = Field("none", description="4bit / 8bit (QLoRA) need a CUDA GPU")
-    hub_kernels: HubKernels = Field("auto", description="hub kernels (optimised layers fetched from the model hub): auto uses them on a CUDA GPU "
-        "when the hub is reachable and never fails offline; on / off force them")
+    hub_kernels: HubKernels = Field("auto", description="hub kernels (optimised layers fetched from the model hub): auto uses them "
+        "on a CUDA GPU when the hub is reachable and never fails offline; on / off force them")
     trust_remote_code: bool = Field(
         False, description="let the base (and a reward model's base loaded beside it) run code that ships with it "
         "(its config's auto_map); off unless you have read that code")

@@ -83,8 +83,8 @@ class RewardSpec(Section):
     tiny: TinyBase = TinyBase()
     dtype: DType = "float32"
     quantization: Quantization = Field("none", description="4bit / 8bit need a CUDA GPU")
-    hub_kernels: HubKernels = Field("auto", description="hub kernels (optimised layers fetched from the model hub): auto uses them on a CUDA GPU "
-        "when the hub is reachable and never fails offline; on / off force them")
+    hub_kernels: HubKernels = Field("auto", description="hub kernels (optimised layers fetched from the model hub): auto uses them "
+        "on a CUDA GPU when the hub is reachable and never fails offline; on / off force them")
     trust_remote_code: bool = Field(
         False, description="let the base run code that ships with it (its config's auto_map); off unless you have "
         "read that code")
@@ -96,7 +96,7 @@ class RewardSpec(Section):
     train: TrainSettings = TrainSettings()
 
     @model_validator(mode="after")
-    def _used_signals_weighted(self) -> "RewardSpec":
+    def _used_signals_weighted(self) -> RewardSpec:
         if "thumbs" in self.signals and self.loss.pointwise == 0 and "preferences" not in self.signals:
             raise ValueError("signals is [thumbs] but loss.pointwise is 0: nothing to learn from")
         if "preferences" in self.signals and self.loss.pairwise == 0 and "thumbs" not in self.signals:

@@ -3,7 +3,7 @@ scheme (so an ablation can switch schemes without losing anyone's settings)."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, create_model
 
@@ -12,6 +12,7 @@ from ..settings import apply_overrides, parse_overrides, typed_overrides, valida
 from .base import SchemeConfig
 from .reference import ReferenceConfig
 from .schemes import SCHEMES
+
 
 class _TrustSettings(Section):
     """``trust``: how much to believe each user."""
@@ -23,7 +24,7 @@ class _TrustSettings(Section):
         description="choose the scheme's threshold on examples with clean crowdworker labels, when there are "
         "enough (else keep the configured one)",
     )
-    ground_truth: Optional[str] = Field(
+    ground_truth: str | None = Field(
         None, description="ground_truth.parquet (user_id, is_troll) to evaluate against; simulated runs use theirs"
     )
 
