@@ -146,7 +146,8 @@ def main(argv=None) -> None:
     results = []
     for i, (kind, extra, label) in enumerate(ROWS):
         log(f"{label} ...")
-        answer = run_child(Path(__file__).resolve(), ["--worker", kind, "--spec", json.dumps({**common, **extra, "workdir": str(args.workdir / f"run{i}")})])
+        spec = json.dumps({**common, **extra, "workdir": str(args.workdir / f"run{i}")})
+        answer = run_child(Path(__file__).resolve(), ["--worker", kind, "--spec", spec])
         answer.update(label=label, steps_per_second=answer["steps"] / answer["seconds"])
         results.append(answer)
         log(f"  {answer['steps_per_second']:.3f} steps/s, peak RSS {answer['peak_rss_mb']:,} MB")
@@ -157,7 +158,8 @@ def main(argv=None) -> None:
              "| trainer | steps/s | seconds | steps | tokens/pair | peak RSS (MB) | speed vs trl (defaults) | RSS vs trl (defaults) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        lines.append(f"| {r['label']} | {r['steps_per_second']:.3f} | {r['seconds']:.1f} | {r['steps']} | {r['mean_tokens_per_pair']:.0f} | "
+        lines.append(f"| {r['label']} | {r['steps_per_second']:.3f} | {r['seconds']:.1f} | {r['steps']} | "
+                     f"{r['mean_tokens_per_pair']:.0f} | "
                      f"{r['peak_rss_mb']:,} | {r['steps_per_second'] / base['steps_per_second']:.2f}x | "
                      f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x |")
     print("\n".join(lines))

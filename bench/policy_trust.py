@@ -89,7 +89,7 @@ def quiet(message: str) -> None:
 def policy_section(sets: list[str], **fields):
     """A validated PolicySection from ``key=value`` strings plus ``fields`` (method, weighted, base)."""
     from rlhf_organic.policy.config import PolicySection
-    from rlhf_organic.recipe import apply_overrides, parse_overrides, validate_settings
+    from rlhf_organic.settings import apply_overrides, parse_overrides, validate_settings
 
     data = apply_overrides({}, parse_overrides(sets))
     return validate_settings(PolicySection, {**data, **fields}, "policy settings (--set)")
@@ -320,7 +320,8 @@ def run(args) -> None:
     except RecipeError as exc:
         raise SystemExit(str(exc)) from None
     # the base depends on these fields only: a --set elsewhere reuses the seed's base
-    base_sets = [s for s in sets if s.split("=")[0].split(".")[0] in ("tiny", "max_prompt_length", "max_completion_length", "eval_fraction")]
+    base_keys = ("tiny", "max_prompt_length", "max_completion_length", "eval_fraction")
+    base_sets = [s for s in sets if s.split("=")[0].split(".")[0] in base_keys]
     log(f"{len(seeds)} seed(s) x {', '.join(methods)} x {', '.join(arms)}; {users} users; settings {' '.join(sets)}; under {args.workdir}")
 
     prepared, runs = {}, []

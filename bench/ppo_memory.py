@@ -190,8 +190,7 @@ def worker_trl(spec: dict) -> dict:
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
-    from trl.experimental.ppo import PPOConfig, PPOTrainer
-    from trl.experimental.ppo import ppo_trainer as ppo_module
+    from trl.experimental.ppo import PPOConfig, PPOTrainer, ppo_trainer as ppo_module
 
     from rlhf_organic.policy.model import prompt_text
 

@@ -139,7 +139,7 @@ def ensure_dataset(folder: Path, preset: str, seed: int, users: int | None, file
     return meta
 
 
-def clean_test_set(folder: Path, exclude_ids, cap: int, seed: int) -> tuple[list[str], "object"]:
+def clean_test_set(folder: Path, exclude_ids, cap: int, seed: int) -> tuple[list[str], object]:
     """(texts, is_good) of bot replies not in ``exclude_ids`` (the rated ones and the gold-labelled ones,
     which ``select_on_gold`` tunes on) and not canned safety replies, at most ``cap``, sampled with ``seed``."""
     import numpy as np

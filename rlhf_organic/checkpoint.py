@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-_current: ContextVar["Checkpointer | None"] = ContextVar("rlhf_organic_checkpointer", default=None)
+_current: ContextVar[Checkpointer | None] = ContextVar("rlhf_organic_checkpointer", default=None)
 
 
 @dataclass
@@ -42,7 +42,7 @@ class Checkpointer:
     stage: str = "training"
     log: Callable[[str], None] = field(default=lambda message: None, repr=False)
 
-    def next_fit(self) -> "FitCheckpoint":
+    def next_fit(self) -> FitCheckpoint:
         what = self.stage if self.calls == 0 else f"{self.stage} (training part {self.calls + 1})"
         fit = FitCheckpoint(self.folder / f"fit-{self.calls:03d}", self.every_steps, self.every_seconds, what=what,
                             log=self.log)
@@ -63,7 +63,7 @@ def checkpointing(folder: Path, every_steps: int = 200, every_minutes: float = 1
         _current.reset(token)
 
 
-def next_fit() -> "FitCheckpoint | None":
+def next_fit() -> FitCheckpoint | None:
     """The checkpoint of the ``fit`` call starting now, or None outside ``checkpointing``."""
     checkpointer = _current.get()
     return checkpointer.next_fit() if checkpointer is not None else None

@@ -166,7 +166,7 @@ def ingest(inputs, out, fmt, strict, overwrite, chunk_mb, max_context, hash_ids,
     """Ingest organic logs (files, folders, globs; plain or gzip) into a Parquet dataset."""
     from .data.ingest import ingest as run_ingest
     from .data.privacy import PrivacySection
-    from .recipe import validate_settings
+    from .settings import validate_settings
 
     def names(values) -> list[str]:
         return [v.strip() for item in values for v in item.split(",") if v.strip()]
@@ -208,7 +208,8 @@ def inspect(dataset: str, as_json: bool, show_user_text: bool) -> None:
 def simulate(preset, users, seed, out, settings, list_presets, overwrite, quiet) -> None:
     """Simulate organic feedback (BB3x format) with known ground truth."""
     from .data.simulate import PRESETS, SimConfig, simulate as run_simulate
-    from .recipe import SimulateSection, apply_overrides, parse_overrides, validate_settings
+    from .recipe import SimulateSection
+    from .settings import apply_overrides, parse_overrides, validate_settings
 
     if list_presets:
         for name, (description, _) in PRESETS.items():

@@ -143,7 +143,7 @@ class Sharded:
             self._owns_group = False
 
 
-def shard(model: nn.Module, params: list, settings: "distributed.FsdpSettings") -> Sharded:
+def shard(model: nn.Module, params: list, settings: distributed.FsdpSettings) -> Sharded:
     """Shard ``model`` (whose trainable parameters are ``params``) over the processes with FSDP2."""
     from torch.distributed.device_mesh import DeviceMesh
     from torch.distributed.fsdp import FSDPModule, fully_shard

@@ -12,8 +12,8 @@ the stage's completion marker ``stage.json`` into it, last: the stage's fingerpr
 settings, the seed, its input files and the fingerprints of the stages it reads), its metrics, time and
 peak memory. ``--resume`` reuses every stage whose marker carries the fingerprint the stage would have
 now, and recomputes the rest, continuing a stage's training from its last checkpoint
-(``checkpoint.py``) when an earlier attempt died in the middle of it; an ablation also reuses a stage completed in a sibling run with the same
-fingerprint (through a symbolic link).
+(``checkpoint.py``) when an earlier attempt died in the middle of it; an ablation also reuses a stage
+completed in a sibling run with the same fingerprint (through a symbolic link).
 """
 
 from __future__ import annotations
@@ -265,7 +265,7 @@ def _run_stages(recipe: Recipe, out: Path, trackers, reuse_from, progress, log, 
     from .reporting.run import console_summary, write_run_report
     from .tracking import live, open_tracker
 
-    tracker = open_tracker(trackers, out, recipe, log=log)
+    tracker = open_tracker(trackers, out, recipe, dump_recipe(recipe), log=log)
     started = time.perf_counter()
     prints: dict[str, str] = {}
     markers: dict[str, dict] = {}

@@ -2,39 +2,39 @@
 
 Unknown keys are errors that list the valid keys and suggest the nearest; wrong types and
 out-of-range values name the key path and the line of the recipe file. ``key=value`` overrides
-from the command line are applied to the parsed YAML and validated the same way.
+from the command line are applied to the parsed YAML and validated the same way (the helpers for
+both, shared with the sections and stage configs, are in ``settings.py``).
 
 Sections so far: ``data`` (simulate or read logs, then ingest), ``trust`` (defined in
-``trust/config.py``), ``reward`` (``reward/config.py``; optional) and ``output``. Later stages (reward, policy, eval) add their own section class
-and one field on ``Recipe``.
+``trust/config.py``), ``reward`` (``reward/config.py``; optional) and ``output``. Later stages (reward,
+policy, eval) add their own section class and one field on ``Recipe``.
 """
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
 from .data import INPUT_FORMATS
 from .data.privacy import PrivacySection
 from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
-from .section import Section
 from .policy.config import PolicySection
 from .reward.config import SPEC_CHECKED_BY_CALLER, RewardSection
 from .reward.spec import spec_problems
+from .section import Section
+from .settings import _key_lines, apply_overrides, locator, parse_overrides, typed_overrides, validation_problems
 from .trust.config import TrustSection
 
 
 def _optional_copy(name: str, field) -> tuple:
     """SimConfig's field as optional (None = the preset's value), keeping its range checks."""
     inner = Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation
-    return (Optional[inner], Field(None, description=field.description))
+    return (inner | None, Field(None, description=field.description))
 
 
 _SimulateBase = create_model(
@@ -50,7 +50,7 @@ class SimulateSection(_SimulateBase):
     preset: Literal[tuple(PRESETS)] = "tiny"  # type: ignore[valid-type]
 
     @model_validator(mode="after")
-    def _whole_config_valid(self) -> "SimulateSection":
+    def _whole_config_valid(self) -> SimulateSection:
         self.config()  # cross-field checks (mix sums to 1, ...) with the preset applied
         return self
 
@@ -74,7 +74,7 @@ class DataSection(Section):
                                     "ingest (docs/safety.md)")
 
     @model_validator(mode="after")
-    def _inputs_for_files(self) -> "DataSection":
+    def _inputs_for_files(self) -> DataSection:
         if self.source == "files" and not self.inputs:
             raise ValueError("source is 'files' but inputs is empty: list log files, folders or globs")
         return self
@@ -91,7 +91,7 @@ class OutputSection(Section):
         "tensorboard, wandb, trackio",
     )
     samples_in_report: int = Field(8, ge=0, description="base vs tuned replies shown in report.md / report.html")
-    show_user_text: Optional[bool] = Field(
+    show_user_text: bool | None = Field(
         None, description="print user message text in reports and policy/samples.md; default (null): only for "
         "simulated data (data.source: simulate)")
     checkpoint_steps: int = Field(200, ge=1, description="training checkpoint every this many steps (for --resume)")
@@ -105,7 +105,7 @@ class AblateSection(Section):
     seeds: int = Field(1, ge=1, le=100, description="runs per cell, with seeds seed, seed+1, ...")
 
     @model_validator(mode="after")
-    def _values_listed(self) -> "AblateSection":
+    def _values_listed(self) -> AblateSection:
         for key, values in self.grid.items():
             if not values:
                 raise ValueError(f"grid key {key!r} has no values")
@@ -117,170 +117,16 @@ class Recipe(Section):
     seed: int = Field(0, description="default seed of every stage")
     data: DataSection = DataSection()
     trust: TrustSection = TrustSection()
-    reward: Optional[RewardSection] = None
-    policy: Optional[PolicySection] = None
+    reward: RewardSection | None = None
+    policy: PolicySection | None = None
     output: OutputSection = OutputSection()
-    ablate: Optional[AblateSection] = None
+    ablate: AblateSection | None = None
 
     def output_dir(self) -> Path:
         return Path(self.output.dir.format(name=self.name))
 
 
-# ---- loading and error messages ---------------------------------------------------------------
-
-
-def did_you_mean(word: str, options) -> str:
-    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
-    """The section class found by following ``loc`` from ``model`` (None if it leaves the models)."""
-    for key in loc:
-        if not (isinstance(model, type) and issubclass(model, BaseModel)) or key not in model.model_fields:
-            return None
-        model = _unwrap(model.model_fields[key].annotation)
-    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-
-
-def _unwrap(annotation: Any) -> Any:
-    """Optional[X] / Annotated[X, ...] -> X."""
-    while get_origin(annotation) in (Union, Annotated) or str(get_origin(annotation)) == "typing.Union":
-        args = [a for a in get_args(annotation) if a is not type(None)]
-        annotation = args[0]
-    return annotation
-
-
-def _key_lines(text: str) -> dict[tuple, int]:
-    """1-based line of every key path in a YAML text, for error messages."""
-    lines: dict[tuple, int] = {}
-
-    def walk(node, path: tuple) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                lines[path + (key.value,)] = key.start_mark.line + 1
-                walk(value, path + (key.value,))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, value in enumerate(node.value):
-                lines[path + (i,)] = value.start_mark.line + 1
-                walk(value, path + (i,))
-
-    try:
-        walk(yaml.compose(text, Loader=yaml.SafeLoader), ())
-    except yaml.YAMLError:
-        pass
-    return lines
-
-
-def set_by(loc: tuple, items: dict[tuple, str], key_lines: dict[tuple, int]) -> str | None:
-    """Which of ``items`` (key path -> its text, e.g. the ``key=value`` typed on the command line) a
-    problem at ``loc`` comes from, or None.
-
-    An item is to blame when it set ``loc`` or a section above it, or when it created ``loc`` (an
-    unknown key such as ``outptu`` from ``outptu.dir=x``, which the file does not have). The last such
-    item wins, as its value does."""
-    for path, item in reversed(items.items()):
-        if loc[: len(path)] == path:
-            return item
-    if loc and loc not in key_lines:
-        for path, item in reversed(items.items()):
-            if path[: len(loc)] == loc:
-                return item
-    return None
-
-
-def validation_problems(
-    exc: ValidationError,
-    model: type[BaseModel],
-    locate: Callable[[tuple], tuple[str, str]],
-) -> list[str]:
-    """One readable line per problem: where (``locate(loc)``: file:line or the command-line item, and
-    the key path to print), what, and what would be valid."""
-    problems = []
-    for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        where, path = locate(loc)
-        if err["type"] == "extra_forbidden":
-            parent = _model_at(model, loc[:-1])
-            valid = sorted(parent.model_fields) if parent else []
-            msg = f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], valid)}; valid keys: {', '.join(valid)}"
-        else:
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] != "missing" and not isinstance(err.get("input"), (dict, BaseModel)):
-                msg += f" (got {err.get('input')!r})"
-            if err["type"] == "literal_error":
-                msg += did_you_mean(err.get("input"), re.findall(r"'([^']*)'", err["ctx"]["expected"]))
-        problems.append(f"  {where}: {path}: {msg}")
-    return problems
-
-
-def locator(source: str, key_lines: dict[tuple, int], overridden: dict[tuple, str]) -> Callable[[tuple], tuple[str, str]]:
-    """``locate`` for settings read from ``source`` (a file, or a name such as "policy settings") with
-    command-line items applied: the item as typed, else the file and line of the key, else the file."""
-
-    def locate(loc: tuple) -> tuple[str, str]:
-        path = ".".join(str(p) for p in loc) or "(top level)"
-        item = set_by(loc, overridden, key_lines)
-        if item is not None:
-            return f"command line: {item}", path
-        return (f"{source}:{key_lines[loc]}" if loc in key_lines else source), path
-
-    return locate
-
-
-def format_validation_error(
-    exc: ValidationError,
-    model: type[BaseModel],
-    source: str,
-    key_lines: dict[tuple, int] | None = None,
-    overridden: dict[tuple, str] | None = None,
-) -> str:
-    """Every problem of ``exc``, one line each, under ``SOURCE: invalid settings``; ``overridden`` maps
-    each key path set on the command line to its ``key=value`` text."""
-    problems = validation_problems(exc, model, locator(source, key_lines or {}, overridden or {}))
-    return f"{source}: invalid settings\n" + "\n".join(problems)
-
-
-def typed_overrides(items: list[str], parsed: list[tuple[tuple[str, ...], Any]]) -> dict[tuple, str]:
-    """Key path -> the ``key=value`` item as typed, for error messages (``parsed`` from ``parse_overrides``)."""
-    return {path: item.strip() for item, (path, _) in zip(items, parsed)}
-
-
-def parse_overrides(overrides: list[str]) -> list[tuple[tuple[str, ...], Any]]:
-    """``a.b=value`` strings -> (key path, YAML-typed value)."""
-    parsed = []
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise RecipeError(f"override {item!r} is not key=value (e.g. data.simulate.users=100)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError as exc:
-            raise RecipeError(f"override {item!r}: value is not valid YAML: {exc}") from None
-        parsed.append((tuple(key.strip().split(".")), value))
-    return parsed
-
-
-def apply_overrides(data: dict, overrides: list[tuple[tuple[str, ...], Any]]) -> dict:
-    """A copy of ``data`` with each (path, value) set, creating sections as needed."""
-    import copy
-
-    data = copy.deepcopy(data)
-    for path, value in overrides:
-        node = data
-        for i, key in enumerate(path[:-1]):
-            if not isinstance(node.get(key, {}), dict):
-                raise RecipeError(f"override {'.'.join(path)}: {'.'.join(path[: i + 1])} is not a section")
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return data
-
-
-def validate_settings(model: type[BaseModel], data: Any, source: str, **context) -> BaseModel:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise RecipeError(format_validation_error(exc, model, source, **context)) from None
+# ---- loading ----------------------------------------------------------------------------------
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:

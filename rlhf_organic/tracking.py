@@ -99,7 +99,7 @@ class Tracker:
             raise errors[0]
 
 
-_live: ContextVar["tuple[Tracker, str] | None"] = ContextVar("rlhf_organic_live_tracker", default=None)
+_live: ContextVar[tuple[Tracker, str] | None] = ContextVar("rlhf_organic_live_tracker", default=None)
 
 
 @contextmanager
@@ -223,14 +223,14 @@ def resolve(report_to) -> list[str]:
     return list(dict.fromkeys(report_to))
 
 
-def open_tracker(names: list[str], out: Path, recipe, log: Callable[[str], None] = print) -> Tracker:
-    """A tracker writing to the backends ``names`` (from ``resolve``) for the run folder ``out``.
+def open_tracker(names: list[str], out: Path, recipe, recipe_yaml: str, log: Callable[[str], None] = print) -> Tracker:
+    """A tracker writing to the backends ``names`` (from ``resolve``) for the run folder ``out``;
+    ``recipe_yaml`` is the resolved recipe (``recipe.dump_recipe``), shown by TensorBoard.
 
     In a multi-process run only the main process tracks. A tracker that cannot start its run is a
     ``UserError``, after the ones already started are closed.
     """
     from . import distributed
-    from .recipe import dump_recipe
 
     if not names or not distributed.is_main():
         return Tracker([])
@@ -238,7 +238,7 @@ def open_tracker(names: list[str], out: Path, recipe, log: Callable[[str], None]
     try:
         for name in names:
             if name == "tensorboard":
-                backends.append(_TensorBoard(out / "tensorboard", dump_recipe(recipe)))
+                backends.append(_TensorBoard(out / "tensorboard", recipe_yaml))
                 log(f"[track] tensorboard: tensorboard --logdir {out / 'tensorboard'}")
                 continue
             try:

@@ -12,7 +12,8 @@ from rlhf_organic.errors import RecipeError
 
 
 def test_parse_grid_types_values_and_keeps_lists_whole():
-    grid = parse_grid(["trust.scheme=uniform,combined", "reward.weighted=true,false", "policy.lora.target_modules=[q_proj,v_proj],all-linear"])
+    grid = parse_grid(["trust.scheme=uniform,combined", "reward.weighted=true,false",
+                       "policy.lora.target_modules=[q_proj,v_proj],all-linear"])
     assert grid == {"trust.scheme": ["uniform", "combined"], "reward.weighted": [True, False],
                     "policy.lora.target_modules": [["q_proj", "v_proj"], "all-linear"]}
     for bad in ("trust.scheme", "=a,b", "trust.scheme=", "trust.scheme=a,a"):

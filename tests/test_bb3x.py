@@ -1,6 +1,5 @@
 """The BB3x reader: valid shapes, broken lines, and that the fast and per-line paths agree."""
 
-import copy
 import json
 
 import pyarrow as pa

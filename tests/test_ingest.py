@@ -105,8 +105,8 @@ def test_outputs_are_plain_parquet_and_summary_has_integer_counts(tmp_path):
     saved = json.loads((tmp_path / "ds" / "summary.json").read_text())
     assert saved["conversations"] == summary["conversations"]
     assert all(isinstance(saved[k], int) for k in SUMMARY_INT_KEYS)
-    import pandas as pd
     import datasets
+    import pandas as pd
 
     for table in ("conversations", "messages", "examples", "feedback", "preferences", "users"):
         pd.read_parquet(tmp_path / "ds" / f"{table}.parquet")

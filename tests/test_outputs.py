@@ -240,9 +240,8 @@ def test_standalone_trust_cleans_what_a_killed_one_left(tmp_path):
 # ---------------------------------------------------------------- resume says where; bars in piped logs
 
 def test_a_resumed_fit_says_from_which_step(tmp_path):
-    import torch
-
     import numpy as np
+    import torch
 
     from rlhf_organic.checkpoint import checkpointing
     from rlhf_organic.training import fit, step_plan
@@ -251,7 +250,7 @@ def test_a_resumed_fit_says_from_which_step(tmp_path):
     plan = step_plan(np.ones(10), 2, 1, False, np.random.default_rng(0))
     weight = torch.nn.Parameter(torch.ones(3))
 
-    def dies_at_step_4(step, calls=[]):
+    def dies_at_step_4(step, calls=[]):  # noqa: B006 - the list counts the calls
         calls.append(1)
         if len(calls) == 4:
             raise KeyboardInterrupt  # as if killed during the fourth step

@@ -41,7 +41,8 @@ def sim(tmp_path_factory):
     for args in (["reward", "train", str(root / "ds"), "--trust", str(root / "trust"), "--set", f"base={root / 'base'}",
                   "--set", "train.epochs=0.3", "--set", "max_length=48", "--set", "lora.modules_to_save=[]",
                   "--out", str(root / "reward"), "-q"],
-                 ["policy", "judge", str(root / "ds"), "--ground-truth", str(root / "sim"), "--max-examples", "300", "--out", str(root / "judge"), "-q"]):
+                 ["policy", "judge", str(root / "ds"), "--ground-truth", str(root / "sim"), "--max-examples", "300",
+                  "--out", str(root / "judge"), "-q"]):
         res = runner.invoke(main, args)
         assert res.exit_code == 0, res.output
     return root

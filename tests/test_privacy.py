@@ -17,7 +17,15 @@ from click.testing import CliRunner
 
 from rlhf_organic.data.ingest import ingest
 from rlhf_organic.data.privacy import (
-    DROPPABLE, HASHABLE_IDS, HIDDEN_TEXT, SALT_ENV, PrivacySection, hash_array, hash_column, hash_id, salt_id,
+    DROPPABLE,
+    HASHABLE_IDS,
+    HIDDEN_TEXT,
+    SALT_ENV,
+    PrivacySection,
+    hash_array,
+    hash_column,
+    hash_id,
+    salt_id,
     show_user_text,
 )
 from rlhf_organic.data.schema import OUTPUT_TABLES

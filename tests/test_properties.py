@@ -55,8 +55,7 @@ import annotated_types
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import HealthCheck, assume, event, given, note, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, assume, event, given, note, settings, strategies as st
 from pydantic import ValidationError
 
 from rlhf_organic.data.ingest import ingest
@@ -987,14 +986,14 @@ def build_tree(tree: Tree, base: Path) -> list[Path]:
         path = _folder_path(tree, base, folder)
         (path / OUTPUT_MARK).write_text("{}")
         (path / "rejects.jsonl").write_bytes(b'{"file": "x", "line": 1, "reason": "r", "excerpt": "{"}\n')
-    for index, (folder, kind, lines, gz) in enumerate(tree.files):
+    for index, (_folder, kind, lines, gz) in enumerate(tree.files):
         path = _file_path(tree, base, index)
         if kind == "fifo":
             os.mkfifo(path)
             continue
         data = b"\n".join(lines) + b"\n" if lines else (b"\n \n" if kind == "blank" else b"")
         path.write_bytes(gzip.compress(data) if gz else data)
-    for index, (folder, target) in enumerate(tree.links):
+    for index, (_folder, target) in enumerate(tree.links):
         link = _link_path(tree, base, index)
         if target == "self":
             link.symlink_to(link)
@@ -1209,8 +1208,8 @@ def test_bb3x_integer_user_id_is_kept_as_a_string(tmp_path):
 def test_implicit_prompt_with_deeply_nested_messages_is_a_reject(tmp_path):
     """Comparing the shared prefix of chosen and rejected recursed into arbitrary nesting (RecursionError)."""
     deep = "[" * 1000 + "]" * 1000
-    line = '{"chosen": [%s, {"role": "assistant", "content": "a"}], "rejected": [%s, {"role": "assistant", ' \
-           '"content": "b"}]}' % (deep, deep)
+    line = ('{"chosen": [' + deep + ', {"role": "assistant", "content": "a"}], "rejected": [' + deep
+            + ', {"role": "assistant", "content": "b"}]}')
     summary, rejects = _ingest_lines(tmp_path, [line, {"prompt": "p", "chosen": "a", "rejected": "b"}], "preference")
     assert summary["preferences"] == 1 and rejects[0]["line"] == 1 and "chosen[0]" in rejects[0]["reason"]
 
@@ -1228,8 +1227,8 @@ def test_implicit_prompt_compares_messages_by_role_and_text(tmp_path):
 @pytest.mark.parametrize("thumbs", ["[" * 1000 + "]" * 1000, json.dumps("y" * 100_000)])
 def test_bad_feedback_value_gives_a_short_reason(tmp_path, thumbs):
     """The reason quoted the value: a nested one raised RecursionError, a long one filled the reason."""
-    line = '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", ' \
-           '"feedback": {"thumbs": %s}}]}' % thumbs
+    line = ('{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", '
+            '"feedback": {"thumbs": ' + thumbs + '}}]}')
     summary, rejects = _ingest_lines(tmp_path, [line], "messages")
     assert summary["rejected"] == 1
     assert "messages[1].feedback.thumbs" in rejects[0]["reason"] and len(rejects[0]["reason"]) < 200
@@ -1412,7 +1411,7 @@ def test_trust_stage_end_to_end_on_ingested_feedback(data):
     """Messages-format logs with user ids -> ingest -> the trust stage's files (docs/trust.md)."""
     n_users = data.draw(st.integers(1, 4), label="users")
     rows = []
-    for i in range(data.draw(st.integers(1, 8), label="conversations")):
+    for _conversation in range(data.draw(st.integers(1, 8), label="conversations")):
         msgs = [{"role": "user", "content": data.draw(st.sampled_from(VOCAB))}]
         for _ in range(data.draw(st.integers(1, 3))):
             msgs.append({"role": "assistant", "content": data.draw(st.sampled_from(VOCAB)),

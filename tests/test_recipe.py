@@ -32,7 +32,8 @@ def test_unknown_key_lists_valid_keys_and_suggests_nearest(tmp_path):
 
 
 def test_unknown_section(tmp_path):
-    with pytest.raises(RecipeError, match=r"outptu: unknown key 'outptu' \(did you mean 'output'\?\); valid keys: ablate, data, name, output, policy, reward, seed, trust"):
+    with pytest.raises(RecipeError, match=r"outptu: unknown key 'outptu' \(did you mean 'output'\?\); "
+                       r"valid keys: ablate, data, name, output, policy, reward, seed, trust"):
         load_recipe(_write(tmp_path, "name: x\noutptu: {dir: y}\n"))
 
 
@@ -120,8 +121,8 @@ def _float_paths(model, prefix=()):
 def test_every_float_setting_refuses_infinity_and_nan(tmp_path):
     """``train.epochs=.inf`` used to pass validation and end in an OverflowError traceback; every float
     field of a recipe, a reward spec and the simulator refuses inf and NaN with the key path."""
-    from rlhf_organic.recipe import apply_overrides, validate_settings
     from rlhf_organic.reward.spec import RewardSpec
+    from rlhf_organic.settings import apply_overrides, validate_settings
 
     models = {Recipe: {"name": "x", "policy": {}}, RewardSpec: {}}
     checked = 0
@@ -142,7 +143,8 @@ def test_every_float_setting_refuses_infinity_and_nan(tmp_path):
                                       "data.simulate.labels_per_user_mean=.inf", "output.checkpoint_minutes=.inf"])
 def test_non_finite_overrides_are_refused_at_load(tmp_path, override):
     path = _write(tmp_path, "name: x\npolicy: {method: kto}\nreward: {spec: tiny}\n")
-    with pytest.raises(RecipeError, match=rf"{re.escape(override.split('=')[0].removeprefix('reward.override.'))}: Input should be a finite number"):
+    key = override.split("=")[0].removeprefix("reward.override.")
+    with pytest.raises(RecipeError, match=rf"{re.escape(key)}: Input should be a finite number"):
         load_recipe(path, [override])
 
 

@@ -92,7 +92,8 @@ def test_train_save_load_gives_identical_scores_and_the_card(simulated, tmp_path
     out = tmp_path / "rm"
     metrics = train_reward(simulated / "ds", out, spec, trust=simulated / "trust", ground_truth=simulated / "sim",
                            progress=False, log=lambda _: None)
-    for name in ("adapter/adapter_config.json", "head.safetensors", "reward_model.json", "spec.yaml", "metrics.json", "README.md", "base/config.json"):
+    for name in ("adapter/adapter_config.json", "head.safetensors", "reward_model.json", "spec.yaml", "metrics.json", "README.md",
+                 "base/config.json"):
         assert (out / name).is_file(), name
     e = metrics["eval"]
     assert {"pointwise", "pairwise", "clean_pointwise", "pointwise_by_trust", "pointwise_by_user_type"} <= set(e)
@@ -109,7 +110,8 @@ def test_train_save_load_gives_identical_scores_and_the_card(simulated, tmp_path
     np.testing.assert_array_equal(first, again)
     assert np.std(first) > 0
 
-    res = CliRunner().invoke(main, ["reward", "score", str(out), "--data", str(simulated / "ds"), "--out", str(tmp_path / "s.parquet"), "-q"])
+    res = CliRunner().invoke(main, ["reward", "score", str(out), "--data", str(simulated / "ds"),
+                                    "--out", str(tmp_path / "s.parquet"), "-q"])
     assert res.exit_code == 0, res.output
     scored = pq.read_table(tmp_path / "s.parquet").to_pandas()
     assert len(scored) == pq.read_metadata(simulated / "ds" / "examples.parquet").num_rows

@@ -232,7 +232,6 @@ def test_a_saved_model_folder_cannot_turn_the_flag_on_by_itself(tmp_path):
 
 
 def test_shipped_specs_and_recipes_keep_the_flag_off():
-    from rlhf_organic.recipe import load_recipe
     from rlhf_organic.reward.spec import SPEC_DIRS, load_spec
 
     root = PACKAGE.parent
@@ -353,7 +352,8 @@ DAMAGE = {  # what is done to the folder -> (the file the message must name, wha
     "head of another size": (_meta(lambda m: m.update(reasons=["a", "b", "c"])), "head.safetensors", "does not fit"),
     "adapter config missing": (lambda f: (f / "adapter" / "adapter_config.json").unlink(), "adapter_config.json", "missing"),
     "adapter weights missing": (lambda f: (f / "adapter" / "adapter_model.safetensors").unlink(), "adapter_model.safetensors", "missing"),
-    "adapter weights truncated": (lambda f: _truncate(f / "adapter" / "adapter_model.safetensors"), "adapter_model.safetensors", "cannot be read"),
+    "adapter weights truncated": (lambda f: _truncate(f / "adapter" / "adapter_model.safetensors"), "adapter_model.safetensors",
+                                  "cannot be read"),
     "own base missing": (lambda f: shutil.rmtree(f / "base"), "base", "missing"),
     "adapter pickled": (lambda f: ((f / "adapter" / "adapter_model.safetensors").unlink(),
                                    _pickled(f / "adapter" / "adapter_model.bin")), "adapter_model.bin", "pickled"),

@@ -1,13 +1,13 @@
 """The simulator: deterministic, the mix it was asked for, each user type behaving as specified."""
 
+import random
+
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from rlhf_organic.data.ingest import ingest
 from rlhf_organic.data.simulate import PRESETS, USER_TYPES, SimConfig, _user_types, preset_config, simulate
-
-import random
 
 
 def _run(tmp_path, name="sim", **settings):

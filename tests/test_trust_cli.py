@@ -26,7 +26,8 @@ def simulated(tmp_path_factory):
 def test_trust_command_writes_the_folder_and_prints_the_table(simulated):
     out = simulated / "trust"
     res = CliRunner().invoke(main, [
-        "trust", str(simulated / "ds"), "--scheme", "per_user", "--set", "threshold=0.4", "--set", "reference.folds=3", "--set", "select_on_gold=false",
+        "trust", str(simulated / "ds"), "--scheme", "per_user", "--set", "threshold=0.4", "--set", "reference.folds=3",
+        "--set", "select_on_gold=false",
         "--out", str(out), "--ground-truth", str(simulated / "sim"), "-q",
     ])
     assert res.exit_code == 0, res.output

@@ -16,14 +16,23 @@ from scipy.stats import beta as beta_dist
 from rlhf_organic.data.ingest import ingest
 from rlhf_organic.data.simulate import preset_config, simulate
 from rlhf_organic.errors import UserError
-from rlhf_organic.trust.base import (TrustContext, agreement, beta_posterior_mean, beta_prior,
-                                     beta_prob_above)
+from rlhf_organic.trust.base import TrustContext, agreement, beta_posterior_mean, beta_prior, beta_prob_above
 from rlhf_organic.trust.config import TrustSection, settings_from_cli
 from rlhf_organic.trust.data import from_arrays, load_feedback
 from rlhf_organic.trust.metrics import precision_recall, roc_auc, trust_metrics
 from rlhf_organic.trust.reference import NgramClassifier, ReferenceConfig, held_out_probabilities, user_folds
-from rlhf_organic.trust.schemes import (SCHEMES, bayesian, combined, crowd, per_example, per_user,
-                                        per_user_example, safety_filter, soft_purr, uniform)
+from rlhf_organic.trust.schemes import (
+    SCHEMES,
+    bayesian,
+    combined,
+    crowd,
+    per_example,
+    per_user,
+    per_user_example,
+    safety_filter,
+    soft_purr,
+    uniform,
+)
 from rlhf_organic.trust.stage import compute_trust, format_metrics, load_ground_truth, run_scheme, select_on_gold
 
 from conftest import bb3x_conversation, write_lines
@@ -233,7 +242,7 @@ def test_soft_purr_with_alpha_1_is_per_example():
 def test_bayesian_soft_posterior_mean_and_prior_for_a_user_without_feedback():
     r = bayesian.compute(table(), bayesian.Config(prior_strength=10), fixed(P))
     # successes (sum of f): A 1.6, B 0.9, C 0, D 0.6; pooled 3.1 / 6 -> alpha = 31/6, beta = 29/6
-    alpha, beta = 3.1 / 6 * 10, (1 - 3.1 / 6) * 10
+    alpha, _beta = 3.1 / 6 * 10, (1 - 3.1 / 6) * 10
     expected = [(alpha + 1.6) / (10 + 3), (alpha + 0.9) / (10 + 2), alpha / 10, (alpha + 0.6) / (10 + 1)]
     assert r.trust == pytest.approx(expected)
     assert r.trust[2] == pytest.approx(3.1 / 6)  # no feedback: the prior mean

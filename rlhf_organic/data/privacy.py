@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Mapping
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_serializer, field_validator
 
@@ -71,7 +71,7 @@ class PrivacySection(Section):
     drop: list[Literal[tuple(DROPPABLE)]] = Field(  # type: ignore[valid-type]
         default_factory=list, description="fields blanked at ingest: " + ", ".join(DROPPABLE)
     )
-    salt: Optional[SecretStr] = Field(
+    salt: SecretStr | None = Field(
         None, description=f"salt of the id hashes (default: the {SALT_ENV} environment variable); never written out"
     )
 
@@ -105,7 +105,7 @@ class PrivacySection(Section):
         return {"hash_ids": list(self.hash_ids), "drop": list(self.drop),
                 "salt_id": salt_id(salt) if salt is not None else None}
 
-    def scrubber(self, environ: Mapping[str, str] | None = None) -> "Scrubber | None":
+    def scrubber(self, environ: Mapping[str, str] | None = None) -> Scrubber | None:
         return Scrubber(self.hash_ids, self.drop, self.resolve_salt(environ)) if self.active else None
 
 

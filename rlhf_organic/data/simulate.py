@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .. import atomic
 from ..errors import UserError
+from ..settings import did_you_mean
 from . import sim_text
 
 UserType = Literal[
@@ -105,7 +106,7 @@ class SimConfig(BaseModel):
         return mix
 
     @model_validator(mode="after")
-    def _exchanges_ordered(self) -> "SimConfig":
+    def _exchanges_ordered(self) -> SimConfig:
         if self.exchanges_max < self.exchanges_min:
             raise ValueError(f"exchanges_max ({self.exchanges_max}) < exchanges_min ({self.exchanges_min})")
         return self
@@ -141,8 +142,6 @@ PRESETS: dict[str, tuple[str, dict]] = {
 def preset_config(name: str, **overrides) -> SimConfig:
     """The preset's settings with ``overrides`` applied (None values are ignored)."""
     if name not in PRESETS:
-        from ..recipe import did_you_mean
-
         raise ValueError(f"unknown preset {name!r}{did_you_mean(name, PRESETS)}; presets: {', '.join(PRESETS)}")
     settings = {**PRESETS[name][1], **{k: v for k, v in overrides.items() if v is not None}}
     return SimConfig(**settings)

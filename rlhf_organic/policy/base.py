@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..losses import token_nll
-from ..models.tiny import train_tokenizer, tiny_config
+from ..models.tiny import tiny_config, train_tokenizer
 from ..reward.data import held_out
 from ..training import fit, step_plan
 from .model import batch_sequences, encode_completions, encode_prompts

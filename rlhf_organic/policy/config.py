@@ -9,6 +9,7 @@ from pydantic import Field, create_model
 
 from ..models.loading import DType, HubKernels, Quantization
 from ..section import Section
+from ..settings import apply_overrides, parse_overrides, typed_overrides, validate_settings
 from .methods import METHODS
 
 
@@ -79,8 +80,8 @@ class _PolicySettings(Section):
     tiny: TinyPolicyBase = TinyPolicyBase()
     dtype: DType = "float32"
     quantization: Quantization = Field("none", description="4bit / 8bit (QLoRA) need a CUDA GPU")
-    hub_kernels: HubKernels = Field("auto", description="hub kernels (optimised layers fetched from the model hub): auto uses them on a CUDA GPU "
-        "when the hub is reachable and never fails offline; on / off force them")
+    hub_kernels: HubKernels = Field("auto", description="hub kernels (optimised layers fetched from the model hub): auto uses them "
+        "on a CUDA GPU when the hub is reachable and never fails offline; on / off force them")
     trust_remote_code: bool = Field(
         False, description="let the base (and a reward model's base loaded beside it) run code that ships with it "
         "(its config's auto_map); off unless you have read that code")
@@ -108,8 +109,6 @@ PolicySection = create_model(
 
 def settings_from_cli(method: str, sets: list[str]) -> PolicySection:
     """A PolicySection from ``--method`` and ``--set key=value`` items (``train.epochs=2``, ``kto.beta=0.2``)."""
-    from ..recipe import apply_overrides, parse_overrides, typed_overrides, validate_settings
-
     parsed = parse_overrides(sets)
     data = apply_overrides({"method": method}, parsed)
     return validate_settings(PolicySection, data, "policy settings", overridden=typed_overrides(sets, parsed))

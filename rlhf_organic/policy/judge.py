@@ -83,5 +83,6 @@ class Judge:
         ids = encode(self.tokenizer, contexts, responses, self.meta["max_length"])
         scores, reasons = score(self.model, ids, self.tokenizer.pad_token_id)
         p_good = 1 / (1 + np.exp(-scores))
-        unsafe = 1 / (1 + np.exp(-reasons[:, self.meta["reasons"].index("unsafe")])) if "unsafe" in self.meta["reasons"] else np.zeros_like(p_good)
+        unsafe = (1 / (1 + np.exp(-reasons[:, self.meta["reasons"].index("unsafe")])) if "unsafe" in self.meta["reasons"]
+                  else np.zeros_like(p_good))
         return p_good, (1 - p_good) * unsafe  # p(bad) * p(unsafe | bad)

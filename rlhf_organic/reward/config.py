@@ -22,7 +22,7 @@ class RewardSection(Section):
     weighted: bool = Field(True, description="weight examples by the trust stage (false: uniform weights)")
 
     @model_validator(mode="after")
-    def _spec_valid(self, info: ValidationInfo) -> "RewardSection":
+    def _spec_valid(self, info: ValidationInfo) -> RewardSection:
         if not (info.context or {}).get(SPEC_CHECKED_BY_CALLER):
             self.resolve()  # a bad spec name or override fails when the recipe loads, not after trust
         return self

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 from ..errors import RecipeError
 from ..models.loading import DType, HubKernels, Quantization
 from ..section import Section
+from ..settings import _key_lines, apply_overrides, parse_overrides, set_by, typed_overrides, validation_problems
 
 SPEC_DIRS = (Path("reward_models"), Path(__file__).resolve().parents[2] / "reward_models")
 
@@ -82,8 +83,8 @@ class RewardSpec(Section):
     tiny: TinyBase = TinyBase()
     dtype: DType = "float32"
     quantization: Quantization = Field("none", description="4bit / 8bit need a CUDA GPU")
-    hub_kernels: HubKernels = Field("auto", description="hub kernels (optimised layers fetched from the model hub): auto uses them on a CUDA GPU "
-        "when the hub is reachable and never fails offline; on / off force them")
+    hub_kernels: HubKernels = Field("auto", description="hub kernels (optimised layers fetched from the model hub): auto uses them "
+        "on a CUDA GPU when the hub is reachable and never fails offline; on / off force them")
     trust_remote_code: bool = Field(
         False, description="let the base run code that ships with it (its config's auto_map); off unless you have "
         "read that code")
@@ -95,7 +96,7 @@ class RewardSpec(Section):
     train: TrainSettings = TrainSettings()
 
     @model_validator(mode="after")
-    def _used_signals_weighted(self) -> "RewardSpec":
+    def _used_signals_weighted(self) -> RewardSpec:
         if "thumbs" in self.signals and self.loss.pointwise == 0 and "preferences" not in self.signals:
             raise ValueError("signals is [thumbs] but loss.pointwise is 0: nothing to learn from")
         if "preferences" in self.signals and self.loss.pairwise == 0 and "thumbs" not in self.signals:
@@ -138,8 +139,6 @@ def read_spec(path: Path) -> tuple[dict, str]:
 
 def load_spec(name_or_path: str, override: dict[str, Any] | None = None, sets: list[str] = ()) -> RewardSpec:
     """A validated spec: the file, then ``override`` (a recipe's), then ``key=value`` strings (the CLI's)."""
-    from ..recipe import apply_overrides, parse_overrides, typed_overrides, validation_problems
-
     path = find_spec(name_or_path)
     data, text = read_spec(path)
     parsed = parse_overrides(list(sets))
@@ -157,8 +156,6 @@ def spec_problems(name_or_path: str, override: dict[str, Any], locate_override) 
 
     A problem in a key of ``override`` is located by ``locate_override(loc)`` (-> where, key path), the
     others in the spec file. Raises RecipeError when there is no such spec or it is not a YAML mapping."""
-    from ..recipe import validation_problems
-
     path = find_spec(name_or_path)
     data, text = read_spec(path)
     try:
@@ -178,8 +175,6 @@ def _spec_locator(path: Path, text: str, items: dict[tuple, str], locate_item):
     """``locate`` for a spec file with ``items`` (key path -> text) applied on top: a problem an item set
     or created goes to ``locate_item(loc, text)``, a problem of the whole spec to the item (when there is
     one: it changed the spec), the rest to the spec file and line."""
-    from ..recipe import _key_lines, set_by
-
     lines = _key_lines(text)
 
     def locate(loc: tuple) -> tuple[str, str]:

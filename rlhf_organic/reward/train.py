@@ -22,6 +22,7 @@ from ..losses import bradley_terry, pointwise_bce, reason_bce
 from ..training import epoch_steps, fit, step_plan
 from .spec import LossMix, TrainSettings
 
+
 @dataclass
 class Items:
     """Tokenised training items: thumbs (one sequence each) and A/B choices (two)."""

@@ -3,14 +3,16 @@ scheme (so an ablation can switch schemes without losing anyone's settings)."""
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field, create_model
 
 from ..section import Section
+from ..settings import apply_overrides, parse_overrides, typed_overrides, validate_settings
 from .base import SchemeConfig
 from .reference import ReferenceConfig
 from .schemes import SCHEMES
+
 
 class _TrustSettings(Section):
     """``trust``: how much to believe each user."""
@@ -22,7 +24,7 @@ class _TrustSettings(Section):
         description="choose the scheme's threshold on examples with clean crowdworker labels, when there are "
         "enough (else keep the configured one)",
     )
-    ground_truth: Optional[str] = Field(
+    ground_truth: str | None = Field(
         None, description="ground_truth.parquet (user_id, is_troll) to evaluate against; simulated runs use theirs"
     )
 
@@ -45,8 +47,6 @@ def settings_from_cli(scheme: str, sets: list[str]) -> TrustSection:
     Keys are paths in the trust section (``reference.folds=3``, ``per_user.threshold=0.4``); a key that
     is not one names a setting of the chosen scheme (``threshold=0.4``).
     """
-    from ..recipe import apply_overrides, parse_overrides, typed_overrides, validate_settings
-
     parsed = []
     for path, value in parse_overrides(sets):
         if path[0] not in TrustSection.model_fields and scheme in SCHEMES:

@@ -64,13 +64,13 @@ class NgramClassifier:
         self.constant: float | None = None
 
     @classmethod
-    def from_config(cls, cfg: ReferenceConfig) -> "NgramClassifier":
+    def from_config(cls, cfg: ReferenceConfig) -> NgramClassifier:
         return cls(cfg.ngram_max, cfg.n_features, cfg.C, cfg.max_iter, cfg.balanced, cfg.tol)
 
     def features(self, texts):
         return self.vectorizer.transform(texts)
 
-    def fit(self, texts_or_x, labels, weights=None) -> "NgramClassifier":
+    def fit(self, texts_or_x, labels, weights=None) -> NgramClassifier:
         from sklearn.linear_model import LogisticRegression
 
         x = self.features(texts_or_x) if isinstance(texts_or_x, list) else texts_or_x

@@ -234,7 +234,6 @@ def assert_sampling_works(policy, prompts, row: dict, **sampling) -> None:
     """Sampled and greedy replies, from the policy and the reference: token ids in range, decoded text,
     finite log-probs."""
     vocab = policy.peft.get_base_model().config.vocab_size
-    eos = policy.tokenizer.eos_token_id
     texts = []
     for reference in (False, True):
         for temperature in (sampling.get("temperature", 0.7), 0.0):

@@ -6,8 +6,8 @@ Adding a format is one module and one line in ``READERS``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ..sources import Chunk
 from . import bb3x, rowwise

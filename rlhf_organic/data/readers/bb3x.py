@@ -26,8 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from ..schema import CONVERSATION, MESSAGE, ROLE_ASSISTANT, ROLE_USER
-from ..tables import as_array
 from ..sources import Chunk
+from ..tables import as_array
 from .common import BadRecord, Parsed, Reject, check_type, describe, excerpt, load_object
 
 SAFETY = pa.struct([("duo_safety", pa.string()), ("string_matcher", pa.string())])

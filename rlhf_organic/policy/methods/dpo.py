@@ -42,7 +42,7 @@ class Config(Section):
     precompute_ref: bool = Field(True, description="reference log-probs once before training, not every step")
 
     @model_validator(mode="after")
-    def _has_pairs(self) -> "Config":
+    def _has_pairs(self) -> Config:
         if not self.pairs and self.on_policy.contexts == 0:
             raise ValueError("no pair source: set pairs or on_policy.contexts")
         return self

@@ -6,11 +6,11 @@ score it with the reward model (its adapter + head on the same base when it shar
 gradient: the policy's and the reference's (adapter off) per-token log-probs and the value head's
 values, all from one right-padded re-scoring pass, so the first PPO epoch starts at ratio 1 and KL 0
 whatever the generation padding was. Log-probs are those of the sampling distribution (logits divided by
-the rollout ``temperature``), so the replies are on-policy for the distribution being optimised. Rewards: ``-kl_coef * (log pi - log pi_ref)`` per token, plus
-the (clipped) reward-model score at the last token; GAE advantages, whitened; returns = advantages +
-values. Then ``ppo_epochs`` passes over the rollouts in minibatches: clipped surrogate + ``vf_coef`` x
-clipped value loss, stopping a round's epochs early when the approximate KL to the rollout policy
-passes 1.5 x ``target_kl``.
+the rollout ``temperature``), so the replies are on-policy for the distribution being optimised.
+Rewards: ``-kl_coef * (log pi - log pi_ref)`` per token, plus the (clipped) reward-model score at the
+last token; GAE advantages, whitened; returns = advantages + values. Then ``ppo_epochs`` passes over the
+rollouts in minibatches: clipped surrogate + ``vf_coef`` x clipped value loss, stopping a round's epochs
+early when the approximate KL to the rollout policy passes 1.5 x ``target_kl``.
 
 The value head is a linear layer on the policy's last hidden state (one forward gives logits and
 values). Dropout is off throughout: PPO's ratios must compare like with like.

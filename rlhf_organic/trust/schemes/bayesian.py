@@ -9,12 +9,11 @@ not (``output: reliable``). A user without feedback gets the prior's value. Weig
 label is removed, each weighs its user's trust.
 """
 
-from typing import Literal, Optional
+from typing import Literal
 
 from pydantic import Field
 
-from ..base import (SchemeConfig, TrustResult, agreement, beta_posterior_mean, beta_prior,
-                    beta_prob_above)
+from ..base import SchemeConfig, TrustResult, agreement, beta_posterior_mean, beta_prior, beta_prob_above
 
 NAME = "bayesian"
 DESCRIPTION = "posterior agreement of a Beta-binomial model per user, shrunk toward the population"
@@ -22,7 +21,7 @@ DESCRIPTION = "posterior agreement of a Beta-binomial model per user, shrunk tow
 
 class Config(SchemeConfig):
     agreement: Literal["soft", "hard"] = Field("soft", description="a success is f (soft) or f >= 0.5 (hard)")
-    prior_strength: Optional[float] = Field(
+    prior_strength: float | None = Field(
         None, gt=0, description="pseudo-labels of the population prior (alpha + beta); unset: estimated"
     )
     output: Literal["mean", "reliable"] = Field(

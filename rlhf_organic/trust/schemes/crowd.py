@@ -3,8 +3,8 @@
 An *item* is a bot reply text (case and spacing normalised, ``item: response``) or each example on
 its own (``item: example``). Each user has one accuracy a_u; each item a hidden good/bad label.
 EM alternates the items' posteriors q_i = P(good) and the users' accuracies (with a Beta prior of
-mean ``prior_accuracy``); a label is judged against its item's posterior *without* its own vote. Trust is max(0, 2 a_u - 1): 1 for a perfect rater, 0 for a coin flip or
-worse (MACE's "not spamming" reading of one-coin accuracy).
+mean ``prior_accuracy``); a label is judged against its item's posterior *without* its own vote.
+Trust is max(0, 2 a_u - 1): 1 for a perfect rater, 0 for a coin flip or worse (MACE's "not spamming" reading of one-coin accuracy).
 
 Organic data has one rater per item almost always, and then a user's labels carry no information
 about their accuracy (a lone label always agrees with itself; crowd-kit's Dawid-Skene scores such
@@ -68,7 +68,7 @@ def dawid_skene(item, user, label, n_users, cfg: Config, item_prior_logit=None):
     iterations = 0
     own = np.zeros(len(item))  # each label's own vote in its item's logit, left out when judging it
     logit_q = _logit(q)
-    for iterations in range(1, cfg.max_iter + 1):
+    for iterations in range(1, cfg.max_iter + 1):  # noqa: B007 - returned: the number of rounds run
         # Judge every label against the *other* raters of its item: a lone label would agree with itself.
         q_others = 1 / (1 + np.exp(-(logit_q[item] - own)))
         agree = y * q_others + (1 - y) * (1 - q_others)
