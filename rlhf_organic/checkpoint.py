@@ -119,7 +119,7 @@ class FitCheckpoint:
         state = {
             "steps_done": steps_done, "done": done, "history": history,
             "param_groups": opt["param_groups"],
-            "schedule": {k: v for k, v in schedule.state_dict().items() if k != "lr_lambdas"},
+            "schedule": schedule.state_dict(),
             "rng_python": _jsonable(random.getstate()),
             "rng_numpy": [np_state[0], np_state[1].tolist(), *np_state[2:]],
         }
@@ -162,7 +162,7 @@ class FitCheckpoint:
                 _, index, name = key.split(".", 2)
                 opt_state.setdefault(int(index), {})[name] = place(value, params[int(index)]) if value.dim() else value
         optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
-        schedule.load_state_dict({**state["schedule"], "lr_lambdas": [None] * len(optimizer.param_groups)})
+        schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(tensors["rng.torch"])
         if torch.cuda.is_available():
             cuda = [tensors[k] for k in sorted(k for k in tensors if k.startswith("rng.cuda."))]

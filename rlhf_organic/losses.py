@@ -3,6 +3,10 @@
 Convention: a weighted mean divides by the sum of the weights, so that all weights 1 gives the plain
 mean and an example of weight 0 contributes nothing (value and gradient). A batch whose weights sum
 to 0 gives a loss of 0 that is still connected to the graph (``backward`` works, all gradients 0).
+
+Every weighted loss also takes ``total``: the denominator to divide by instead of this batch's own weight
+sum. The training loop passes the weight sum of the whole optimizer step, so that a step split into
+micro-batches (and over processes) adds up to exactly the loss of the unsplit step (``training.Objective``).
 """
 
 from __future__ import annotations
@@ -11,34 +15,42 @@ import torch
 import torch.nn.functional as F
 
 
-def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """sum(w * v) / sum(w); the plain mean when ``weights`` is None; 0 when the weights sum to 0."""
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None = None, total: float | None = None) -> torch.Tensor:
+    """sum(w * v) / sum(w); the plain mean when ``weights`` is None; 0 when the weights sum to 0.
+
+    ``total``: divide by this instead of sum(w) (the number of values when ``weights`` is None)."""
     if weights is None:
-        return values.mean()
+        weighted = values.sum()
+        count = values.numel() if total is None else total
+        return weighted / count if count > 0 else weighted * 0.0
     weights = weights.to(values.dtype)
-    total = weights.sum()
+    if total is None:
+        total = weights.sum()
     # where() rather than multiplying: a weight-0 example whose value is inf or NaN must not poison the sum
     weighted = torch.where(weights > 0, values * weights, torch.zeros_like(values)).sum()
     return weighted / total if total > 0 else weighted * 0.0
 
 
-def pointwise_bce(scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+def pointwise_bce(scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None,
+                  total: float | None = None) -> torch.Tensor:
     """Weighted binary cross-entropy of scalar scores (logits) against thumbs (1 liked, 0 disliked)."""
     per_example = F.binary_cross_entropy_with_logits(scores, labels.to(scores.dtype), reduction="none")
-    return weighted_mean(per_example, weights)
+    return weighted_mean(per_example, weights, total)
 
 
 def bradley_terry(
-    chosen: torch.Tensor, rejected: torch.Tensor, weights: torch.Tensor | None = None, margin: float | torch.Tensor = 0.0
+    chosen: torch.Tensor, rejected: torch.Tensor, weights: torch.Tensor | None = None, margin: float | torch.Tensor = 0.0,
+    total: float | None = None,
 ) -> torch.Tensor:
     """Weighted Bradley-Terry loss, ``-logsigmoid(r_chosen - r_rejected - margin)`` per pair."""
-    return weighted_mean(-F.logsigmoid(chosen - rejected - margin), weights)
+    return weighted_mean(-F.logsigmoid(chosen - rejected - margin), weights, total)
 
 
-def reason_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+def reason_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None,
+               total: float | None = None) -> torch.Tensor:
     """Multi-label dislike-reason loss: BCE per reason, averaged over reasons, then a weighted mean."""
     per_example = F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), reduction="none").mean(-1)
-    return weighted_mean(per_example, weights)
+    return weighted_mean(per_example, weights, total)
 
 
 # --- policy losses -------------------------------------------------------------------------------
@@ -57,6 +69,7 @@ def dpo(
     label_smoothing: float = 0.0,
     chosen_tokens: torch.Tensor | None = None,
     rejected_tokens: torch.Tensor | None = None,
+    total: float | None = None,
 ) -> torch.Tensor:
     """Weighted DPO loss over pairs, with h = chosen_logratio - rejected_logratio:
 
@@ -80,7 +93,7 @@ def dpo(
             per_pair = (-(1 - e) * F.logsigmoid(h) + e * F.logsigmoid(-h)) / (1 - 2 * e)
         else:
             raise ValueError(f"unknown DPO loss {loss_type!r}; choose one of {', '.join(DPO_LOSSES)}")
-    return weighted_mean(per_pair, weights)
+    return weighted_mean(per_pair, weights, total)
 
 
 def kto(
@@ -92,6 +105,7 @@ def kto(
     beta: float = 0.1,
     desirable_weight: float = 1.0,
     undesirable_weight: float = 1.0,
+    total: float | None = None,
 ) -> torch.Tensor:
     """Weighted KTO loss over unpaired completions (Ethayarajh et al. 2024, eq. 7).
 
@@ -106,19 +120,30 @@ def kto(
         desirable_weight * (1 - torch.sigmoid(beta * (logratios - kl))),
         undesirable_weight * (1 - torch.sigmoid(beta * (kl - logratios))),
     )
-    return weighted_mean(value, weights)
+    return weighted_mean(value, weights, total)
 
 
-def token_nll(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+def token_nll(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None,
+              total: float | None = None) -> torch.Tensor:
     """Cross-entropy of ``labels`` [batch, seq] under ``logits`` [batch, seq, vocab] (already aligned),
     a mean over the masked tokens with each token weighted by its sequence's weight."""
     nll = F.cross_entropy(logits.transpose(1, 2).float(), labels.clamp(min=0), reduction="none")
-    return token_mean(nll, mask, weights)
+    return token_mean(nll, mask, weights, total)
 
 
-def token_mean(values: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean of per-token ``values`` [batch, seq] over the masked tokens, each weighted by its sequence's weight."""
-    return weighted_mean(values[mask.bool()], _token_weights(weights, mask))
+def token_mean(values: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor | None = None,
+               total: float | None = None) -> torch.Tensor:
+    """Mean of per-token ``values`` [batch, seq] over the masked tokens, each weighted by its sequence's weight
+    (``total``: the step's sum of token weights, ``token_weight_sum`` over all its sequences)."""
+    return weighted_mean(values[mask.bool()], _token_weights(weights, mask), total)
+
+
+def token_weight_sum(tokens, weights=None) -> float:
+    """The denominator of ``token_mean``: sum over sequences of (masked tokens x the sequence's weight)."""
+    import numpy as np
+
+    tokens = np.asarray(tokens, np.float64)
+    return float(tokens.sum() if weights is None else (tokens * np.asarray(weights, np.float64)).sum())
 
 
 def cringe(
@@ -129,6 +154,7 @@ def cringe(
     *,
     k: int = 5,
     generator: torch.Generator | None = None,
+    total: float | None = None,
 ) -> torch.Tensor:
     """The Cringe contrastive loss on negative sequences (Adolphs et al. 2022), token level.
 
@@ -149,7 +175,7 @@ def cringe(
         pick = torch.multinomial(probs, 1, generator=generator).reshape(candidates.shape[:-1] + (1,))
     positive = candidates.gather(-1, pick).squeeze(-1)
     per_token = F.softplus(own - positive)
-    return weighted_mean(per_token[mask.bool()], _token_weights(weights, mask))
+    return weighted_mean(per_token[mask.bool()], _token_weights(weights, mask), total)
 
 
 def _token_weights(weights: torch.Tensor | None, mask: torch.Tensor) -> torch.Tensor | None:
@@ -163,10 +189,10 @@ def _token_weights(weights: torch.Tensor | None, mask: torch.Tensor) -> torch.Te
 # t-th generated token, and ``mask`` is 1 for the tokens a row really has (its length), 0 after.
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the tokens where ``mask`` is 1 (0 when there are none)."""
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, total: float | None = None) -> torch.Tensor:
+    """Mean over the tokens where ``mask`` is 1 (0 when there are none); ``total``: divide by this count instead."""
     mask = mask.to(values.dtype)
-    total = mask.sum()
+    total = mask.sum() if total is None else total
     return (values * mask).sum() / total if total > 0 else (values * mask).sum()
 
 
@@ -215,29 +241,30 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 
 
 def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                    cliprange: float = 0.2) -> tuple[torch.Tensor, dict]:
+                    cliprange: float = 0.2, total: float | None = None) -> tuple[torch.Tensor, dict]:
     """The clipped surrogate: mean over tokens of max(-A r, -A clip(r, 1 - eps, 1 + eps)), r = pi / pi_old.
     Also returns the clip fraction, the approximate KL to the old policy (mean of (log r)^2 / 2) and the
-    mean ratio, for logging and early stopping."""
+    mean ratio, for logging and early stopping. ``total``: the token count to divide by (``masked_mean``)."""
     log_ratio = (logps - old_logps) * mask
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * torch.clamp(ratio, 1 - cliprange, 1 + cliprange)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask, total)
     with torch.no_grad():
-        stats = {"clipfrac": float(masked_mean((clipped > unclipped).to(logps.dtype), mask)),
-                 "approx_kl": float(masked_mean(0.5 * log_ratio**2, mask)),
-                 "ratio": float(masked_mean(ratio, mask))}
+        stats = {"clipfrac": float(masked_mean((clipped > unclipped).to(logps.dtype), mask, total)),
+                 "approx_kl": float(masked_mean(0.5 * log_ratio**2, mask, total)),
+                 "ratio": float(masked_mean(ratio, mask, total))}
     return loss, stats
 
 
 def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-                   cliprange_value: float = 0.2) -> tuple[torch.Tensor, dict]:
+                   cliprange_value: float = 0.2, total: float | None = None) -> tuple[torch.Tensor, dict]:
     """The clipped value loss: 0.5 * mean over tokens of max((V - R)^2, (V_clipped - R)^2), where V_clipped
     stays within ``cliprange_value`` of the rollout's value."""
     clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
     losses = torch.maximum((values - returns) ** 2, (clipped - returns) ** 2)
-    loss = 0.5 * masked_mean(losses, mask)
+    loss = 0.5 * masked_mean(losses, mask, total)
     with torch.no_grad():
-        stats = {"value_clipfrac": float(masked_mean(((clipped - returns) ** 2 > (values - returns) ** 2).to(values.dtype), mask))}
+        stats = {"value_clipfrac": float(masked_mean(((clipped - returns) ** 2 > (values - returns) ** 2).to(values.dtype),
+                                                     mask, total))}
     return loss, stats

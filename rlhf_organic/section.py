@@ -2,8 +2,20 @@
 infinite or NaN numbers (YAML writes them ``.inf`` / ``.nan``; no setting means them, and they pass
 range checks such as ``gt=0``, to fail much later as an OverflowError or a NaN loss)."""
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+MICRO_BATCH_HELP = ("items per forward pass (the step, batch_size, is split into micro-batches whose gradients add up "
+                    "to the whole step's exactly): less memory, same optimisation; none: the whole step at once; "
+                    "auto: the whole step, halved after each CUDA out-of-memory error")
+PRECISION_HELP = ("compute precision: fp32; bf16: bfloat16 autocast with float32 master weights (a CUDA GPU with bf16, or "
+                  "a CPU with AMX or AVX512-BF16; refused elsewhere); auto: bf16 autocast only on a bf16 or 4-bit base, "
+                  "fp32 otherwise")
+Precision = Literal["auto", "fp32", "bf16"]
+MicroBatchSize = Annotated[int, Field(ge=1)] | Literal["auto"] | None

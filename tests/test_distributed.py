@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from rlhf_organic import distributed
 from rlhf_organic.cli import main
 from rlhf_organic.errors import UserError
-from rlhf_organic.training import fit
+from rlhf_organic.training import Objective, fit
 
 ROOT = Path(__file__).parent.parent
 SETTINGS = SimpleNamespace(lr=0.05, weight_decay=0.1, warmup_ratio=0.2, grad_clip=0.5)
@@ -36,14 +36,14 @@ def _toy(seed=0):
     unused = torch.nn.Parameter(torch.ones(3))
     params = list(model.parameters()) + [unused]
 
-    def step_loss(step):
+    def loss(step, total):
         error = model(x[step]).squeeze(-1) - y[step]
-        return error.square().mean(), {"mae": float(error.detach().abs().mean())}
+        return error.square().sum() / total["items"], {"mae": float(error.detach().abs().sum()) / total["items"]}
 
-    return params, step_loss
+    return params, Objective(lambda step: {"items": len(step)}, loss)
 
 
-def _reference_fit(params, plan, step_loss, settings):
+def _reference_fit(params, plan, objective, settings):
     """``training.fit`` as it was before the multi-process path (one process)."""
     optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
     warmup = max(1, int(settings.warmup_ratio * len(plan)))
@@ -52,7 +52,7 @@ def _reference_fit(params, plan, step_loss, settings):
     )
     history = []
     for number, step in enumerate(plan):
-        loss, parts = step_loss(step)
+        loss, parts = objective.loss(step, objective.totals(step))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
@@ -69,6 +69,19 @@ def test_one_process_fit_is_unchanged_bit_for_bit():
     expected = _reference_fit(expected_params, PLAN, expected_loss, SETTINGS)
     assert history == expected
     assert all(torch.equal(a, b) for a, b in zip(params, expected_params))
+
+
+def test_micro_batches_add_up_to_the_whole_step():
+    """Steps split into micro-batches of 2 (and of 1) train what the unsplit steps train, up to float rounding."""
+    params, objective = _toy()
+    history = fit(params, PLAN, objective, SETTINGS)
+    for micro in (1, 2):
+        split_params, split_objective = _toy()
+        split = fit(split_params, PLAN, split_objective, SimpleNamespace(**vars(SETTINGS), micro_batch_size=micro))
+        for a, b in zip(split, history):
+            assert a["loss"] == pytest.approx(b["loss"], abs=1e-6) and a["mae"] == pytest.approx(b["mae"], abs=1e-6)
+        for a, b in zip(split_params, params):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
 def _free_port() -> int:
@@ -145,12 +158,12 @@ def test_quantized_bases_are_refused_with_several_processes(monkeypatch):
 
 # --- the stages, launched -------------------------------------------------------------------------
 
-# Exact cases: uniform weights and a loss that is one plain mean over a step's items (thumbs only for the
-# reward model; DPO), where sharded steps are the one-process steps up to float rounding.
-# Approximate case: trust weights and thumbs + A/B choices mixed, where each process's weighted means
-# use its own share's denominators (docs/distributed.md): compared on the held-out metrics only.
+# Every case is exact: the loop divides each micro-batch's sums by totals of the whole step (weight sums,
+# KTO's KL reference point), so two processes, each splitting its share into micro-batches of 3, train what
+# one process trains on unsplit steps, up to float rounding: with trust weights and thumbs + A/B choices
+# mixed too.
 EXACT_ATOL = 1e-4
-METRIC_ATOL = 0.03
+MICRO = ["--set", "train.micro_batch_size=3"]
 
 DRIVER = textwrap.dedent("""
     import json, os, sys
@@ -183,14 +196,15 @@ def runs(tmp_path_factory):
            "--set", "train.batch_size=8", "--set", "train.max_items=40", "--set", "train.lr=0.01",
            "--set", "eval.contexts=4", "--set", "eval.sampling.max_new_tokens=8",
            "--set", "max_prompt_length=48", "--set", "max_completion_length=16"]
+    kto = [*dpo[:4], "kto", *dpo[5:], "--trust", str(root / "trust")]
     commands = {"reward": reward + ["--set", "signals=[thumbs]"], "dpo": dpo,
-                "reward_trust": reward + ["--trust", str(root / "trust")]}
+                "reward_trust": reward + ["--trust", str(root / "trust")], "kto": kto}
     (root / "driver.py").write_text(DRIVER)
     accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
     launches = {  # name: (command, stages)
         "one": ([sys.executable, str(root / "driver.py")], list(commands)),
         "two": (accelerate + [str(ROOT / "recipes" / "accelerate" / "ddp_cpu.yaml"), str(root / "driver.py")], list(commands)),
-        "fsdp": (accelerate + [str(ROOT / "recipes" / "accelerate" / "fsdp_cpu.yaml"), str(root / "driver.py")], ["reward", "dpo"]),
+        "fsdp": (accelerate + [str(ROOT / "recipes" / "accelerate" / "fsdp_cpu.yaml"), str(root / "driver.py")], ["reward", "dpo", "kto"]),
     }
     procs = {}
     for name, (launch, stages) in launches.items():  # all at once: each is mostly imports, on 2 cores
@@ -199,7 +213,7 @@ def runs(tmp_path_factory):
         env = {**os.environ, "OMP_NUM_THREADS": "1", "TMPDIR": str(root / name / "tmp")}
         for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
             env.pop(var, None)
-        todo = [commands[stage] + ["--out", str(root / name / stage)] for stage in stages]
+        todo = [commands[stage] + (MICRO if name != "one" else []) + ["--out", str(root / name / stage)] for stage in stages]
         procs[name] = subprocess.Popen(launch + [json.dumps(todo)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True)
     outputs = {name: p.communicate(timeout=300)[0] for name, p in procs.items()}
@@ -221,10 +235,11 @@ def _numbers(tree, prefix=""):
     return {prefix[:-1]: tree} if isinstance(tree, (int, float)) and not isinstance(tree, bool) else {}
 
 
-@pytest.mark.parametrize("launch", ["two", "fsdp"])
-@pytest.mark.parametrize("stage", ["reward", "dpo"])
+@pytest.mark.parametrize("launch, stage", [("two", "reward"), ("two", "dpo"), ("two", "reward_trust"), ("two", "kto"),
+                                           ("fsdp", "reward"), ("fsdp", "dpo"), ("fsdp", "kto")])
 def test_two_processes_train_what_one_process_trains(runs, stage, launch):
-    """Data parallel (ddp_cpu.yaml) and sharded (fsdp_cpu.yaml): the one-process weights, losses and metrics."""
+    """Data parallel (ddp_cpu.yaml) and sharded (fsdp_cpu.yaml), in micro-batches: the one-process weights,
+    losses and metrics of unsplit steps, trust-weighted means and KTO's reference point included."""
     root, _ = runs
     one, two = root / "one" / stage, root / launch / stage
     a, b = _tensors(one), _tensors(two)
@@ -243,26 +258,12 @@ def test_two_processes_train_what_one_process_trains(runs, stage, launch):
         assert nb[key] == pytest.approx(na[key], abs=EXACT_ATOL), key
 
 
-def test_trust_weighted_reward_lands_close_to_one_process(runs):
-    root, outputs = runs
-    assert "process 0 of 2" in outputs["two"] and "process 1 of 2" in outputs["two"] and "process 0 of 1" in outputs["one"]
-    a, b = _tensors(root / "one" / "reward_trust"), _tensors(root / "two" / "reward_trust")
-    # not the one-process run in disguise: per-share weighted means make the steps differ (docs/distributed.md)
-    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) > EXACT_ATOL
-    ma = json.loads((root / "one" / "reward_trust" / "metrics.json").read_text())
-    mb = json.loads((root / "two" / "reward_trust" / "metrics.json").read_text())
-    assert ma["train"]["steps"] == mb["train"]["steps"]
-    for part in ("pointwise", "pairwise", "clean_pointwise"):
-        for key in ("auc", "accuracy"):
-            if key in ma["eval"][part]:
-                assert mb["eval"][part][key] == pytest.approx(ma["eval"][part][key], abs=METRIC_ATOL), (part, key)
-
-
 def test_two_processes_write_one_complete_folder_and_log_once(runs):
     root, outputs = runs
-    for stage in ("reward", "dpo", "reward_trust"):
+    assert "process 0 of 2" in outputs["two"] and "process 1 of 2" in outputs["two"] and "process 0 of 1" in outputs["one"]
+    for stage in ("reward", "dpo", "reward_trust", "kto"):
         assert sorted(p.name for p in (root / "two" / stage).iterdir()) == sorted(p.name for p in (root / "one" / stage).iterdir())
-    assert sorted(p.name for p in (root / "two").iterdir()) == ["dpo", "reward", "reward_trust", "tmp"]  # no .partial-*
+    assert sorted(p.name for p in (root / "two").iterdir()) == ["dpo", "kto", "reward", "reward_trust", "tmp"]  # no .partial-*
     assert not list((root / "two" / "tmp").glob("rlhf_organic-rank*"))  # the other process's throwaway folders are gone
     assert outputs["two"].count("[reward] tiny:") == outputs["one"].count("[reward] tiny:") == 4  # 2 runs x 2 lines
     assert outputs["two"].count("[policy] dpo") == outputs["one"].count("[policy] dpo")
@@ -283,5 +284,5 @@ def test_fsdp_shards_the_whole_model_between_the_processes(runs, stage):
     assert max(local) < total - trainable  # less than the frozen base alone: the base was sharded too
     assert sharding["units"] == 3  # two decoder layers and the rest of the model
     assert sorted(p.name for p in (root / "fsdp" / stage).iterdir()) == sorted(p.name for p in (root / "one" / stage).iterdir())
-    assert sorted(p.name for p in (root / "fsdp").iterdir()) == ["dpo", "reward", "tmp"]  # no .partial-*
+    assert sorted(p.name for p in (root / "fsdp").iterdir()) == ["dpo", "kto", "reward", "tmp"]  # no .partial-*
     assert not list((root / "fsdp" / "tmp").glob("rlhf_organic-rank*"))  # rank 1's throwaway folders are gone

@@ -14,7 +14,7 @@ import torch
 
 from rlhf_organic import checkpoint, distributed
 from rlhf_organic.errors import UserError
-from rlhf_organic.training import fit
+from rlhf_organic.training import Objective, Trainer, fit
 
 SETTINGS = SimpleNamespace(lr=0.05, weight_decay=0.1, warmup_ratio=0.2, grad_clip=0.5)
 # the last step of each epoch has one item: the second process has an empty share and must still join
@@ -55,14 +55,24 @@ def _toy(seed=0, fail_at=None):
     model = Toy()
     calls = []
 
-    def step_loss(step):
+    def loss(step, total):
         calls.append(len(step))
         if fail_at is not None and len(calls) == fail_at:
             raise KeyboardInterrupt("stopped on purpose")
         error = model(x[step]) - y[step]
-        return error.square().mean(), {"mae": float(error.detach().abs().mean())}
+        return error.square().sum() / total["items"], {"mae": float(error.detach().abs().sum()) / total["items"]}
 
-    return model, step_loss
+    return model, Objective(lambda step: {"items": len(step)}, loss)
+
+
+def _two_rounds() -> dict:
+    """An online method's shape: one Trainer, two plans in turn (the optimizer state crosses the sharding and
+    unsharding between them), in micro-batches of 2."""
+    model, objective = _toy()
+    trainer = Trainer([p for p in model.parameters() if p.requires_grad], SimpleNamespace(**vars(SETTINGS), micro_batch_size=2),
+                      2 * len(PLAN), model=model)
+    history = trainer.fit(PLAN, objective) + trainer.fit(PLAN[::-1], objective)
+    return {"history": history, "state": {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}}
 
 
 def _free_port() -> int:
@@ -93,6 +103,7 @@ def _as_rank(rank, world, port, folder, results, env=None):
         out["hooks_left"] = sum(len(fsdp.fsdp_hooks(m)) for m in model.modules())
         model.load_state_dict({k: v + 1 for k, v in model.state_dict().items()})  # plain loading: no FSDP hook runs
         out["loaded"] = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+        out["rounds"] = _two_rounds()
         # a run stopped after 5 steps (the same failure in both processes), then resumed from its checkpoint;
         # checkpoints are due by the clock on rank 0 only (every step), never on rank 1: saving gathers the
         # shards, so the main process's decision must hold for both
@@ -156,6 +167,17 @@ def _check_matches_one_process(runs):
 
 def test_sharded_fit_trains_what_one_process_trains(sharded_runs):
     _check_matches_one_process(sharded_runs)
+
+
+def test_sharded_rounds_keep_the_optimizer_state_as_one_process_does(sharded_runs):
+    """Two rounds on one Trainer under FSDP, micro-batched: the one-process whole-step result (AdamW's moments
+    are gathered after the first round and cut into the second round's shards)."""
+    expected = _two_rounds()
+    for r in (0, 1):
+        got = sharded_runs[r]["rounds"]
+        np.testing.assert_allclose([h["loss"] for h in got["history"]], [h["loss"] for h in expected["history"]], rtol=0, atol=1e-6)
+        for key, value in expected["state"].items():
+            np.testing.assert_allclose(got["state"][key], value, rtol=0, atol=1e-6, err_msg=key)
 
 
 def test_one_unit_kept_gathered_until_backward_trains_the_same(tmp_path):

@@ -244,23 +244,23 @@ def test_a_resumed_fit_says_from_which_step(tmp_path):
     import torch
 
     from rlhf_organic.checkpoint import checkpointing
-    from rlhf_organic.training import fit, step_plan
+    from rlhf_organic.training import Objective, fit, step_plan
 
     settings = type("S", (), {"lr": 0.1, "weight_decay": 0.0, "warmup_ratio": 0.0, "grad_clip": 1.0})()
     plan = step_plan(np.ones(10), 2, 1, False, np.random.default_rng(0))
     weight = torch.nn.Parameter(torch.ones(3))
 
-    def dies_at_step_4(step, calls=[]):  # noqa: B006 - the list counts the calls
+    def dies_at_step_4(step, total, calls=[]):  # noqa: B006 - the list counts the calls
         calls.append(1)
         if len(calls) == 4:
             raise KeyboardInterrupt  # as if killed during the fourth step
         return (weight ** 2).sum(), {}
 
     with pytest.raises(KeyboardInterrupt), checkpointing(tmp_path, every_steps=1, stage="reward", log=print):
-        fit([weight], plan, dies_at_step_4, settings)
+        fit([weight], plan, Objective(lambda step: {}, dies_at_step_4), settings)
     said = []
     with checkpointing(tmp_path, every_steps=1, stage="reward", log=said.append):
-        fit([weight], plan, lambda step: ((weight ** 2).sum(), {}), settings)
+        fit([weight], plan, Objective(lambda step: {}, lambda step, total: ((weight ** 2).sum(), {})), settings)
     assert said == [f"resuming reward from step 3 of {len(plan)}"]
 
 

@@ -14,11 +14,12 @@ from rlhf_organic.models.loading import BaseModelError
 from rlhf_organic.models.tiny import save_tiny
 from rlhf_organic.policy.config import PolicySection, settings_from_cli
 from rlhf_organic.policy.methods import METHODS
-from rlhf_organic.policy.model import attach_reward, build_policy
+from rlhf_organic.policy.model import attach_reward, batch_sequences, build_policy
 from rlhf_organic.policy.train import MethodRun
 from rlhf_organic.reward.data import load_reward_data, split
 from rlhf_organic.reward.model import load_reward_model
 from rlhf_organic.reward.train import score
+from rlhf_organic.training import Objective
 
 TWO_STEPS = {"train": {"batch_size": 4, "max_items": 8, "lr": 0.05}, "eval": {"contexts": 4, "sampling": {"max_new_tokens": 8}},
              "max_prompt_length": 48, "max_completion_length": 16}
@@ -80,6 +81,56 @@ def test_two_steps_of_each_method_move_only_the_policy_lora(sim, method):
     assert any("lora_B" in n for n in changed)
     # PPO also trains its value head, which starts at 0; no other method has one
     assert (policy.value_head is not None and policy.value_head.weight.abs().sum() > 0) == (method == "ppo")
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto", "cringe", "rejection_sampling", "ppo"])
+def test_micro_batches_train_what_whole_steps_train(sim, monkeypatch, method):
+    """train.micro_batch_size 1: every step in single-item passes gives the whole step's gradient (trust
+    weights, KTO's reference point, Cringe's two token means and PPO's token means all over the whole step).
+    Compared on the first step's gradients (Adam turns float rounding in near-zero gradients into visible
+    parameter differences) and on every step's loss."""
+    clip = torch.nn.utils.clip_grad_norm_
+    extra = {**ONLINE.get(method, {}), "cringe": {"k": 1}}  # k 1: Cringe's positive token is not sampled
+    trained = []
+    for micro in (None, 1):
+        grads = []
+
+        def recording(params, *args, grads=grads, **kwargs):
+            params = list(params)
+            grads.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params])
+            return clip(params, *args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
+        section = _section(sim, method, **extra)
+        section = section.model_copy(update={"train": section.train.model_copy(update={"micro_batch_size": micro})})
+        policy, run = _run(sim, section)
+        trained.append((grads[0] if grads else None, METHODS[method].train(run)["history"], grads))
+    (_, whole_history, whole_grads), (_, split_history, split_grads) = trained
+    assert [h["loss"] for h in split_history] == pytest.approx([h["loss"] for h in whole_history], rel=1e-4, abs=1e-6)
+    scale = max(float(g.abs().max()) for g in whole_grads[0])
+    assert scale > 0
+    for a, b in zip(split_grads[0], whole_grads[0]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * scale)
+
+
+@pytest.mark.parametrize("keep, optimizers", [(True, 1), (False, 2)])
+def test_online_rounds_keep_one_optimizer_unless_told(sim, monkeypatch, keep, optimizers):
+    made = []
+    adamw = torch.optim.AdamW
+
+    class Counted(adamw):
+        def __init__(self, *args, **kwargs):
+            made.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Counted)
+    section = _section(sim, "rejection_sampling", **ONLINE["rejection_sampling"])
+    section = section.model_copy(update={"train": section.train.model_copy(update={"keep_optimizer": keep})})
+    policy, run = _run(sim, section)
+    METHODS["rejection_sampling"].train(run)
+    assert len(made) == optimizers
+    # one optimizer: its moments carry the first round's step into the second
+    assert all(int(state["step"]) == 2 // optimizers for state in made[-1].state.values())
 
 
 @pytest.mark.parametrize("method", ["dpo", "kto", "cringe"])
@@ -302,7 +353,8 @@ def test_gradient_checkpointing_gives_the_same_gradients(sim):
         return [p.grad.clone() for p in policy.trainable_parameters()]
 
     plain = grads()
-    run.fit([5, 5], lambda step: (policy.sequence_logps([[5, 6]], [[7, 2]]).sum() * 0, {}), "test")  # the setting turns it on
+    zero = Objective(lambda step: {}, lambda step, total: (policy.sequence_logps([[5, 6]], [[7, 2]]).sum() * 0, {}))
+    run.fit([5, 5], zero, "test")  # the setting turns it on
     assert policy.peft.get_base_model().is_gradient_checkpointing
     checkpointed = grads()
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(plain, checkpointed))
@@ -334,3 +386,31 @@ def test_a_bf16_base_trains_under_bf16_autocast_keeping_less_for_backward(sim):
     our_logits.float().sum().backward()
     lora = [p for n, p in policy.peft.named_parameters() if "lora_" in n]
     assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32 for p in lora)
+
+
+def test_bf16_precision_autocasts_a_float32_base_and_keeps_float32_master_weights(sim):
+    from rlhf_organic.models.loading import bf16_hardware
+
+    if bf16_hardware("cpu") is None:
+        pytest.skip("this CPU has neither AMX nor AVX512-BF16: train.precision bf16 is refused here (tested below)")
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        section = _section(sim, "dpo", train={**TWO_STEPS["train"], "precision": precision})
+        policy, run = _run(sim, section, reward=False)
+        policy.precision = section.train.precision  # as the stage sets it
+        ids, mask, comp = batch_sequences([[5, 6, 7]], [[8, 9, 2]], policy.pad_id)
+        logits = policy.completion_logits(ids, mask, comp)[0]
+        assert logits.dtype == (torch.bfloat16 if precision == "bf16" else torch.float32)
+        history = METHODS["dpo"].train(run)["history"]
+        losses[precision] = [h["loss"] for h in history]
+        assert all(p.dtype == torch.float32 for p in policy.trainable_parameters())  # the master weights
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.02)
+
+
+def test_bf16_precision_is_refused_without_bf16_hardware(monkeypatch):
+    from rlhf_organic.models.loading import check_bf16
+
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    with pytest.raises(BaseModelError, match="precision: bf16 needs"):
+        check_bf16("cpu")

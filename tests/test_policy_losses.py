@@ -287,3 +287,56 @@ def test_completion_window_covers_every_completion_token_and_no_more():
     _, _, comp = batch_sequences([[1, 2, 3, 4], [1, 2]], [[5, 6], [7, 8, 9]], pad_id=0)
     # row 0 completes at positions 4-5, row 1 at 2-4: predicted by columns 3-4 and 1-3
     assert completion_window(comp) == (1, 5)
+
+
+@pytest.mark.parametrize("name", ["dpo", "kto", "cringe", "nll", "token_mean", "pointwise", "bradley_terry", "reasons", "ppo"])
+def test_parts_divided_by_the_whole_total_add_up_to_the_whole_loss_and_gradient(name):
+    """What the micro-batched loop relies on: a batch split in two, each part divided by the whole batch's
+    total (``total=``), gives the loss and the gradient of the unsplit batch, weights of 0 included."""
+    from rlhf_organic.losses import bradley_terry, masked_mean, pointwise_bce, ppo_policy_loss, reason_bce, token_mean, token_weight_sum
+
+    torch.manual_seed(0)
+    a = torch.randn(6, requires_grad=True)
+    b = torch.randn(6)
+    logits = torch.randn(6, 4, 7, requires_grad=True)
+    labels = torch.randint(0, 7, (6, 4))
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0]])
+    w = torch.tensor([1.0, 0.0, 2.0, 1.0, 0.5, 3.0])
+    tokens_w = token_weight_sum(mask.sum(1).numpy(), w.numpy())
+
+    def loss(rows, total=None):
+        if name == "dpo":
+            return dpo(a[rows], b[rows], w[rows], beta=0.3, total=total)
+        if name == "kto":
+            return kto(a[rows], torch.tensor([1, 0, 1, 0, 1, 1]).bool()[rows], 0.2, w[rows], beta=0.3, total=total)
+        if name == "cringe":  # k=1: the positive token is not sampled, so the split draws the same
+            return cringe(logits[rows], labels[rows], mask[rows], w[rows], k=1, total=total)
+        if name == "nll":
+            return token_nll(logits[rows], labels[rows], mask[rows], w[rows], total=total)
+        if name == "token_mean":
+            return token_mean(logits[rows, :, 0], mask[rows], w[rows], total=total)
+        if name == "pointwise":
+            return pointwise_bce(a[rows], (b[rows] > 0).float(), w[rows], total=total)
+        if name == "bradley_terry":
+            return bradley_terry(a[rows], b[rows], w[rows], 0.1, total=total)
+        if name == "reasons":
+            return reason_bce(logits[rows, 0], (logits[rows, 1] > 0).float().detach(), w[rows], total=total)
+        return ppo_policy_loss(logits[rows, :, 0], logits[rows, :, 1].detach(), logits[rows, :, 2].detach(), mask[rows],
+                               0.2, total=total)[0] + masked_mean(a[rows, None].expand(-1, 4), mask[rows], total)
+
+    rows = torch.arange(6)
+    first, second = rows[:2], rows[2:]
+    whole = loss(rows)
+    if name in ("dpo", "kto", "pointwise", "bradley_terry", "reasons"):
+        total = float(w.sum())
+    elif name == "ppo":
+        total = float(mask.sum())
+    else:
+        total = tokens_w
+    split = loss(first, total) + loss(second, total)
+    assert split.item() == pytest.approx(whole.item(), rel=1e-6, abs=1e-6)
+    grads = torch.autograd.grad(whole, [a, logits], allow_unused=True, materialize_grads=True)
+    split_grads = torch.autograd.grad(loss(first, total) + loss(second, total), [a, logits], allow_unused=True,
+                                      materialize_grads=True)
+    for g, h in zip(grads, split_grads):
+        torch.testing.assert_close(h, g, rtol=1e-5, atol=1e-7)

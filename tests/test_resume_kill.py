@@ -101,3 +101,34 @@ def _numbers(metrics: dict, prefix: str = "") -> dict:
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[name] = value
     return out
+
+
+PPO = [s for s in SETTINGS if not s.startswith("policy.method")] + [
+    "policy.method=ppo", "policy.ppo.rounds=3", "policy.ppo.contexts_per_round=4", "policy.ppo.minibatch_size=2",
+    "policy.ppo.ppo_epochs=2", "policy.ppo.max_new_tokens=8"]
+
+
+def test_kill_9_in_the_middle_of_ppo_then_resume_matches_an_uninterrupted_run(tmp_path):
+    """PPO runs on the shared loop: a checkpoint per round, so a run killed in its second round goes on from
+    there (the rollout is sampled again from the restored policy, with the same seed) and ends where an
+    uninterrupted run ends."""
+    recipe = _recipe(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def start(out: Path, *extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "rlhf_organic", "run", str(recipe), "-q", *PPO, f"output.dir={out}",
+                                 *extra], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    clean = start(tmp_path / "clean")
+    run = tmp_path / "killed"
+    second_round = lambda: any(run.glob(".checkpoints/policy-*/fit-001/step-*"))  # noqa: E731
+    _kill_when(start(run), second_round)
+    assert _marker(run, "policy") is None
+    resumed = start(run, "--resume")
+    assert resumed.wait() == 0, resumed.stderr.read().decode()[-3000:]
+    assert clean.wait() == 0, clean.stderr.read().decode()[-3000:]
+    a, b = _marker(tmp_path / "clean", "policy")["metrics"], _marker(run, "policy")["metrics"]
+    assert _numbers(a) == pytest.approx(_numbers(b), rel=1e-5, abs=1e-6)
+    history = json.loads((run / "policy" / "history.json").read_text())
+    assert history == json.loads((tmp_path / "clean" / "policy" / "history.json").read_text())
+    assert {row["round"] for row in history} == {1, 2, 3}

@@ -303,3 +303,24 @@ def test_a_bf16_base_runs_under_bf16_autocast_keeping_less_for_backward(simulate
     scores, _ = model(ids, mask)
     scores.float().sum().backward()
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for n, p in model.named_parameters() if "lora_" in n)
+
+
+def test_bf16_precision_is_recorded_and_the_loaded_model_scores_as_trained(simulated, tmp_path):
+    from rlhf_organic.models.loading import bf16_hardware
+
+    if bf16_hardware("cpu") is None:
+        pytest.skip("this CPU has neither AMX nor AVX512-BF16: train.precision bf16 is refused here")
+    spec = load_spec("tiny", sets=FAST + ["train.precision=bf16", "train.epochs=0.2"])
+    out = tmp_path / "rm"
+    train_reward(simulated / "ds", out, spec, progress=False, log=lambda _: None)
+    model, tokenizer, meta = load_reward_model(out)
+    assert meta["precision"] == "bf16" and model.precision == "bf16"
+    assert all(p.dtype == torch.float32 for p in model.trainable_parameters())  # float32 master weights
+    from rlhf_organic.reward.model import encode
+
+    texts = load_reward_data(simulated / "ds")
+    ids = encode(tokenizer, texts.point["context"][:20], texts.point["response"][:20], meta["max_length"])
+    bf16, _ = score(model, ids, tokenizer.pad_token_id)
+    model.precision = "fp32"
+    fp32, _ = score(model, ids, tokenizer.pad_token_id)
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)  # bfloat16 rounding, no more

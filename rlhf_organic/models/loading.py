@@ -272,9 +272,11 @@ def load_base(base: str, *, causal_lm: bool = False, dtype: DType = "float32", q
     return model
 
 
-def compute_autocast(model):
-    """``torch.autocast`` to bfloat16 for a model whose weights (outside any 4-bit layers) are bfloat16; a
-    no-op context for float32 and float16 models.
+def compute_autocast(model, precision: str = "auto"):
+    """The compute precision of a forward pass (``train.precision``): ``torch.autocast`` to bfloat16 with
+    ``bf16`` (float32 weights stay the optimizer's master copy), none with ``fp32``, and with ``auto``
+    bfloat16 autocast for a model whose weights (outside any 4-bit layers) are bfloat16, none for float32
+    and float16 models.
 
     peft keeps LoRA weights in float32 and casts each adapter's input to float32, so without autocast
     every LoRA layer keeps a float32 copy of its input for backward: on a bf16 or 4-bit base that is most
@@ -288,9 +290,34 @@ def compute_autocast(model):
     import torch
 
     weight = model.get_input_embeddings().weight
-    if weight.dtype != torch.bfloat16:
+    if precision == "fp32" or (precision == "auto" and weight.dtype != torch.bfloat16):
         return contextlib.nullcontext()
+    if precision == "bf16":
+        check_bf16(weight.device)
     return torch.autocast(weight.device.type, dtype=torch.bfloat16)
+
+
+def bf16_hardware(device) -> str | None:
+    """What computes bfloat16 fast on ``device`` (``cuda``, ``amx``, ``avx512_bf16``), or None."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "cuda" if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        cpu = torch.cpu
+        if getattr(cpu, "_is_amx_tile_supported", lambda: False)():
+            return "amx"
+        if getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+            return "avx512_bf16"
+    return None
+
+
+def check_bf16(device) -> None:
+    """Refuse ``precision: bf16`` where bfloat16 would be emulated (slower than float32, for nothing)."""
+    if bf16_hardware(device) is None:
+        raise BaseModelError(f"precision: bf16 needs a CUDA GPU with bfloat16 or a CPU with AMX or AVX512-BF16, and "
+                             f"this {device} has neither: use precision: fp32 (or auto)")
 
 
 def guard_4bit_for_training(model) -> int:

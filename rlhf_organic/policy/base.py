@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 from ..losses import token_nll
 from ..models.tiny import tiny_config, train_tokenizer
 from ..reward.data import held_out
-from ..training import fit, step_plan
+from ..training import Objective, fit, step_plan
 from .model import batch_sequences, encode_completions, encode_prompts
+from .train import completion_tokens
 
 TOKENIZER_TEXTS = 50_000
 
@@ -46,16 +47,20 @@ def build_tiny_base(dataset: Path, folder: Path, section, *, seed: int = 0, prog
         replies = encode_completions(tokenizer, frame["response"], section.max_completion_length)
         plan = step_plan([len(p) + len(c) for p, c in zip(prompts, replies)], 16, t.imitation_epochs, True, rng)
 
-        def step_loss(step):
+        tokens = np.array([completion_tokens(p, c) for p, c in zip(prompts, replies)], np.float64)
+
+        def loss(step, total):
             ids, mask, comp = batch_sequences([prompts[i] for i in step], [replies[i] for i in step], tokenizer.pad_token_id)
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]
-            return token_nll(logits, ids[:, 1:], comp[:, 1:]), {}
+            return token_nll(logits, ids[:, 1:], comp[:, 1:], total=total["tokens"]), {}
+
+        imitation = Objective(lambda step: {"tokens": float(tokens[step].sum())}, loss)
 
         settings = section.train.model_copy(update={"lr": t.imitation_lr, "weight_decay": 0.0})
         model.train()
         with tqdm(total=sum(len(s) for s in plan), desc="tiny base: imitate the logged bot", unit="reply",
                   disable=None if progress is None else not progress) as bar:
-            history = fit(list(model.parameters()), plan, step_loss, settings, lambda n, loss: bar.update(n), model=model)
+            history = fit(list(model.parameters()), plan, imitation, settings, lambda n, loss: bar.update(n), model=model)
         log(f"[policy] tiny base: imitated {len(frame)} logged bot replies, final loss {history[-1]['loss']:.3f}")
     model.eval()
     model.save_pretrained(folder)  # creates the folder

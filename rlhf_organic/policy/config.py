@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, create_model
 
 from ..models.loading import DType, HubKernels, Quantization
-from ..section import Section
+from ..section import MICRO_BATCH_HELP, PRECISION_HELP, MicroBatchSize, Precision, Section
 from ..settings import apply_overrides, parse_overrides, typed_overrides, validate_settings
 from .methods import METHODS
 
@@ -37,6 +37,8 @@ class PolicyLora(Section):
 class PolicyTrain(Section):
     epochs: float = Field(1.0, gt=0, description="passes over the method's training items (fractions allowed)")
     batch_size: int = Field(8, ge=1, description="pairs (DPO) or completions (KTO, Cringe) per step")
+    micro_batch_size: MicroBatchSize = Field(None, description=MICRO_BATCH_HELP)
+    precision: Precision = Field("auto", description=PRECISION_HELP)
     lr: float = Field(5e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
@@ -45,6 +47,9 @@ class PolicyTrain(Section):
     max_items: int | None = Field(None, ge=1, description="train on at most this many items (random subset)")
     gradient_checkpointing: bool = Field(
         False, description="recompute each layer's activations in the backward pass: far less memory, about a third slower")
+    keep_optimizer: bool = Field(
+        True, description="online methods (rejection sampling, iterative Cringe, PPO): one optimizer state and one "
+        "learning-rate schedule across rounds; false: a fresh optimizer and warm-up every round")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="a NaN / infinite loss or gradient: stop with a message naming the step and batch, or skip the batch")

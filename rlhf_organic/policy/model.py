@@ -135,6 +135,7 @@ class PolicyModel:
         self.peft, self.tokenizer, self.base = peft_model, tokenizer, base
         self.reward_head: torch.nn.Linear | None = None
         self.reward_meta: dict | None = None
+        self.precision = "auto"  # train.precision (models.loading.compute_autocast)
         self._separate_reward = None  # (model, tokenizer, meta) when the reward model has its own base
         self.value_head: torch.nn.Linear | None = None  # PPO's critic, on the policy's hidden states
 
@@ -151,7 +152,7 @@ class PolicyModel:
         return [p for p in self.peft.parameters() if p.requires_grad] + extra
 
     def logits(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        with compute_autocast(self.peft):
+        with compute_autocast(self.peft, self.precision):
             return self.peft(input_ids=ids, attention_mask=mask, use_cache=False).logits
 
     def completion_logits(self, ids: torch.Tensor, mask: torch.Tensor, completion: torch.Tensor, *,
@@ -165,7 +166,7 @@ class PolicyModel:
         kwargs = {"output_hidden_states": True} if hidden_states else {}
         if self._keeps_logits:
             kwargs["logits_to_keep"] = torch.arange(first, stop, device=ids.device)
-        with compute_autocast(self.peft):
+        with compute_autocast(self.peft, self.precision):
             out = self.peft(input_ids=ids, attention_mask=mask, use_cache=False, **kwargs)
         logits = out.logits if self._keeps_logits else out.logits[:, first:stop]
         hidden = out.hidden_states[-1][:, first:stop] if hidden_states else None
@@ -323,7 +324,7 @@ class PolicyModel:
             with self._adapter(REWARD):
                 for start in range(0, len(sequences), batch_size):
                     ids, mask = pad(sequences[start: start + batch_size], self.pad_id, self.device)
-                    with compute_autocast(self.peft):  # as the reward model was trained
+                    with compute_autocast(self.peft, self.reward_meta.get("precision", "auto")):  # as the reward model was trained
                         hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
                     out = self.reward_head(pool(hidden, mask, self.reward_meta["pooling"]).to(self.reward_head.weight.dtype))
                     scores[start: start + len(ids)] = out[:, 0].float().cpu().numpy()

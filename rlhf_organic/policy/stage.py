@@ -21,6 +21,7 @@ import yaml
 from .. import distributed, fsdp
 from ..atomic import atomic_dir, check_free
 from ..errors import UserError
+from ..models.loading import check_bf16
 from ..reward.data import RewardDataError, load_reward_data, split
 from .methods import METHODS
 from .train import MethodRun
@@ -72,6 +73,8 @@ def train_policy(
                         f"{', '.join(FSDP_METHODS)} (docs/distributed.md)")
     distributed.setup()  # a multi-process launch: every process trains on its share (docs/distributed.md)
     distributed.check_quantization(section.quantization)
+    if section.train.precision == "bf16":  # before any work, not at the first forward pass
+        check_bf16(distributed.device())
     check_free(out, overwrite, [dataset, trust, reward, judge])
     if section.train.threads:
         torch.set_num_threads(section.train.threads)
@@ -88,6 +91,7 @@ def train_policy(
             base = str(build_tiny_base(dataset, tmp / "base", section, seed=seed, progress=progress, log=log))
         policy = build_policy(base, section.lora, dtype=section.dtype, quantization=section.quantization, seed=seed,
                               trust_remote_code=section.trust_remote_code, hub_kernels=section.hub_kernels, log=log)
+        policy.precision = section.train.precision
         reward_mode = None
         if reward is not None:
             reward_mode = attach_reward(policy, reward, share_base=section.reward_model.share_base,

@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..reward.data import RewardData
-from ..training import fit, step_plan
+from ..training import Objective, Trainer, step_plan
 from .model import PolicyModel, encode_completions, encode_prompts
 
 
@@ -76,10 +76,23 @@ class MethodRun:
                 bar.update(len(chunk))
         return [texts[i * n: (i + 1) * n] for i in range(len(prompts))]
 
-    def fit(self, lengths, step_loss: Callable, desc: str) -> list[dict]:
-        """The shared loop over the method's items (``lengths`` per item) with a progress bar."""
+    def plan(self, lengths) -> list[np.ndarray]:
+        """The steps over items of these ``lengths`` (``train.batch_size``, ``epochs``, ``group_by_length``)."""
         t = self.section.train
-        plan = step_plan(lengths, t.batch_size, t.epochs, t.group_by_length, self.rng)
+        return step_plan(lengths, t.batch_size, t.epochs, t.group_by_length, self.rng)
+
+    def trainer(self, steps: int) -> Trainer:
+        """The optimizer and schedule of a method's whole training, ``steps`` optimizer steps long (an upper
+        bound for an online method: its rounds share one optimizer state and one warm-up and decay)."""
+        return Trainer(self.policy.trainable_parameters(), self.section.train, steps, model=self.policy.peft)
+
+    def fit(self, lengths, objective: Objective, desc: str, trainer: Trainer | None = None) -> list[dict]:
+        """The shared loop over the method's items (``lengths`` per item) with a progress bar; ``trainer``
+        carries the optimizer from an earlier round (a fresh one when None)."""
+        t = self.section.train
+        plan = self.plan(lengths)
+        if trainer is None:
+            trainer = self.trainer(len(plan))
         torch.manual_seed(self.seed)
         if t.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA), no input-grad hook
             self.policy.peft.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -89,9 +102,14 @@ class MethodRun:
                 bar.update(n)
                 bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
 
-            history = fit(self.policy.trainable_parameters(), plan, step_loss, t, advance, model=self.policy.peft)
+            history = trainer.fit(plan, objective, advance)
         self.policy.peft.eval()
         return history
+
+    def online_trainer(self, steps: int) -> Trainer | None:
+        """One trainer for all the rounds of an online method (``steps``: an upper bound of their optimizer
+        steps), or None with ``train.keep_optimizer: false`` (then each round's ``fit`` starts afresh)."""
+        return self.trainer(steps) if self.section.train.keep_optimizer else None
 
     def _quiet(self):
         return None if self.progress is None else not self.progress
@@ -99,3 +117,9 @@ class MethodRun:
 
 def weights_tensor(values, device) -> torch.Tensor:
     return torch.as_tensor(np.asarray(values, np.float64), dtype=torch.float32, device=device)
+
+
+def completion_tokens(prompt: list[int], completion: list[int]) -> int:
+    """How many of ``completion``'s tokens a loss sees: each is predicted from the token before it, so all of
+    them after a non-empty prompt (the denominators of token means over a step)."""
+    return len(completion) if prompt else max(0, len(completion) - 1)

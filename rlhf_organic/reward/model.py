@@ -60,6 +60,7 @@ class RewardModel(nn.Module):
     def __init__(self, backbone: nn.Module, pooling: str, n_reasons: int = 0):
         super().__init__()
         self.backbone, self.pooling, self.n_reasons = backbone, pooling, n_reasons
+        self.precision = "auto"  # train.precision (models.loading.compute_autocast); saved in the folder's meta
         self.head = nn.Linear(backbone.config.hidden_size, 1 + n_reasons)
         nn.init.normal_(self.head.weight, std=1 / (backbone.config.hidden_size + 1))
         nn.init.zeros_(self.head.bias)
@@ -67,7 +68,7 @@ class RewardModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores [batch], reason logits [batch, n_reasons])."""
-        with compute_autocast(self.backbone):  # bf16 compute on a bf16 / 4-bit base (models.loading)
+        with compute_autocast(self.backbone, self.precision):  # bf16 compute on a bf16 / 4-bit base, or asked for
             hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         out = self.head(pool(hidden, attention_mask, self.pooling).to(self.head.weight.dtype))
         # Views of ``out``, not copies: a copy is laid out differently and changes the losses' float rounding
@@ -120,6 +121,7 @@ def build_reward_model(spec: RewardSpec, model_dir: Path, texts=None, reasons: l
     pooling = resolve_pooling(spec, backbone)
     torch.manual_seed(seed)
     model = RewardModel(get_peft_model(backbone, lora_config(spec)), pooling, len(reasons))
+    model.precision = spec.train.precision
     return model, tokenizer
 
 
@@ -133,7 +135,7 @@ def save_reward_model(model: RewardModel, tokenizer, spec: RewardSpec, reasons: 
     save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, model_dir / "head.safetensors")
     meta = {"format": 1, "base": base_to_save(spec.base, "tiny"), "pooling": model.pooling, "reasons": list(reasons),
             "max_length": spec.max_length, "dtype": spec.dtype, "quantization": spec.quantization,
-            "trust_remote_code": spec.trust_remote_code}
+            "trust_remote_code": spec.trust_remote_code, "precision": model.precision}
     (model_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     (model_dir / "spec.yaml").write_text(dump_spec(spec))
 
@@ -194,5 +196,6 @@ def load_reward_model(model_dir: str | Path, quantization: str | None = None, *,
     with reading(model_dir / "adapter" / "adapter_model.safetensors", "the LoRA adapter"):
         peft = PeftModel.from_pretrained(backbone, model_dir / "adapter")
     model = RewardModel(peft, meta["pooling"], len(meta["reasons"]))
+    model.precision = meta.get("precision", "auto")  # scored as trained
     load_head(model_dir, model.head)
     return model.eval(), tokenizer, meta

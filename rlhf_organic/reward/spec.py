@@ -15,7 +15,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from ..errors import RecipeError
 from ..models.loading import DType, HubKernels, Quantization
-from ..section import Section
+from ..section import MICRO_BATCH_HELP, PRECISION_HELP, MicroBatchSize, Precision, Section
 from ..settings import _key_lines, apply_overrides, parse_overrides, set_by, typed_overrides, validation_problems
 
 SPEC_DIRS = (Path("reward_models"), Path(__file__).resolve().parents[2] / "reward_models")
@@ -60,6 +60,8 @@ class LoraSettings(Section):
 class TrainSettings(Section):
     epochs: float = Field(1.0, gt=0, description="passes over the training data (fractions allowed)")
     batch_size: int = Field(16, ge=1, description="examples per step (a pair counts once)")
+    micro_batch_size: MicroBatchSize = Field(None, description=MICRO_BATCH_HELP)
+    precision: Precision = Field("auto", description=PRECISION_HELP)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .. import distributed, fsdp
 from ..atomic import atomic_dir, check_free, overlap
 from ..errors import UserError
+from ..models.loading import check_bf16
 from . import evaluate as ev
 from .card import model_card
 from .data import RewardData, RewardDataError, held_out, load_reward_data, reason_targets, reason_vocabulary, split
@@ -170,6 +171,8 @@ def train_reward(
     ground_truth = Path(ground_truth) if ground_truth is not None else None
     distributed.setup()  # a multi-process launch: every process trains on its share (docs/distributed.md)
     distributed.check_quantization(spec.quantization)
+    if spec.train.precision == "bf16":  # before any work, not at the first forward pass
+        check_bf16(distributed.device())
     check_free(out, overwrite, [dataset, trust, ground_truth])
     if spec.train.threads:
         torch.set_num_threads(spec.train.threads)

@@ -5,8 +5,9 @@ one padded forward pass: thumbs contribute one sequence, a choice two (chosen, r
 
     pointwise * BCE(thumbs) + pairwise * Bradley-Terry(choices) + reasons * BCE(dislike reasons)
 
-each a weighted mean over the step's items of that kind (divided by their weight sum), so trust
-weights of 1 give the unweighted losses and an item of weight 0 gives no gradient.
+each a weighted mean over the step's items of that kind (divided by their weight sum over the whole step,
+however it is split into micro-batches), so trust weights of 1 give the unweighted losses and an item of
+weight 0 gives no gradient.
 
 Steps and the optimiser loop are ``rlhf_organic.training``'s, shared with the policy methods.
 """
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from ..losses import bradley_terry, pointwise_bce, reason_bce
-from ..training import epoch_steps, fit, step_plan
+from ..training import Objective, epoch_steps, fit, step_plan
 from .spec import LossMix, TrainSettings
 
 
@@ -67,33 +68,58 @@ def pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, 
     return ids.to(device), mask.to(device)
 
 
-def step_loss(model, items: Items, step: np.ndarray, mix: LossMix, pad_id: int) -> tuple[torch.Tensor, dict]:
-    """The mixed loss of one step, and its parts (floats) for logging."""
+def objective(model, items: Items, mix: LossMix, pad_id: int) -> Objective:
+    """The mixed loss as an ``Objective``: each term's weighted sum over a micro-batch, divided by the
+    weight sum of the term's items in the whole step."""
     device = model.head.weight.device
-    point = step[step < items.n_point]
-    pair = step[step >= items.n_point] - items.n_point
-    sequences = [items.point_ids[i] for i in point] + [items.chosen_ids[j] for j in pair] + [items.rejected_ids[j] for j in pair]
-    ids, mask = pad(sequences, pad_id, device)
-    scores, reason_logits = model(ids, mask)
-    total = scores.sum() * 0.0
-    parts = {}
-    if len(point) and mix.pointwise > 0:
-        w = torch.as_tensor(items.point_weight[point], dtype=scores.dtype, device=device)
-        label = torch.as_tensor(items.point_label[point], device=device)
-        parts["pointwise"] = pointwise_bce(scores[: len(point)], label, w)
-        total = total + mix.pointwise * parts["pointwise"]
-        if items.point_reasons is not None and mix.reasons > 0:
-            has = items.point_has_reason[point]
-            rw = w * torch.as_tensor(has, dtype=scores.dtype, device=device)
-            target = torch.as_tensor(items.point_reasons[point], device=device)
-            parts["reasons"] = reason_bce(reason_logits[: len(point)], target, rw)
-            total = total + mix.reasons * parts["reasons"]
-    if len(pair) and mix.pairwise > 0:
-        n = len(point)
-        w = torch.as_tensor(items.pair_weight[pair], dtype=scores.dtype, device=device)
-        parts["pairwise"] = bradley_terry(scores[n: n + len(pair)], scores[n + len(pair):], w, mix.margin)
-        total = total + mix.pairwise * parts["pairwise"]
-    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    def split(step):
+        return step[step < items.n_point], step[step >= items.n_point] - items.n_point
+
+    def totals(step) -> dict:
+        point, pair = split(step)
+        out = {}
+        if mix.pointwise > 0:
+            out["point_weight"] = float(items.point_weight[point].sum())
+            if items.point_reasons is not None and mix.reasons > 0:
+                out["reason_weight"] = float((items.point_weight[point] * items.point_has_reason[point]).sum())
+        if mix.pairwise > 0:
+            out["pair_weight"] = float(items.pair_weight[pair].sum())
+        return out
+
+    def loss(step, total: dict) -> tuple[torch.Tensor, dict]:
+        point, pair = split(step)
+        sequences = [items.point_ids[i] for i in point] + [items.chosen_ids[j] for j in pair] + [items.rejected_ids[j] for j in pair]
+        ids, mask = pad(sequences, pad_id, device)
+        scores, reason_logits = model(ids, mask)
+        value = scores.sum() * 0.0
+        parts = {}
+        if len(point) and mix.pointwise > 0:
+            w = torch.as_tensor(items.point_weight[point], dtype=scores.dtype, device=device)
+            label = torch.as_tensor(items.point_label[point], device=device)
+            parts["pointwise"] = pointwise_bce(scores[: len(point)], label, w, total["point_weight"])
+            value = value + mix.pointwise * parts["pointwise"]
+            if "reason_weight" in total:
+                rw = w * torch.as_tensor(items.point_has_reason[point], dtype=scores.dtype, device=device)
+                target = torch.as_tensor(items.point_reasons[point], device=device)
+                parts["reasons"] = reason_bce(reason_logits[: len(point)], target, rw, total["reason_weight"])
+                value = value + mix.reasons * parts["reasons"]
+        if len(pair) and mix.pairwise > 0:
+            n = len(point)
+            w = torch.as_tensor(items.pair_weight[pair], dtype=scores.dtype, device=device)
+            parts["pairwise"] = bradley_terry(scores[n: n + len(pair)], scores[n + len(pair):], w, mix.margin, total["pair_weight"])
+            value = value + mix.pairwise * parts["pairwise"]
+        return value, {k: float(v.detach()) for k, v in parts.items()}
+
+    return Objective(totals, loss)
+
+
+def step_loss(model, items: Items, step: np.ndarray, mix: LossMix, pad_id: int) -> tuple[torch.Tensor, dict]:
+    """The mixed loss of one whole step, and its parts (floats) for logging."""
+    target = objective(model, items, mix, pad_id)
+    with torch.no_grad():
+        totals = target.totals(step)
+    return target.loss(step, totals)
 
 
 def train(model, items: Items, settings: TrainSettings, mix: LossMix, pad_id: int, seed: int = 0, progress=None) -> dict:
@@ -105,7 +131,7 @@ def train(model, items: Items, settings: TrainSettings, mix: LossMix, pad_id: in
     if settings.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA), no input-grad hook
         model.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
-    history = fit(model.trainable_parameters(), plan, lambda step: step_loss(model, items, step, mix, pad_id), settings,
+    history = fit(model.trainable_parameters(), plan, objective(model, items, mix, pad_id), settings,
                   None if progress is None else lambda n, loss: progress(n, loss=loss), model=model)
     model.eval()
     return {"steps": len(plan), "history": history}

@@ -44,9 +44,10 @@ def labelled_samples(run: MethodRun, point: pd.DataFrame, n: int) -> pd.DataFram
 def train(run: MethodRun) -> dict:
     import torch
 
-    from ...losses import cringe, token_nll
+    from ...losses import cringe, token_nll, token_weight_sum
+    from ...training import Objective, plan_length
     from ..model import batch_sequences
-    from ..train import weights_tensor
+    from ..train import completion_tokens, weights_tensor
 
     cfg, policy = run.config, run.policy
     point = run.data.point
@@ -58,6 +59,9 @@ def train(run: MethodRun) -> dict:
     history, rounds = [], []
     # on the logits' device: torch.multinomial refuses a CPU generator for CUDA tensors
     generator = torch.Generator(device=policy.device).manual_seed(run.seed)
+    t = run.section.train  # one optimizer over every round; its schedule spans them all (each adds at most the contexts asked)
+    trainer = run.online_trainer(sum(plan_length(len(items) + r * cfg.contexts_per_iteration, t.batch_size, t.epochs)
+                                     for r in range(cfg.iterations)))
     for round_ in range(cfg.iterations):
         if round_:
             added = labelled_samples(run, point, cfg.contexts_per_iteration)
@@ -69,17 +73,25 @@ def train(run: MethodRun) -> dict:
         prompts = run.prompts(items["context"])
         completions = run.completions(items["response"])
 
-        def step_loss(step):
+        tokens = np.array([completion_tokens(p, c) for p, c in zip(prompts, completions)], np.float64)
+
+        def totals(step, good=good, weights=weights, tokens=tokens) -> dict:
+            return {"nll_weight": token_weight_sum(tokens[step][good[step]], weights[step][good[step]]),
+                    "cringe_weight": token_weight_sum(tokens[step][~good[step]], weights[step][~good[step]])}
+
+        def loss(step, total, good=good, weights=weights, prompts=prompts, completions=completions):
             ids, mask, comp = batch_sequences([prompts[i] for i in step], [completions[i] for i in step], policy.pad_id, policy.device)
             logits, labels, comp, _, _ = policy.completion_logits(ids, mask, comp)
             w = weights_tensor(weights[step], logits.device)
             pos = torch.as_tensor(good[step], device=logits.device)
-            nll = token_nll(logits[pos], labels[pos], comp[pos], w[pos]) if pos.any() else logits.sum() * 0
             neg = ~pos
-            contrast = cringe(logits[neg], labels[neg], comp[neg], w[neg], k=cfg.k, generator=generator) if neg.any() else logits.sum() * 0
+            nll = token_nll(logits[pos], labels[pos], comp[pos], w[pos], total["nll_weight"]) if pos.any() else logits.sum() * 0
+            contrast = (cringe(logits[neg], labels[neg], comp[neg], w[neg], k=cfg.k, generator=generator, total=total["cringe_weight"])
+                        if neg.any() else logits.sum() * 0)
             return nll + cfg.alpha * contrast, {"nll": float(nll.detach()), "cringe": float(contrast.detach())}
 
         lengths = [len(prompts[i]) + len(completions[i]) for i in range(len(items))]
-        history += run.fit(lengths, step_loss, f"policy cringe{f' round {round_ + 1}' if cfg.iterations > 1 else ''}")
+        history += run.fit(lengths, Objective(totals, loss), f"policy cringe{f' round {round_ + 1}' if cfg.iterations > 1 else ''}",
+                           trainer)
         rounds.append({"items": len(items), "good": int(good.sum()), "bad": int((~good).sum())})
     return {"items": len(items), "rounds": rounds, "weight_sum": float(items["weight"].sum()), "history": history}

@@ -111,6 +111,7 @@ def train(run: MethodRun) -> dict:
     import torch
 
     from ...losses import dpo
+    from ...training import Objective
     from ..train import weights_tensor
 
     cfg, policy = run.config, run.policy
@@ -124,7 +125,10 @@ def train(run: MethodRun) -> dict:
     if cfg.precompute_ref:
         ref = run.logps(prompts, chosen, reference=True), run.logps(prompts, rejected, reference=True)
 
-    def step_loss(step):
+    def totals(step) -> dict:
+        return {"weight": float(weights[step].sum()), "pairs": len(step)}
+
+    def loss(step, total):
         p = [prompts[i] for i in step]
         replies = [chosen[i] for i in step] + [rejected[i] for i in step]
         pc, pr = policy.sequence_logps(p + p, replies).chunk(2)
@@ -133,11 +137,13 @@ def train(run: MethodRun) -> dict:
         else:
             rc, rr = ref[0][step].to(pc.device), ref[1][step].to(pc.device)
         tokens = lambda seqs: torch.tensor([len(seqs[i]) for i in step], dtype=pc.dtype, device=pc.device)  # noqa: E731
-        loss = dpo(pc - rc, pr - rr, weights_tensor(weights[step], pc.device), beta=cfg.beta, loss_type=cfg.loss,
-                   label_smoothing=cfg.label_smoothing, chosen_tokens=tokens(chosen), rejected_tokens=tokens(rejected))
+        value = dpo(pc - rc, pr - rr, weights_tensor(weights[step], pc.device), beta=cfg.beta, loss_type=cfg.loss,
+                    label_smoothing=cfg.label_smoothing, chosen_tokens=tokens(chosen), rejected_tokens=tokens(rejected),
+                    total=total["weight"])
         margin = ((pc - rc) - (pr - rr)).detach()
-        return loss, {"reward_margin": float(cfg.beta * margin.mean()), "accuracy": float((margin > 0).float().mean())}
+        return value, {"reward_margin": float(cfg.beta * margin.sum()) / total["pairs"],
+                       "accuracy": float((margin > 0).sum()) / total["pairs"]}
 
     lengths = [len(prompts[i]) + max(len(chosen[i]), len(rejected[i])) for i in range(len(pairs))]
-    history = run.fit(lengths, step_loss, "policy dpo")
+    history = run.fit(lengths, Objective(totals, loss), "policy dpo")
     return {"items": len(pairs), "sources": counts, "weight_sum": float(weights.sum()), "history": history}

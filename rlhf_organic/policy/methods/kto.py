@@ -4,7 +4,8 @@ DPO finds a pair only where one context got both a liked and a disliked reply, o
 
 Each example's trust weight multiplies KTO's class weights (``desirable_weight``, ``undesirable_weight``).
 KTO's reference point, the KL term, is estimated per step from mismatched pairs (each prompt with
-another example's reply, fixed once per run) as in the paper, without gradient.
+another example's reply, fixed once per run) as in the paper, without gradient, over the whole step
+(every micro-batch and process), so that a split step is the unsplit one.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def train(run: MethodRun) -> dict:
     import torch
 
     from ...losses import kto
+    from ...training import Objective
     from ..train import weights_tensor
 
     cfg, policy = run.config, run.policy
@@ -57,26 +59,29 @@ def train(run: MethodRun) -> dict:
         ref = run.logps(prompts, completions, reference=True)
         ref_kl = run.logps(prompts, [completions[j] for j in partner], reference=True) if cfg.use_kl else None
 
-    def step_loss(step):
+    def totals(step) -> dict:
+        out = {"weight": float(weights[step].sum()), "items": len(step)}
+        if cfg.use_kl:  # the reference point: the mean over the whole step of log pi - log pi_ref on mismatched pairs
+            p, kl_pairs = [prompts[i] for i in step], [completions[partner[i]] for i in step]
+            policy_kl = policy.sequence_logps(p, kl_pairs)
+            base_kl = ref_kl[step].to(policy_kl.device) if ref_kl is not None else policy.sequence_logps(p, kl_pairs, reference=True)
+            out["kl_sum"] = float((policy_kl - base_kl).sum())
+        return out
+
+    def loss(step, total):
         p = [prompts[i] for i in step]
         logps = policy.sequence_logps(p, [completions[i] for i in step])
-        kl_pairs = [completions[partner[i]] for i in step]
         if ref is None:
             ref_logps = policy.sequence_logps(p, [completions[i] for i in step], reference=True)
         else:
             ref_logps = ref[step].to(logps.device)
-        kl = torch.zeros((), device=logps.device)
-        if cfg.use_kl:
-            with torch.no_grad():
-                policy_kl = policy.sequence_logps(p, kl_pairs)
-                base_kl = ref_kl[step].to(logps.device) if ref_kl is not None else policy.sequence_logps(p, kl_pairs, reference=True)
-            kl = (policy_kl - base_kl).mean().clamp(min=0)
+        kl = max(0.0, total["kl_sum"] / total["items"]) if cfg.use_kl else 0.0
         d = torch.as_tensor(desirable[step], device=logps.device)
-        loss = kto(logps - ref_logps, d, kl, weights_tensor(weights[step], logps.device), beta=cfg.beta,
-                   desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight)
-        return loss, {"kl": float(kl)}
+        value = kto(logps - ref_logps, d, kl, weights_tensor(weights[step], logps.device), beta=cfg.beta,
+                    desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight, total=total["weight"])
+        return value, {"kl": kl * len(step) / total["items"]}
 
     lengths = [len(prompts[i]) + len(completions[i]) for i in range(len(point))]
-    history = run.fit(lengths, step_loss, "policy kto")
+    history = run.fit(lengths, Objective(totals, loss), "policy kto")
     return {"items": len(point), "desirable": int(desirable.sum()), "undesirable": int((~desirable).sum()),
             "weight_sum": float(weights.sum()), "history": history}

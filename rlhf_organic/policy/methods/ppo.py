@@ -10,7 +10,9 @@ the rollout ``temperature``), so the replies are on-policy for the distribution 
 Rewards: ``-kl_coef * (log pi - log pi_ref)`` per token, plus the (clipped) reward-model score at the
 last token; GAE advantages, whitened; returns = advantages + values. Then ``ppo_epochs`` passes over the
 rollouts in minibatches: clipped surrogate + ``vf_coef`` x clipped value loss, stopping a round's epochs
-early when the approximate KL to the rollout policy passes 1.5 x ``target_kl``.
+early when the approximate KL to the rollout policy passes 1.5 x ``target_kl``. The updates run on the
+shared loop (``training.Trainer``: one optimizer and schedule over all rounds, micro-batches, the non-finite
+guard, a checkpoint per round so that a killed run resumes, live tracking).
 
 The value head is a linear layer on the policy's last hidden state (one forward gives logits and
 values). Dropout is off throughout: PPO's ratios must compare like with like.
@@ -22,7 +24,6 @@ losses are not weighted again: a context's trust already decided how often it is
 
 from __future__ import annotations
 
-import math
 import time
 from typing import TYPE_CHECKING
 
@@ -125,14 +126,40 @@ def rollout_stats(run: MethodRun, prompts, completions):
     return tuple(torch.cat(column) for column in zip(*parts))
 
 
+def update_objective(run: MethodRun, batch: dict):
+    """The PPO loss over minibatches of one rollout batch, as an ``Objective``: token means over the whole
+    minibatch, so that micro-batches add up to it."""
+    import torch
+
+    from ...losses import ppo_policy_loss, ppo_value_loss
+    from ...training import Objective
+
+    cfg, policy = run.config, run.policy
+    lengths = batch["mask"].sum(1)
+
+    def totals(rows) -> dict:
+        return {"tokens": float(lengths[torch.as_tensor(rows)].sum())}
+
+    def loss(rows, total):
+        rows = torch.as_tensor(rows)
+        steps = int(lengths[rows].max())
+        pick = lambda x: x[rows][:, :steps]  # noqa: E731 - drop the columns no row of this micro-batch uses
+        logps, values, mask = policy.token_stats([batch["prompts"][i] for i in rows], [batch["completions"][i] for i in rows],
+                                                 values=True, temperature=cfg.temperature)
+        pg, pg_stats = ppo_policy_loss(logps, pick(batch["logps"]), pick(batch["advantages"]), mask, cfg.cliprange, total["tokens"])
+        vf, vf_stats = ppo_value_loss(values, pick(batch["values"]), pick(batch["returns"]), mask, cfg.cliprange_value, total["tokens"])
+        return pg + cfg.vf_coef * vf, {"pg_loss": float(pg.detach()), "vf_loss": float(vf.detach()), **pg_stats, **vf_stats}
+
+    return Objective(totals, loss)
+
+
 def train(run: MethodRun) -> dict:
     import torch
     from tqdm.auto import tqdm
 
-    from ...losses import ppo_policy_loss, ppo_value_loss
-    from ...training import NonFiniteError
+    from ...training import plan_length
 
-    cfg, policy, t = run.config, run.policy, run.section.train
+    cfg, policy = run.config, run.policy
     if not policy.has_reward:
         raise ValueError("ppo needs a reward model: train one first (the reward stage) and pass it to the policy stage")
     pool, weights = context_pool(run)
@@ -140,51 +167,34 @@ def train(run: MethodRun) -> dict:
             f"contexts (drawn by trust), {cfg.ppo_epochs} epochs, kl_coef {cfg.kl_coef}")
     if policy.value_head is None:
         policy.add_value_head()
-    params = policy.trainable_parameters()
-    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    per_epoch = plan_length(cfg.contexts_per_round, cfg.minibatch_size, 1)
+    trainer = run.online_trainer(cfg.rounds * cfg.ppo_epochs * per_epoch)
     torch.manual_seed(run.seed)
     policy.peft.eval()  # no dropout: the ratio of new to rollout log-probs must start at exactly 1
     history, rounds = [], []
-    step = 0
     bar = tqdm(range(cfg.rounds), desc="policy ppo", unit="round", disable=run._quiet())
     for round_ in bar:
         started = time.perf_counter()
         picked = draw(run.rng, weights, cfg.contexts_per_round)
         batch = rollout(run, list(pool["context"].iloc[picked]), list(pool["user_id"].iloc[picked]), run.seed + round_)
         rolled = time.perf_counter()
-        n, stopped = len(picked), None
-        for epoch in range(cfg.ppo_epochs):
-            epoch_kl = []
-            order = run.rng.permutation(n)
-            for start in range(0, n, cfg.minibatch_size):
-                rows = order[start: start + cfg.minibatch_size]
-                steps = int(batch["mask"][rows].sum(1).max())
-                pick = lambda x: x[rows][:, :steps]  # noqa: E731 - drop the columns no row of this minibatch uses
-                logps, values, mask = policy.token_stats([batch["prompts"][i] for i in rows],
-                                                         [batch["completions"][i] for i in rows], values=True,
-                                                         temperature=cfg.temperature)
-                pg, pg_stats = ppo_policy_loss(logps, pick(batch["logps"]), pick(batch["advantages"]), mask, cfg.cliprange)
-                vf, vf_stats = ppo_value_loss(values, pick(batch["values"]), pick(batch["returns"]), mask, cfg.cliprange_value)
-                loss = pg + cfg.vf_coef * vf
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, t.grad_clip))
-                step += 1
-                if not (math.isfinite(float(loss)) and math.isfinite(grad_norm)):
-                    what = f"loss {float(loss)}" if not math.isfinite(float(loss)) else f"gradient norm {grad_norm}"
-                    if t.on_nonfinite == "stop":
-                        raise NonFiniteError(f"ppo: non-finite {what} at update {step} (round {round_ + 1}, epoch {epoch + 1}); "
-                                             "nothing was saved. Lower the learning rate, or set train.on_nonfinite: skip")
-                    optimizer.zero_grad(set_to_none=True)  # the minibatch is dropped: parameters untouched
-                    history.append({"step": step, "round": round_ + 1, "epoch": epoch + 1, "loss": math.nan, "skipped": what})
-                    continue
-                optimizer.step()
-                epoch_kl.append(pg_stats["approx_kl"])
-                history.append({"step": step, "round": round_ + 1, "epoch": epoch + 1, "loss": float(loss.detach()),
-                                "pg_loss": float(pg.detach()), "vf_loss": float(vf.detach()), **pg_stats, **vf_stats})
-            if cfg.target_kl is not None and np.mean(epoch_kl) > 1.5 * cfg.target_kl:
-                stopped = epoch + 1
-                break
+        objective = update_objective(run, batch)
+        round_trainer = trainer if trainer is not None else run.trainer(cfg.ppo_epochs * per_epoch)
+        plan = [order[start: start + cfg.minibatch_size] for order in (run.rng.permutation(len(picked)) for _ in range(cfg.ppo_epochs))
+                for start in range(0, len(order), cfg.minibatch_size)]
+
+        def kl_passed(steps_done: int, rows: list[dict]) -> bool:
+            """After a whole epoch: whether its mean approximate KL to the rollout policy passed 1.5 x target_kl."""
+            if cfg.target_kl is None or steps_done % per_epoch:
+                return False
+            kls = [row["approx_kl"] for row in rows[-per_epoch:] if "approx_kl" in row]
+            return bool(kls) and float(np.mean(kls)) > 1.5 * cfg.target_kl
+
+        # the shared loop: schedule, non-finite guard, micro-batches, a checkpoint per round, live tracking
+        rows = round_trainer.fit(plan, objective, stop=kl_passed)
+        history += [{**row, "step": len(history) + i + 1, "round": round_ + 1, "epoch": i // per_epoch + 1}
+                    for i, row in enumerate(rows)]
+        stopped = len(rows) // per_epoch if len(rows) < len(plan) else None
         record = {"round": round_ + 1, "score": float(batch["scores"].mean()), "kl_to_reference": float(batch["kl"].mean()),
                   "reply_tokens": float(batch["mask"].sum(1).float().mean()), "early_stop_epoch": stopped,
                   "rollout_seconds": round(rolled - started, 3), "update_seconds": round(time.perf_counter() - rolled, 3)}

@@ -74,9 +74,10 @@ def sample_round(run: MethodRun, contexts: list, seed: int) -> tuple[list[list[s
 def train(run: MethodRun) -> dict:
     import pandas as pd
 
-    from ...losses import token_mean
+    from ...losses import token_mean, token_weight_sum
+    from ...training import Objective, plan_length
     from ..model import batch_sequences
-    from ..train import weights_tensor
+    from ..train import completion_tokens, weights_tensor
     from .ppo import context_pool
 
     cfg, policy = run.config, run.policy
@@ -87,6 +88,9 @@ def train(run: MethodRun) -> dict:
     run.log(f"[policy] rejection sampling: {cfg.rounds} rounds x {cfg.contexts_per_round} contexts x {cfg.n} samples, "
             f"keep {cfg.keep}; {len(trusted)} contexts with trust > 0")
     history, rounds, kept_total, weight_sum = [], [], 0, 0.0
+    # one optimizer over every round; its schedule spans the most replies the rounds can keep
+    most = {"best": 1, "top_k": cfg.k, "threshold": cfg.n}[cfg.keep] * min(cfg.contexts_per_round, len(trusted))
+    trainer = run.online_trainer(cfg.rounds * plan_length(most, run.section.train.batch_size, run.section.train.epochs))
     for round_ in range(cfg.rounds):
         picked = run.rng.choice(trusted, min(cfg.contexts_per_round, len(trusted)), replace=False)
         contexts = list(pool["context"].iloc[picked])
@@ -105,13 +109,19 @@ def train(run: MethodRun) -> dict:
         prompts, completions = run.prompts(items["context"]), run.completions(items["response"])
         w = items["weight"].to_numpy(np.float64)
 
-        def step_loss(step):
+        tokens = np.array([completion_tokens(p, c) for p, c in zip(prompts, completions)], np.float64)
+
+        def totals(step, w=w, tokens=tokens) -> dict:
+            return {"tokens": token_weight_sum(tokens[step], w[step])}
+
+        def loss(step, total, w=w, prompts=prompts, completions=completions):
             ids, mask, comp = batch_sequences([prompts[i] for i in step], [completions[i] for i in step], policy.pad_id, policy.device)
-            logps, tokens = policy.completion_token_logps(ids, mask, comp)
-            return token_mean(-logps, tokens, weights_tensor(w[step], logps.device)), {"round": round_ + 1}
+            logps, seen = policy.completion_token_logps(ids, mask, comp)
+            return token_mean(-logps, seen, weights_tensor(w[step], logps.device), total["tokens"]), {}
 
         lengths = [len(p) + len(c) for p, c in zip(prompts, completions)]
-        history += run.fit(lengths, step_loss, f"rejection sampling: train round {round_ + 1}")
+        history += [{**row, "round": round_ + 1}
+                    for row in run.fit(lengths, Objective(totals, loss), f"rejection sampling: train round {round_ + 1}", trainer)]
         kept_total += len(rows)
         weight_sum += float(w.sum())
     if not history:
