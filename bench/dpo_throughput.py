@@ -34,7 +34,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent))
 
 from child import limit_cpus, reply, run_child  # noqa: E402
-from machine import machine_info  # noqa: E402
+from machine import machine_info, matmul_speed  # noqa: E402
 from reward_throughput import make_pairs, smollm2_folder, tiny_folder  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "dpo_throughput.json"
@@ -44,7 +44,10 @@ ROWS = [("trl", {"checkpointing": True, "precompute": False}, "trl (defaults)"),
         ("trl", {"checkpointing": False, "precompute": False}, "trl (no checkpointing)"),
         ("trl", {"checkpointing": False, "precompute": True}, "trl (precomputed reference)"),
         ("ours", {"precompute": True}, "ours"),
-        ("ours", {"precompute": False}, "ours (reference every step)")]
+        ("ours", {"precompute": False}, "ours (reference every step)"),
+        ("ours", {"precompute": True, "micro_batch_size": 1}, "ours (micro-batch 1)"),
+        ("ours", {"precompute": True, "precision": "bf16"}, "ours (bf16)"),
+        ("ours", {"precompute": True, "precision": "bf16", "micro_batch_size": 1}, "ours (bf16, micro-batch 1)")]
 
 
 def log(message: str) -> None:
@@ -101,10 +104,12 @@ def worker_ours(spec: dict) -> dict:
     section = PolicySection.model_validate({
         "method": "dpo", "base": spec["model"], "lora": {**LORA, "target_modules": "all-linear"},
         "max_prompt_length": 1024, "max_completion_length": 1024,
-        "train": {"epochs": 1, "batch_size": spec["batch_size"], "lr": LR, "warmup_ratio": 0.0},
+        "train": {"epochs": 1, "batch_size": spec["batch_size"], "lr": LR, "warmup_ratio": 0.0,
+                  "micro_batch_size": spec.get("micro_batch_size"), "precision": spec.get("precision", "auto")},
         "dpo": {"beta": BETA, "pairs": ["preferences"], "precompute_ref": spec["precompute"]},
     })
     policy = build_policy(section.base, section.lora, log=lambda m: None)
+    policy.precision = section.train.precision  # as the policy stage sets it
     pairs = pd.DataFrame({"context": [r["context"] for r in rows], "chosen": [r["chosen"] for r in rows],
                           "rejected": [r["rejected"] for r in rows], "weight": np.ones(len(rows)), "user_id": "u"})
     run = MethodRun(policy, section, RewardData(pd.DataFrame(), pairs), progress=False, log=lambda m: None)
@@ -128,6 +133,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/rlhf_bench_dpo_throughput"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--rows", help="labels of the rows to run, separated by ';' (default: all): " + "; ".join(r[2] for r in ROWS))
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -143,8 +149,15 @@ def main(argv=None) -> None:
     model = {"smollm2": smollm2_folder, "tiny": lambda: tiny_folder(args.workdir, pairs)}.get(
         args.model, lambda: Path(args.model))()
     common = {"pairs": str(pairs), "model": str(model), "batch_size": args.batch_size}
+    wanted = [r.strip() for r in args.rows.split(";")] if args.rows else [r[2] for r in ROWS]
+    unknown = set(wanted) - {r[2] for r in ROWS}
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}; rows: {'; '.join(r[2] for r in ROWS)}")
+    matmul = matmul_speed()
     results = []
     for i, (kind, extra, label) in enumerate(ROWS):
+        if label not in wanted:
+            continue
         log(f"{label} ...")
         spec = json.dumps({**common, **extra, "workdir": str(args.workdir / f"run{i}")})
         answer = run_child(Path(__file__).resolve(), ["--worker", kind, "--spec", spec])
@@ -152,8 +165,8 @@ def main(argv=None) -> None:
         results.append(answer)
         log(f"  {answer['steps_per_second']:.3f} steps/s, peak RSS {answer['peak_rss_mb']:,} MB")
 
-    base = results[0]
-    lines = [f"Model {args.model} ({model}), {args.pairs} pairs, batch {args.batch_size}, LoRA r {LORA['r']}, fp32, "
+    base = next((r for r in results if r["label"] == "trl (defaults)"), results[0])
+    lines = [f"Model {args.model} ({model}), {args.pairs} pairs, batch {args.batch_size}, LoRA r {LORA['r']}, fp32 unless a row says bf16, "
              f"{os.cpu_count()} cores, {machine['cpu_model']}", "",
              "| trainer | steps/s | seconds | steps | tokens/pair | peak RSS (MB) | speed vs trl (defaults) | RSS vs trl (defaults) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -162,8 +175,15 @@ def main(argv=None) -> None:
                      f"{r['mean_tokens_per_pair']:.0f} | "
                      f"{r['peak_rss_mb']:,} | {r['steps_per_second'] / base['steps_per_second']:.2f}x | "
                      f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x |")
+    by_label = {r["label"]: r for r in results}
+    if "ours" in by_label and "ours (bf16)" in by_label:
+        gain = by_label["ours (bf16)"]["steps_per_second"] / by_label["ours"]["steps_per_second"]
+        lines += ["", f"bf16 autocast speed-up of ours: {gain:.2f}x; this machine's bf16 / fp32 matmul limit: "
+                  f"{matmul['bf16_over_fp32']:.2f}x ({matmul['bf16_gflops']} / {matmul['fp32_gflops']} GFLOP/s), "
+                  f"{gain / matmul['bf16_over_fp32']:.0%} of it"]
     print("\n".join(lines))
-    report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("worker", "spec")},
+    report = {"matmul": matmul,
+              "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("worker", "spec")},
               "lora": LORA, "lr": LR, "beta": BETA, "machine": machine, "results": results,
               "seconds": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(0, str(BENCH_DIR.parent))
 
 from child import reply, run_child  # noqa: E402
-from machine import machine_info  # noqa: E402
+from machine import machine_info, matmul_speed  # noqa: E402
 
 RESULTS = BENCH_DIR / "results" / "reward_throughput.json"
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0}
@@ -47,7 +47,10 @@ ROWS = [("trl", {"checkpointing": True}, "trl (defaults)"),
         ("trl", {"checkpointing": False}, "trl (no checkpointing)"),
         ("ours", {"group_by_length": True}, "ours"),
         ("ours", {"group_by_length": False}, "ours (no grouping)"),
-        ("ours", {"group_by_length": True, "gradient_checkpointing": True}, "ours (checkpointing)")]
+        ("ours", {"group_by_length": True, "gradient_checkpointing": True}, "ours (checkpointing)"),
+        ("ours", {"group_by_length": True, "micro_batch_size": 2}, "ours (micro-batch 2)"),
+        ("ours", {"group_by_length": True, "precision": "bf16"}, "ours (bf16)"),
+        ("ours", {"group_by_length": True, "precision": "bf16", "micro_batch_size": 2}, "ours (bf16, micro-batch 2)")]
 
 
 def log(message: str) -> None:
@@ -147,7 +150,8 @@ def worker_ours(spec: dict) -> dict:
         "lora": {**LORA, "target_modules": "all-linear"}, "max_length": spec["max_length"],
         "train": {"epochs": 1, "batch_size": spec["batch_size"], "lr": LR, "warmup_ratio": 0.0,
                   "group_by_length": spec["group_by_length"],
-                  "gradient_checkpointing": spec.get("gradient_checkpointing", False)},
+                  "gradient_checkpointing": spec.get("gradient_checkpointing", False),
+                  "micro_batch_size": spec.get("micro_batch_size"), "precision": spec.get("precision", "auto")},
     })
     model, tokenizer = build_reward_model(rspec, Path(spec["workdir"]))
     contexts = [r["context"] for r in rows]
@@ -181,6 +185,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/rlhf_bench_reward_throughput"))
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--rows", help="labels of the rows to run, separated by ';' (default: all): " + "; ".join(r[2] for r in ROWS))
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     parser.add_argument("--spec", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -195,24 +200,38 @@ def main(argv=None) -> None:
     model = {"smollm2": smollm2_folder, "tiny": lambda: tiny_folder(args.workdir, pairs)}.get(
         args.model, lambda: Path(args.model))()
     common = {"pairs": str(pairs), "model": str(model), "batch_size": args.batch_size, "max_length": args.max_length}
+    wanted = [r.strip() for r in args.rows.split(";")] if args.rows else [r[2] for r in ROWS]
+    unknown = set(wanted) - {r[2] for r in ROWS}
+    if unknown:
+        parser.error(f"unknown rows {sorted(unknown)}; rows: {'; '.join(r[2] for r in ROWS)}")
+    matmul = matmul_speed()
     results = []
     for i, (kind, extra, label) in enumerate(ROWS):
+        if label not in wanted:
+            continue
         log(f"{label} ...")
         answer = run_worker(kind, {**common, **extra, "workdir": str(args.workdir / f"run{i}")})
         answer.update(label=label, pairs_per_second=answer["pairs"] / answer["seconds"])
         results.append(answer)
         log(f"  {answer['pairs_per_second']:.2f} pairs/s, peak RSS {answer['peak_rss_mb']:,} MB")
 
-    base = results[0]
-    lines = [f"Model {args.model} ({model}), {args.pairs} pairs, batch {args.batch_size}, LoRA r {LORA['r']}, fp32, "
+    base = next((r for r in results if r["label"] == "trl (defaults)"), results[0])
+    lines = [f"Model {args.model} ({model}), {args.pairs} pairs, batch {args.batch_size}, LoRA r {LORA['r']}, fp32 unless a row says bf16, "
              f"{os.cpu_count()} cores, {machine['cpu_model']}", "",
              "| trainer | pairs/s | seconds | steps | peak RSS (MB) | speed vs trl (defaults) | RSS vs trl (defaults) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         lines.append(f"| {r['label']} | {r['pairs_per_second']:.2f} | {r['seconds']:.1f} | {r['steps']} | {r['peak_rss_mb']:,} | "
                      f"{r['pairs_per_second'] / base['pairs_per_second']:.2f}x | {r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x |")
+    by_label = {r["label"]: r for r in results}
+    if "ours" in by_label and "ours (bf16)" in by_label:
+        gain = by_label["ours (bf16)"]["pairs_per_second"] / by_label["ours"]["pairs_per_second"]
+        lines += ["", f"bf16 autocast speed-up of ours: {gain:.2f}x; this machine's bf16 / fp32 matmul limit: "
+                  f"{matmul['bf16_over_fp32']:.2f}x ({matmul['bf16_gflops']} / {matmul['fp32_gflops']} GFLOP/s), "
+                  f"{gain / matmul['bf16_over_fp32']:.0%} of it"]
     print("\n".join(lines))
-    report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("worker", "spec")},
+    report = {"matmul": matmul,
+              "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k not in ("worker", "spec")},
               "lora": LORA, "lr": LR, "machine": machine, "results": results,
               "seconds": round(time.perf_counter() - started, 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
