@@ -31,19 +31,41 @@ def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None = None, tot
     return weighted / total if total > 0 else weighted * 0.0
 
 
+def unbiased(loss: torch.Tensor, flipped_loss: torch.Tensor, flip: float | torch.Tensor | None) -> torch.Tensor:
+    """The loss made unbiased under label noise: each label was flipped with probability ``flip`` (per example,
+    or one rate for all), so ``((1 - e) loss(label) - e loss(flipped label)) / (1 - 2e)`` has, over the noise,
+    the expectation of the loss on the true labels (Natarajan et al. 2013; for preferences rDPO, Chowdhury et
+    al. 2024, arXiv 2403.00409). ``flip`` 0 or None gives ``loss`` itself; rates must lie in [0, 1/2), where
+    1 / (1 - 2e) stays finite."""
+    if flip is None:
+        return loss
+    e = torch.as_tensor(flip, dtype=loss.dtype, device=loss.device)
+    if bool((e < 0).any()) or bool((e >= 0.5).any()):
+        raise ValueError(f"label-flip rates must lie in [0, 0.5), got {e.min().item():.3f} to {e.max().item():.3f}")
+    return ((1 - e) * loss - e * flipped_loss) / (1 - 2 * e)
+
+
 def pointwise_bce(scores: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None,
-                  total: float | None = None) -> torch.Tensor:
-    """Weighted binary cross-entropy of scalar scores (logits) against thumbs (1 liked, 0 disliked)."""
-    per_example = F.binary_cross_entropy_with_logits(scores, labels.to(scores.dtype), reduction="none")
+                  total: float | None = None, flip: float | torch.Tensor | None = None) -> torch.Tensor:
+    """Weighted binary cross-entropy of scalar scores (logits) against thumbs (1 liked, 0 disliked);
+    ``flip``: each label's flip rate (``unbiased``)."""
+    labels = labels.to(scores.dtype)
+    per_example = F.binary_cross_entropy_with_logits(scores, labels, reduction="none")
+    if flip is not None:
+        per_example = unbiased(per_example, F.binary_cross_entropy_with_logits(scores, 1 - labels, reduction="none"), flip)
     return weighted_mean(per_example, weights, total)
 
 
 def bradley_terry(
     chosen: torch.Tensor, rejected: torch.Tensor, weights: torch.Tensor | None = None, margin: float | torch.Tensor = 0.0,
-    total: float | None = None,
+    total: float | None = None, flip: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Weighted Bradley-Terry loss, ``-logsigmoid(r_chosen - r_rejected - margin)`` per pair."""
-    return weighted_mean(-F.logsigmoid(chosen - rejected - margin), weights, total)
+    """Weighted Bradley-Terry loss, ``-logsigmoid(r_chosen - r_rejected - margin)`` per pair; ``flip``: each
+    pair's probability that its choice was flipped (``unbiased``: the swapped pair's loss enters with -e)."""
+    per_pair = -F.logsigmoid(chosen - rejected - margin)
+    if flip is not None:
+        per_pair = unbiased(per_pair, -F.logsigmoid(rejected - chosen - margin), flip)
+    return weighted_mean(per_pair, weights, total)
 
 
 def reason_bce(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None,
@@ -66,7 +88,7 @@ def dpo(
     *,
     beta: float = 0.1,
     loss_type: str = "sigmoid",
-    label_smoothing: float = 0.0,
+    label_smoothing: float | torch.Tensor = 0.0,
     chosen_tokens: torch.Tensor | None = None,
     rejected_tokens: torch.Tensor | None = None,
     total: float | None = None,
@@ -75,6 +97,8 @@ def dpo(
 
     - ``sigmoid`` (DPO; conservative DPO with ``label_smoothing`` e): -(1-e) logsig(b h) - e logsig(-b h)
     - ``robust`` (rDPO, unbiased under a label-flip rate e): (-(1-e) logsig(b h) + e logsig(-b h)) / (1 - 2e)
+
+    ``label_smoothing`` e is one rate or one per pair (a user's own flip rate).
     - ``ipo``: (h' - 1/(2b))^2 with h' the difference of per-token mean log-ratios (needs the token counts)
     """
     if loss_type == "ipo":
@@ -88,9 +112,7 @@ def dpo(
         if loss_type == "sigmoid":
             per_pair = -(1 - e) * F.logsigmoid(h) - e * F.logsigmoid(-h)
         elif loss_type == "robust":
-            if not 0 <= e < 0.5:
-                raise ValueError(f"the robust loss needs 0 <= label_smoothing < 0.5, got {e}")
-            per_pair = (-(1 - e) * F.logsigmoid(h) + e * F.logsigmoid(-h)) / (1 - 2 * e)
+            per_pair = unbiased(-F.logsigmoid(h), -F.logsigmoid(-h), e)
         else:
             raise ValueError(f"unknown DPO loss {loss_type!r}; choose one of {', '.join(DPO_LOSSES)}")
     return weighted_mean(per_pair, weights, total)

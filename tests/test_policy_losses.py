@@ -340,3 +340,13 @@ def test_parts_divided_by_the_whole_total_add_up_to_the_whole_loss_and_gradient(
                                       materialize_grads=True)
     for g, h in zip(grads, split_grads):
         torch.testing.assert_close(h, g, rtol=1e-5, atol=1e-7)
+
+
+def test_robust_dpo_takes_one_flip_rate_per_pair():
+    chosen, rejected = torch.tensor([1.0, -2.0]), torch.tensor([0.0, 0.0])
+    rates = torch.tensor([0.0, 0.2])
+    per_pair = [dpo(chosen[i:i + 1], rejected[i:i + 1], beta=0.5, loss_type="robust", label_smoothing=float(rates[i])).item()
+                for i in range(2)]
+    together = dpo(chosen, rejected, beta=0.5, loss_type="robust", label_smoothing=rates).item()
+    assert together == pytest.approx(sum(per_pair) / 2)
+    assert per_pair[0] == pytest.approx(math.log(1 + math.exp(-0.5)))  # rate 0: plain DPO

@@ -91,3 +91,29 @@ def test_pairwise_loss_equals_trl_reward_trainer_loss_on_the_same_batch(tmp_path
     chosen, rejected = logits.chunk(2)
     ours = bradley_terry(chosen, rejected, torch.ones(len(chosen)))
     assert ours.item() == pytest.approx(trl_loss.item(), rel=1e-6)
+
+
+def test_unbiased_losses_with_per_example_flip_rates_by_hand():
+    """Each label's own flip rate e: ((1 - e) loss(label) - e loss(flipped)) / (1 - 2e); e = 0 is the plain loss."""
+    scores, labels = torch.tensor([0.0, math.log(3)]), torch.tensor([1.0, 0.0])
+    flip = torch.tensor([0.0, 0.25])
+    # second: loss(label 0) = ln 4, loss(label 1) = -log 0.75; (0.75 ln 4 - 0.25 (-log 0.75)) / 0.5
+    second = (0.75 * LN4 - 0.25 * -math.log(0.75)) / 0.5
+    assert pointwise_bce(scores, labels, flip=flip).item() == pytest.approx((LN2 + second) / 2)
+    assert pointwise_bce(scores, labels, flip=torch.zeros(2)).item() == pytest.approx(pointwise_bce(scores, labels).item())
+
+    chosen, rejected = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0])
+    soft1, soft_minus1 = math.log(1 + math.exp(-1)), math.log(1 + math.e)  # -logsigmoid(1), -logsigmoid(-1)
+    first = (0.9 * soft1 - 0.1 * soft_minus1) / 0.8
+    assert bradley_terry(chosen, rejected, flip=torch.tensor([0.1, 0.3])).item() == pytest.approx((first + LN2) / 2)
+    assert bradley_terry(chosen, rejected, flip=0.0).item() == pytest.approx(bradley_terry(chosen, rejected).item())
+
+
+def test_unbiased_loss_has_the_clean_expectation_and_refuses_rates_of_one_half():
+    """Averaged over the noise (label kept with 1 - e, flipped with e), the unbiased loss is the clean loss."""
+    chosen, rejected, e = torch.tensor([0.7]), torch.tensor([-0.4]), 0.2
+    kept = bradley_terry(chosen, rejected, flip=e)
+    swapped = bradley_terry(rejected, chosen, flip=e)
+    assert ((1 - e) * kept + e * swapped).item() == pytest.approx(bradley_terry(chosen, rejected).item())
+    with pytest.raises(ValueError, match=r"\[0, 0.5\)"):
+        bradley_terry(chosen, rejected, flip=torch.tensor([0.5]))
