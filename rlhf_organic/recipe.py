@@ -24,11 +24,13 @@ from .data.privacy import PrivacySection
 from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
 from .policy.config import PolicySection
+from .policy.methods import METHODS
 from .reward.config import SPEC_CHECKED_BY_CALLER, RewardSection
 from .reward.spec import spec_problems
 from .section import Section
 from .settings import _key_lines, apply_overrides, locator, parse_overrides, typed_overrides, validation_problems
 from .trust.config import TrustSection
+from .trust.schemes import SCHEMES
 
 
 def _optional_copy(name: str, field) -> tuple:
@@ -124,6 +126,23 @@ class Recipe(Section):
 
     def output_dir(self) -> Path:
         return Path(self.output.dir.format(name=self.name))
+
+
+def _rebuild_recipe() -> None:
+    """After a method or scheme is registered at run time (its section was rebuilt before): the recipe's
+    validator and schema take the change."""
+    Recipe.model_rebuild(force=True)
+
+
+# after policy.config's and trust.config's own listeners, which were subscribed when they were imported
+METHODS.subscribe(_rebuild_recipe)
+SCHEMES.subscribe(_rebuild_recipe)
+
+
+def recipe_schema() -> dict:
+    """The recipe's JSON schema (every section, every registered method and scheme), as ``rlhf-organic schema``
+    prints it for editors."""
+    return Recipe.model_json_schema()
 
 
 # ---- loading ----------------------------------------------------------------------------------

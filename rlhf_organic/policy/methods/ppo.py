@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import Field
 
+from ...contracts import MethodContract
 from ...section import Section
 
 if TYPE_CHECKING:
@@ -203,3 +204,10 @@ def train(run: MethodRun) -> dict:
     bar.close()
     return {"items": cfg.rounds * cfg.contexts_per_round, "rounds": rounds, "weight_sum": float(weights.sum()),
             "history": history}
+
+
+CONTRACT = MethodContract(
+    name="ppo", description=DESCRIPTION, settings=Config, train=train, needs_reward_model=True, generates=True, online=True,
+    fsdp="it has its own update loop, which every process would run whole",
+    returns=("items", "rounds", "weight_sum"),
+)
