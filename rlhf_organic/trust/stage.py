@@ -41,22 +41,22 @@ def run_scheme(data: FeedbackData, settings: TrustSection, ctx: TrustContext, lo
     if settings.select_on_gold and contract.tune:
         cfg = select_on_gold(data, contract, cfg, contract.tune, ctx, log)
     result = contract.compute(data, cfg, ctx)
-    _check(result, data, contract)
+    _check(result, data, contract.name, label_weights=contract.label_weights)
     return result, cfg.model_dump()
 
 
-def _check(result: TrustResult, data: FeedbackData, contract) -> None:
+def _check(result: TrustResult, data: FeedbackData, scheme: str, *, label_weights: bool = True) -> None:
     """Trust and weights are finite and in [0, 1], one per user / example, and a scheme whose contract says
     it weighs no label apart from its user gives each label its user's trust: a failure here is a bug."""
     for name, values, n in (("trust", result.trust, data.n_users), ("weight", result.weight, data.n_examples)):
         values = np.asarray(values, np.float64)
         if values.shape != (n,) or not np.all(np.isfinite(values)) or values.min(initial=0) < 0 or values.max(initial=0) > 1:
-            raise RuntimeError(f"scheme {contract.name} produced an invalid {name} array (shape {values.shape}, expected {n})")
-    if not contract.label_weights:
+            raise RuntimeError(f"scheme {scheme} produced an invalid {name} array (shape {values.shape}, expected {n})")
+    if not label_weights:
         users = np.asarray(data.user)
         known = users >= 0
         if not np.array_equal(np.asarray(result.weight, np.float64)[known], np.asarray(result.trust, np.float64)[users[known]]):
-            raise RuntimeError(f"scheme {contract.name} broke its contract: label_weights=False, yet a label's weight "
+            raise RuntimeError(f"scheme {scheme} broke its contract: label_weights=False, yet a label's weight "
                                "differs from its user's trust (SchemeContract.label_weights)")
 
 
