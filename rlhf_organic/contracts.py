@@ -171,7 +171,7 @@ class Registry(Mapping[str, C], Generic[C]):
         return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def set_fields(model: type[BaseModel], fields: Mapping[str, tuple[Any, FieldInfo]], drop: Iterable[str] = ()) -> None:
+def set_fields(model: type[BaseModel], fields: Mapping[str, tuple[Any, Any]], drop: Iterable[str] = ()) -> None:
     """Replace, add or ``drop`` fields of ``model`` in place and rebuild its validator and schema. In place,
     so that the class everyone imported (and every model that holds it as a field, after its own
     ``model_rebuild(force=True)``) takes the change. Fields keep their order; new ones go last."""

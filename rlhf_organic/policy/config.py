@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, create_model
-from pydantic.fields import FieldInfo
 
 from ..contracts import set_fields
 from ..models.loading import DType, HubKernels, Quantization
@@ -108,7 +107,7 @@ class _PolicySettings(Section):
         return getattr(self, self.method)
 
 
-def _method_sections() -> dict[str, tuple[Any, FieldInfo]]:
+def _method_sections() -> dict[str, tuple[Any, Any]]:
     """One sub-section per registered method."""
     return {name: (contract.settings, Field(default_factory=contract.settings, description=contract.description))
             for name, contract in METHODS.items()}

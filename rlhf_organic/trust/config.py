@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, create_model
-from pydantic.fields import FieldInfo
 
 from ..contracts import set_fields
 from ..section import Section
@@ -35,7 +34,7 @@ class _TrustSettings(Section):
         return getattr(self, self.scheme)
 
 
-def _scheme_sections() -> dict[str, tuple[Any, FieldInfo]]:
+def _scheme_sections() -> dict[str, tuple[Any, Any]]:
     """One sub-section per registered scheme, after the shared settings."""
     return {name: (contract.settings, Field(default_factory=contract.settings, description=contract.description))
             for name, contract in SCHEMES.items()}

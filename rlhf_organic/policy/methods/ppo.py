@@ -172,7 +172,8 @@ def train(run: MethodRun) -> dict:
     trainer = run.online_trainer(cfg.rounds * cfg.ppo_epochs * per_epoch)
     torch.manual_seed(run.seed)
     policy.peft.eval()  # no dropout: the ratio of new to rollout log-probs must start at exactly 1
-    history, rounds = [], []
+    history: list[dict] = []
+    rounds: list[dict] = []
     bar = tqdm(range(cfg.rounds), desc="policy ppo", unit="round", disable=run._quiet())
     for round_ in bar:
         started = time.perf_counter()
