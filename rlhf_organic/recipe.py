@@ -124,6 +124,17 @@ class Recipe(Section):
     output: OutputSection = OutputSection()
     ablate: AblateSection | None = None
 
+    @model_validator(mode="after")
+    def _reward_model_for_the_method(self) -> Recipe:
+        """A method whose contract needs a reward model (with these settings) needs a ``reward`` section."""
+        if self.policy is not None and self.reward is None:
+            contract = METHODS[self.policy.method]
+            if contract.requires_reward(self.policy.method_config()):
+                when = f" for {contract.reward_model_when}" if callable(contract.needs_reward_model) else ""
+                raise ValueError(f"policy method {self.policy.method} needs a reward model{when}: add a reward section "
+                                 "(e.g. reward: {spec: tiny})")
+        return self
+
     def output_dir(self) -> Path:
         return Path(self.output.dir.format(name=self.name))
 

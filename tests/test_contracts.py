@@ -180,6 +180,17 @@ def test_a_method_that_needs_a_reward_model_is_refused_without_one_before_any_wo
     assert not (tmp_path / "out").exists()
 
 
+def test_a_recipe_whose_method_needs_a_reward_model_needs_a_reward_section(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\npolicy:\n  method: ppo\n")
+    with pytest.raises(RecipeError, match="policy method ppo needs a reward model: add a reward section"):
+        load_recipe(recipe)
+    with pytest.raises(RecipeError, match=r"dpo needs a reward model for on-policy pairs \(dpo.on_policy.contexts > 0\)"):
+        load_recipe(recipe, ["policy.method=dpo", "policy.dpo.on_policy.contexts=4"])
+    assert load_recipe(recipe, ["policy.method=dpo"]).reward is None
+    assert load_recipe(recipe, ["reward.spec=tiny"]).policy.method == "ppo"
+
+
 def test_the_contracts_say_what_the_methods_need():
     assert [name for name, c in METHODS.items() if not c.supports_fsdp] == ["ppo"]
     assert {name for name, c in METHODS.items() if c.needs_reward_model is True} == {"rejection_sampling", "ppo"}
