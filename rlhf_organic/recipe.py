@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
 
+from .contracts import set_fields
 from .data import INPUT_FORMATS
 from .data.privacy import PrivacySection
 from .data.simulate import PRESETS, SimConfig, preset_config
@@ -140,14 +141,20 @@ class Recipe(Section):
 
 
 def _rebuild_recipe() -> None:
-    """After a method or scheme is registered at run time (its section was rebuilt before): the recipe's
-    validator and schema take the change."""
+    """After a method is registered at run time (its section was rebuilt before): the recipe's validator
+    and schema take the change."""
     Recipe.model_rebuild(force=True)
+
+
+def _rebuild_recipe_trust() -> None:
+    """After a scheme is registered at run time: the same, and a default ``trust`` section that has the
+    current schemes' sub-sections."""
+    set_fields(Recipe, {"trust": (TrustSection, TrustSection())})
 
 
 # after policy.config's and trust.config's own listeners, which were subscribed when they were imported
 METHODS.subscribe(_rebuild_recipe)
-SCHEMES.subscribe(_rebuild_recipe)
+SCHEMES.subscribe(_rebuild_recipe_trust)
 
 
 def recipe_schema() -> dict:

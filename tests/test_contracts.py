@@ -232,6 +232,21 @@ def half():
     unregister_scheme("half")
 
 
+def test_a_registered_scheme_is_in_the_default_trust_section_and_leaves_no_trace(tmp_path):
+    before = recipe_schema()
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\n")
+    register_scheme(SchemeContract(name="half", description="x", settings=_HalfConfig, compute=_halve_labels))
+    try:
+        assert load_recipe(recipe).trust.half == _HalfConfig()  # the default trust section has it too
+        assert load_recipe(recipe, ["trust.scheme=half", "trust.half.level=0.2"]).trust.scheme_config().level == 0.2
+    finally:
+        unregister_scheme("half")
+    assert recipe_schema() == before and "half" not in load_recipe(recipe).trust.model_dump()
+    with pytest.raises(RecipeError, match="did you mean 'uniform'"):
+        load_recipe(recipe, ["trust.scheme=unifrom"])
+
+
 def test_a_registered_scheme_runs_and_is_listed_and_its_weight_promise_is_checked(half):
     data = from_arrays(["a", "b"], [0, 1, 1], ["x", "y", "z"], [1, 0, 1])
     ctx = TrustContext()
