@@ -80,10 +80,15 @@ class RewardUse(Section):
     )
 
 
+def _choice() -> tuple[Any, Any]:
+    """``method``: one of the registered methods (its annotation and field)."""
+    return Literal[tuple(METHODS)], Field("kto", description=f"{METHODS.sentence()} (see docs/policy.md)")
+
+
 class _PolicySettings(Section):
     """``policy``: fine-tune the dialogue policy with LoRA from the organic data, weighted by trust."""
 
-    method: Literal[tuple(METHODS)] = Field("kto", description=f"{METHODS.sentence()} (see docs/policy.md)")  # type: ignore[valid-type]
+    method: Literal[tuple(METHODS)] = _choice()[1]  # type: ignore[valid-type]
     base: str = Field("tiny", description="'tiny', a hub id, a local model folder or a .gguf file")
     tiny: TinyPolicyBase = TinyPolicyBase()
     dtype: DType = "float32"
@@ -121,8 +126,7 @@ def _rebuild() -> None:
     """After a method is registered or removed: the same class, with the current methods (``method``
     keeps its place, new sub-sections go last)."""
     global _BUILT
-    method = (Literal[tuple(METHODS)], Field("kto", description=f"{METHODS.sentence()} (see docs/policy.md)"))
-    set_fields(PolicySection, {"method": method, **_method_sections()}, drop=_BUILT - set(METHODS))
+    set_fields(PolicySection, {"method": _choice(), **_method_sections()}, drop=_BUILT - set(METHODS))
     _BUILT = set(METHODS)
 
 

@@ -16,10 +16,15 @@ from .reference import ReferenceConfig
 from .schemes import SCHEMES
 
 
+def _choice() -> tuple[Any, Any]:
+    """``scheme``: one of the registered schemes (its annotation and field)."""
+    return Literal[tuple(SCHEMES)], Field("combined", description="trust scheme (see docs/trust.md)")
+
+
 class _TrustSettings(Section):
     """``trust``: how much to believe each user."""
 
-    scheme: Literal[tuple(SCHEMES)] = Field("combined", description="trust scheme (see docs/trust.md)")  # type: ignore[valid-type]
+    scheme: Literal[tuple(SCHEMES)] = _choice()[1]  # type: ignore[valid-type]
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     select_on_gold: bool = Field(
         True,
@@ -47,8 +52,7 @@ _BUILT = set(SCHEMES)
 def _rebuild() -> None:
     """After a scheme is registered or removed: the same class, with the current schemes."""
     global _BUILT
-    scheme = (Literal[tuple(SCHEMES)], Field("combined", description="trust scheme (see docs/trust.md)"))
-    set_fields(TrustSection, {"scheme": scheme, **_scheme_sections()}, drop=_BUILT - set(SCHEMES))
+    set_fields(TrustSection, {"scheme": _choice(), **_scheme_sections()}, drop=_BUILT - set(SCHEMES))
     _BUILT = set(SCHEMES)
 
 
