@@ -51,6 +51,39 @@ def _finite(ctx, param, value):
 SET_REMOTE_CODE = "add --set trust_remote_code=true"
 
 
+class _RegistryHelp(click.Option):
+    """An option whose help is written from the method or scheme contracts when it is shown, so that
+    ``--help`` lists what is registered and nothing is imported for a command that does not show it."""
+
+    def __init__(self, *args, help_from, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.help_from = help_from
+
+    def get_help_record(self, ctx):
+        self.help = self.help_from()
+        return super().get_help_record(ctx)
+
+
+def _method_help() -> str:
+    from .policy.methods import METHODS
+
+    return f"{METHODS.sentence()} (rlhf-organic policy methods)"
+
+
+def _reward_help() -> str:
+    from .policy.methods import METHODS
+
+    users = [name if c.needs_reward_model is True else f"{name} with {c.reward_model_when}"
+             for name, c in METHODS.items() if c.reward_use() != "no"]
+    return ("reward-model folder: scores the evaluation"
+            + (f"; needed by {', '.join(users[:-1])} and {users[-1]}" if len(users) > 1 else
+               f"; needed by {users[0]}" if users else ""))
+
+
+def _settings_lines(settings) -> list[str]:
+    return [f"    {key:20s} {f.default!r:8} {f.description or ''}" for key, f in settings.model_fields.items()]
+
+
 def _progress(quiet: bool) -> bool | None:
     return False if quiet or not is_main() else None  # None: a bar only on a terminal
 
@@ -63,16 +96,29 @@ def main() -> None:
 
 @main.group()
 def policy() -> None:
-    """Fine-tune the dialogue policy (LoRA) with DPO, KTO, Cringe, rejection sampling or PPO, weighted by trust."""
+    """Fine-tune the dialogue policy (LoRA) with a registered method, weighted by trust (list: policy methods)."""
+
+
+@policy.command("methods")
+def policy_methods() -> None:
+    """List the policy methods: what each needs (reward model, generation, FSDP) and its settings."""
+    from .policy.methods import METHODS
+
+    for name, c in METHODS.items():
+        click.echo(f"{name:18s} {c.description}")
+        click.echo(f"    reward model: {c.reward_use()}; samples from the policy: {'yes' if c.generates else 'no'}; "
+                   f"rounds (online): {'yes' if c.online else 'no'}; FSDP: {'yes' if c.supports_fsdp else 'no, ' + str(c.fsdp)}")
+        for line in _settings_lines(c.settings):
+            click.echo(line)
+    click.echo("\nsettings: --set NAME.KEY=VALUE (e.g. kto.beta=0.2) or a recipe's policy.NAME section")
 
 
 @policy.command("train")
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
-@click.option("--method", default="kto", show_default=True, help="dpo, kto, cringe, rejection_sampling or ppo")
+@click.option("--method", default="kto", show_default=True, cls=_RegistryHelp, help_from=_method_help)
 @click.option("--trust", "trust_dir", type=click.Path(file_okay=False),
               help="trust folder whose weights to use (default: uniform weights)")
-@click.option("--reward", "reward_dir", type=click.Path(exists=True, file_okay=False),
-              help="reward-model folder: scores the evaluation; needed by rejection_sampling, ppo, on-policy DPO and iterative Cringe")
+@click.option("--reward", "reward_dir", type=click.Path(exists=True, file_okay=False), cls=_RegistryHelp, help_from=_reward_help)
 @click.option("--judge", "judge_dir", type=click.Path(exists=True, file_okay=False),
               help="clean-judge folder (rlhf-organic policy judge) for the clean metrics")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
@@ -131,6 +177,16 @@ def validate(recipe: str, overrides: tuple[str, ...]) -> None:
     resolved = load_recipe(recipe, list(overrides))
     click.echo(dump_recipe(resolved), nl=False)
     _log(f"{recipe}: valid")
+
+
+@main.command()
+def schema() -> None:
+    """Print the recipe's JSON schema (every section, every registered method and scheme), for editors."""
+    import json
+
+    from .recipe import recipe_schema
+
+    click.echo(json.dumps(recipe_schema(), indent=2))
 
 
 @main.command()
@@ -249,10 +305,12 @@ def trust(dataset, scheme, settings, out, ground_truth, seed, list_schemes, over
     from .trust.schemes import SCHEMES
 
     if list_schemes:
-        for name, module in SCHEMES.items():
-            click.echo(f"{name:18s} {module.DESCRIPTION}")
-            for key, f in module.Config.model_fields.items():
-                click.echo(f"    {key:20s} {f.default!r:8} {f.description or ''}")
+        for name, contract in SCHEMES.items():
+            click.echo(f"{name:18s} {contract.description}")
+            gives = "trust per user, a weight per label" if contract.label_weights else "trust per user (each label weighs it)"
+            click.echo(f"    needs: {', '.join(contract.needs()) or 'the labels alone'}; gives: {gives}")
+            for line in _settings_lines(contract.settings):
+                click.echo(line)
         click.echo("\nshared settings (--set reference.KEY=VALUE):")
         for key, f in TrustSection.model_fields["reference"].annotation.model_fields.items():
             click.echo(f"    {key:20s} {f.default!r:8} {f.description or ''}")

@@ -19,16 +19,19 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
 
+from .contracts import set_fields
 from .data import INPUT_FORMATS
 from .data.privacy import PrivacySection
 from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
 from .policy.config import PolicySection
+from .policy.methods import METHODS
 from .reward.config import SPEC_CHECKED_BY_CALLER, RewardSection
 from .reward.spec import spec_problems
 from .section import Section
 from .settings import _key_lines, apply_overrides, locator, parse_overrides, typed_overrides, validation_problems
 from .trust.config import TrustSection
+from .trust.schemes import SCHEMES
 
 
 def _optional_copy(name: str, field) -> tuple:
@@ -122,8 +125,42 @@ class Recipe(Section):
     output: OutputSection = OutputSection()
     ablate: AblateSection | None = None
 
+    @model_validator(mode="after")
+    def _reward_model_for_the_method(self) -> Recipe:
+        """A method whose contract needs a reward model (with these settings) needs a ``reward`` section."""
+        if self.policy is not None and self.reward is None:
+            contract = METHODS[self.policy.method]
+            if contract.requires_reward(self.policy.method_config()):
+                when = f" for {contract.reward_model_when}" if callable(contract.needs_reward_model) else ""
+                raise ValueError(f"policy method {self.policy.method} needs a reward model{when}: add a reward section "
+                                 "(e.g. reward: {spec: tiny})")
+        return self
+
     def output_dir(self) -> Path:
         return Path(self.output.dir.format(name=self.name))
+
+
+def _rebuild_recipe() -> None:
+    """After a method is registered at run time (its section was rebuilt before): the recipe's validator
+    and schema take the change."""
+    Recipe.model_rebuild(force=True)
+
+
+def _rebuild_recipe_trust() -> None:
+    """After a scheme is registered at run time: the same, and a default ``trust`` section that has the
+    current schemes' sub-sections."""
+    set_fields(Recipe, {"trust": (TrustSection, TrustSection())})
+
+
+# after policy.config's and trust.config's own listeners, which were subscribed when they were imported
+METHODS.subscribe(_rebuild_recipe)
+SCHEMES.subscribe(_rebuild_recipe_trust)
+
+
+def recipe_schema() -> dict:
+    """The recipe's JSON schema (every section, every registered method and scheme), as ``rlhf-organic schema``
+    prints it for editors."""
+    return Recipe.model_json_schema()
 
 
 # ---- loading ----------------------------------------------------------------------------------

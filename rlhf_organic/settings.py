@@ -9,7 +9,7 @@ import copy
 import difflib
 import re
 from collections.abc import Callable
-from typing import Annotated, Any, Union, get_args, get_origin
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -91,7 +91,7 @@ def validation_problems(
         if err["type"] == "extra_forbidden":
             parent = _model_at(model, loc[:-1])
             valid = sorted(parent.model_fields) if parent else []
-            msg = f"unknown key {loc[-1]!r}{did_you_mean(loc[-1], valid)}; valid keys: {', '.join(valid)}"
+            msg = f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), valid)}; valid keys: {', '.join(valid)}"
         else:
             msg = err["msg"].removeprefix("Value error, ")
             if err["type"] != "missing" and not isinstance(err.get("input"), (dict, BaseModel)):
@@ -162,7 +162,10 @@ def apply_overrides(data: dict, overrides: list[tuple[tuple[str, ...], Any]]) ->
     return data
 
 
-def validate_settings(model: type[BaseModel], data: Any, source: str, **context) -> BaseModel:
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_settings(model: type[M], data: Any, source: str, **context) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -17,7 +17,8 @@ ROOT = Path(__file__).parent.parent
 HEAVY = ("torch", "trl", "bitsandbytes", "transformers", "peft", "accelerate")
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["ingest", "--help"], ["validate", "recipes/quickstart.yaml"]])
+@pytest.mark.parametrize("argv", [["--help"], ["ingest", "--help"], ["validate", "recipes/quickstart.yaml"],
+                                  ["policy", "train", "--help"], ["policy", "methods"], ["schema"]])
 def test_cli_does_not_import_heavy_libraries(argv):
     code = (
         "import sys\nfrom rlhf_organic.cli import main\n"

@@ -1320,8 +1320,7 @@ def setting_values(field, int_cap: int = 60) -> st.SearchStrategy:
 @st.composite
 def section(draw, scheme: str, reference: bool = False) -> TrustSection:
     """A TrustSection for ``scheme`` with every setting of the scheme drawn within its validated range."""
-    module = SCHEMES[scheme]
-    cfg = {name: draw(setting_values(field)) for name, field in module.Config.model_fields.items()
+    cfg = {name: draw(setting_values(field)) for name, field in SCHEMES[scheme].settings.model_fields.items()
            if draw(st.booleans())}
     ref = {}
     if reference:

@@ -1,12 +1,15 @@
 """The ``policy`` recipe section: base model, LoRA, training, evaluation, and one sub-section per method
-(so switching ``method`` keeps everyone's settings). Each method's ``Config`` lives in its module."""
+(so switching ``method`` keeps everyone's settings). Each method's ``Config`` lives in its module; the
+``method`` choice and the sub-sections are built from the registry of method contracts, and rebuilt
+when a method is registered at run time."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, create_model
 
+from ..contracts import set_fields
 from ..models.loading import DType, HubKernels, Quantization
 from ..section import MICRO_BATCH_HELP, PRECISION_HELP, MicroBatchSize, Precision, Section
 from ..settings import apply_overrides, parse_overrides, typed_overrides, validate_settings
@@ -77,10 +80,15 @@ class RewardUse(Section):
     )
 
 
+def _choice() -> tuple[Any, Any]:
+    """``method``: one of the registered methods (its annotation and field)."""
+    return Literal[tuple(METHODS)], Field("kto", description=f"{METHODS.sentence()} (see docs/policy.md)")
+
+
 class _PolicySettings(Section):
     """``policy``: fine-tune the dialogue policy with LoRA from the organic data, weighted by trust."""
 
-    method: Literal[tuple(METHODS)] = Field("kto", description="dpo, kto, cringe, rejection_sampling or ppo (see docs/policy.md)")  # type: ignore[valid-type]
+    method: Literal[tuple(METHODS)] = _choice()[1]  # type: ignore[valid-type]
     base: str = Field("tiny", description="'tiny', a hub id, a local model folder or a .gguf file")
     tiny: TinyPolicyBase = TinyPolicyBase()
     dtype: DType = "float32"
@@ -104,12 +112,25 @@ class _PolicySettings(Section):
         return getattr(self, self.method)
 
 
-PolicySection = create_model(
-    "PolicySection",
-    __base__=_PolicySettings,
-    **{name: (module.Config, Field(default_factory=module.Config, description=module.DESCRIPTION))
-       for name, module in METHODS.items()},
-)
+def _method_sections() -> dict[str, tuple[Any, Any]]:
+    """One sub-section per registered method."""
+    return {name: (contract.settings, Field(default_factory=contract.settings, description=contract.description))
+            for name, contract in METHODS.items()}
+
+
+PolicySection = create_model("PolicySection", __base__=_PolicySettings, **_method_sections())  # type: ignore[call-overload]
+_BUILT = set(METHODS)
+
+
+def _rebuild() -> None:
+    """After a method is registered or removed: the same class, with the current methods (``method``
+    keeps its place, new sub-sections go last)."""
+    global _BUILT
+    set_fields(PolicySection, {"method": _choice(), **_method_sections()}, drop=_BUILT - set(METHODS))
+    _BUILT = set(METHODS)
+
+
+METHODS.subscribe(_rebuild)
 
 
 def settings_from_cli(method: str, sets: list[str]) -> PolicySection:

@@ -27,7 +27,6 @@ from .methods import METHODS
 from .train import MethodRun
 
 META_FILE = "policy.json"
-FSDP_METHODS = ("dpo", "kto", "cringe", "rejection_sampling")  # the methods that train through training.fit
 
 
 def _user_trust(trust: Path | None) -> dict:
@@ -67,10 +66,13 @@ def train_policy(
 
     dataset, out = Path(dataset), Path(out)
     trust = Path(trust) if (trust is not None and section.weighted) else None
-    if distributed.fsdp() and section.method not in FSDP_METHODS:
-        raise UserError(f"policy method {section.method} does not run under FSDP (it has its own update loop, which "
-                        f"every process would run whole): launch it with a DDP config, or choose one of "
-                        f"{', '.join(FSDP_METHODS)} (docs/distributed.md)")
+    contract = METHODS[section.method]
+    if distributed.fsdp() and not contract.supports_fsdp:
+        raise UserError(fsdp_refusal(section.method))
+    if reward is None and contract.requires_reward(section.method_config()):
+        raise UserError(f"policy method {section.method} needs a reward model"
+                        f"{' for ' + contract.reward_model_when if callable(contract.needs_reward_model) else ''}: "
+                        "train one first (the reward stage) and pass it to the policy stage (--reward)")
     distributed.setup()  # a multi-process launch: every process trains on its share (docs/distributed.md)
     distributed.check_quantization(section.quantization)
     if section.train.precision == "bf16":  # before any work, not at the first forward pass
@@ -98,7 +100,8 @@ def train_policy(
                                         trust_remote_code=section.trust_remote_code, log=log)
         prepared = time.perf_counter()
         run = MethodRun(policy, section, train_data, user_weight=_user_trust(trust), seed=seed, progress=progress, log=log)
-        result = METHODS[section.method].train(run)
+        result = contract.train(run)
+        contract.check_result(result)
         trained = time.perf_counter()
         history = result.pop("history")
         metrics = {"method": section.method, "base": section.base, "seed": seed, "weighted": trust is not None,
@@ -123,6 +126,12 @@ def train_policy(
         (tmp / "history.json").write_bytes(orjson.dumps(history))
         (tmp / "README.md").write_text(model_card(section, metrics), encoding="utf-8")
     return metrics
+
+
+def fsdp_refusal(method: str) -> str:
+    """Why ``method`` is refused under an FSDP launch, and which methods run there (from the contracts)."""
+    return (f"policy method {method} does not run under FSDP ({METHODS[method].fsdp}): launch it with a DDP config, "
+            f"or choose one of {', '.join(name for name, c in METHODS.items() if c.supports_fsdp)} (docs/distributed.md)")
 
 
 def save_policy(policy, section, folder: Path, *, base_in_folder: bool) -> None:

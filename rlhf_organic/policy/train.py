@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from .model import PolicyModel, encode_completions, encode_prompts
 @dataclass
 class MethodRun:
     policy: PolicyModel
-    section: object  # PolicySection
+    section: Any  # PolicySection (built from the method registry: no static type)
     data: RewardData  # the training split: thumbs (point) and A/B choices (pairs), each with a weight
     user_weight: dict = field(default_factory=dict)  # user_id -> trust (1 for everyone when unweighted)
     seed: int = 0

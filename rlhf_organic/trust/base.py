@@ -1,8 +1,8 @@
 """What every trust scheme shares: its config base, its result, the context it runs in, and the
 small pure functions several schemes use (agreement with the reference, Beta-binomial shrinkage).
 
-A scheme is a module with ``NAME``, ``Config`` (a ``SchemeConfig``), ``DESCRIPTION`` and
-``compute(data, cfg, ctx) -> TrustResult``; registering it is one line in ``schemes/__init__.py``.
+A scheme is a module with ``Config`` (a ``SchemeConfig``), ``compute(data, cfg, ctx) -> TrustResult``
+and ``CONTRACT`` (a ``contracts.SchemeContract``); registering it is one line in ``schemes/__init__.py``.
 """
 
 from __future__ import annotations

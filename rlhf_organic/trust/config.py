@@ -1,12 +1,14 @@
 """The ``trust`` recipe section: which scheme, the shared reference model, and one sub-section per
-scheme (so an ablation can switch schemes without losing anyone's settings)."""
+scheme (so an ablation can switch schemes without losing anyone's settings), built from the registry of
+scheme contracts and rebuilt when a scheme is registered at run time."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, create_model
 
+from ..contracts import set_fields
 from ..section import Section
 from ..settings import apply_overrides, parse_overrides, typed_overrides, validate_settings
 from .base import SchemeConfig
@@ -14,10 +16,15 @@ from .reference import ReferenceConfig
 from .schemes import SCHEMES
 
 
+def _choice() -> tuple[Any, Any]:
+    """``scheme``: one of the registered schemes (its annotation and field)."""
+    return Literal[tuple(SCHEMES)], Field("combined", description="trust scheme (see docs/trust.md)")
+
+
 class _TrustSettings(Section):
     """``trust``: how much to believe each user."""
 
-    scheme: Literal[tuple(SCHEMES)] = Field("combined", description="trust scheme (see docs/trust.md)")  # type: ignore[valid-type]
+    scheme: Literal[tuple(SCHEMES)] = _choice()[1]  # type: ignore[valid-type]
     reference: ReferenceConfig = Field(default_factory=ReferenceConfig)
     select_on_gold: bool = Field(
         True,
@@ -32,13 +39,24 @@ class _TrustSettings(Section):
         return getattr(self, self.scheme)
 
 
-# One sub-section per registered scheme, after the shared settings.
-TrustSection = create_model(
-    "TrustSection",
-    __base__=_TrustSettings,
-    **{name: (module.Config, Field(default_factory=module.Config, description=module.DESCRIPTION))
-       for name, module in SCHEMES.items()},
-)
+def _scheme_sections() -> dict[str, tuple[Any, Any]]:
+    """One sub-section per registered scheme, after the shared settings."""
+    return {name: (contract.settings, Field(default_factory=contract.settings, description=contract.description))
+            for name, contract in SCHEMES.items()}
+
+
+TrustSection = create_model("TrustSection", __base__=_TrustSettings, **_scheme_sections())  # type: ignore[call-overload]
+_BUILT = set(SCHEMES)
+
+
+def _rebuild() -> None:
+    """After a scheme is registered or removed: the same class, with the current schemes."""
+    global _BUILT
+    set_fields(TrustSection, {"scheme": _choice(), **_scheme_sections()}, drop=_BUILT - set(SCHEMES))
+    _BUILT = set(SCHEMES)
+
+
+SCHEMES.subscribe(_rebuild)
 
 
 def settings_from_cli(scheme: str, sets: list[str]) -> TrustSection:

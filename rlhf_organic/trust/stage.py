@@ -34,24 +34,30 @@ MIN_GOLD_PER_CLASS = 10  # clean labels of each class needed before thresholds a
 
 def run_scheme(data: FeedbackData, settings: TrustSection, ctx: TrustContext, log=print) -> tuple[TrustResult, dict]:
     """(result, the scheme config actually used): with ``select_on_gold``, its threshold chosen first."""
-    module = SCHEMES[settings.scheme]
-    if problem := _degenerate(data, _judges_users(settings)):
+    contract = SCHEMES[settings.scheme]
+    if problem := _degenerate(data, contract.judges_users):
         raise UserError(problem)
     cfg = settings.scheme_config()
-    tune = getattr(module, "TUNE", None)
-    if settings.select_on_gold and tune:
-        cfg = select_on_gold(data, module, cfg, tune, ctx, log)
-    result = module.compute(data, cfg, ctx)
-    _check(result, data, settings.scheme)
+    if settings.select_on_gold and contract.tune:
+        cfg = select_on_gold(data, contract, cfg, contract.tune, ctx, log)
+    result = contract.compute(data, cfg, ctx)
+    _check(result, data, contract.name, label_weights=contract.label_weights)
     return result, cfg.model_dump()
 
 
-def _check(result: TrustResult, data: FeedbackData, scheme: str) -> None:
-    """Trust and weights are finite and in [0, 1], one per user / example: a failure here is a bug."""
+def _check(result: TrustResult, data: FeedbackData, scheme: str, *, label_weights: bool = True) -> None:
+    """Trust and weights are finite and in [0, 1], one per user / example, and a scheme whose contract says
+    it weighs no label apart from its user gives each label its user's trust: a failure here is a bug."""
     for name, values, n in (("trust", result.trust, data.n_users), ("weight", result.weight, data.n_examples)):
         values = np.asarray(values, np.float64)
         if values.shape != (n,) or not np.all(np.isfinite(values)) or values.min(initial=0) < 0 or values.max(initial=0) > 1:
             raise RuntimeError(f"scheme {scheme} produced an invalid {name} array (shape {values.shape}, expected {n})")
+    if not label_weights:
+        users = np.asarray(data.user)
+        known = users >= 0
+        if not np.array_equal(np.asarray(result.weight, np.float64)[known], np.asarray(result.trust, np.float64)[users[known]]):
+            raise RuntimeError(f"scheme {scheme} broke its contract: label_weights=False, yet a label's weight "
+                               "differs from its user's trust (SchemeContract.label_weights)")
 
 
 def select_on_gold(data: FeedbackData, module, cfg, tune, ctx, log):
@@ -224,7 +230,7 @@ def compute_trust(
 
 def _judges_users(settings: TrustSection) -> bool:
     """Whether the scheme scores users from their labels (every scheme but ``uniform``, which needs no users)."""
-    return getattr(SCHEMES[settings.scheme], "JUDGES_USERS", True)
+    return SCHEMES[settings.scheme].judges_users
 
 
 def _per_label(per_user, user: np.ndarray, missing: float) -> np.ndarray:

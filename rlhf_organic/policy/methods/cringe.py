@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from ...contracts import MethodContract
 from ...section import Section
 
 if TYPE_CHECKING:
@@ -95,3 +96,10 @@ def train(run: MethodRun) -> dict:
                            trainer)
         rounds.append({"items": len(items), "good": int(good.sum()), "bad": int((~good).sum())})
     return {"items": len(items), "rounds": rounds, "weight_sum": float(items["weight"].sum()), "history": history}
+
+
+CONTRACT = MethodContract(
+    name="cringe", description=DESCRIPTION, settings=Config, train=train,
+    needs_reward_model=lambda cfg: cfg.iterations > 1, reward_model_when="iterations (cringe.iterations > 1)",
+    generates=True, online=True, returns=("items", "rounds", "weight_sum"),
+)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, model_validator
 
+from ...contracts import MethodContract
 from ...section import Section
 
 if TYPE_CHECKING:
@@ -147,3 +148,10 @@ def train(run: MethodRun) -> dict:
     lengths = [len(prompts[i]) + max(len(chosen[i]), len(rejected[i])) for i in range(len(pairs))]
     history = run.fit(lengths, Objective(totals, loss), "policy dpo")
     return {"items": len(pairs), "sources": counts, "weight_sum": float(weights.sum()), "history": history}
+
+
+CONTRACT = MethodContract(
+    name="dpo", description=DESCRIPTION, settings=Config, train=train,
+    needs_reward_model=lambda cfg: cfg.on_policy.contexts > 0, reward_model_when="on-policy pairs (dpo.on_policy.contexts > 0)",
+    generates=True, returns=("items", "sources", "weight_sum"),
+)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import Field
 
+from ...contracts import MethodContract
 from ...section import Section
 
 if TYPE_CHECKING:
@@ -85,3 +86,7 @@ def train(run: MethodRun) -> dict:
     history = run.fit(lengths, Objective(totals, loss), "policy kto")
     return {"items": len(point), "desirable": int(desirable.sum()), "undesirable": int((~desirable).sum()),
             "weight_sum": float(weights.sum()), "history": history}
+
+
+CONTRACT = MethodContract(name="kto", description=DESCRIPTION, settings=Config, train=train,
+                          returns=("items", "desirable", "undesirable", "weight_sum"))

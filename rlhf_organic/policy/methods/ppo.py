@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import Field
 
+from ...contracts import MethodContract
 from ...section import Section
 
 if TYPE_CHECKING:
@@ -171,7 +172,8 @@ def train(run: MethodRun) -> dict:
     trainer = run.online_trainer(cfg.rounds * cfg.ppo_epochs * per_epoch)
     torch.manual_seed(run.seed)
     policy.peft.eval()  # no dropout: the ratio of new to rollout log-probs must start at exactly 1
-    history, rounds = [], []
+    history: list[dict] = []
+    rounds: list[dict] = []
     bar = tqdm(range(cfg.rounds), desc="policy ppo", unit="round", disable=run._quiet())
     for round_ in bar:
         started = time.perf_counter()
@@ -203,3 +205,10 @@ def train(run: MethodRun) -> dict:
     bar.close()
     return {"items": cfg.rounds * cfg.contexts_per_round, "rounds": rounds, "weight_sum": float(weights.sum()),
             "history": history}
+
+
+CONTRACT = MethodContract(
+    name="ppo", description=DESCRIPTION, settings=Config, train=train, needs_reward_model=True, generates=True, online=True,
+    fsdp="it has its own update loop, which every process would run whole",
+    returns=("items", "rounds", "weight_sum"),
+)

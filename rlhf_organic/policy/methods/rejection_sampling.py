@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from ...contracts import MethodContract
 from ...section import Section
 
 if TYPE_CHECKING:
@@ -127,3 +128,7 @@ def train(run: MethodRun) -> dict:
     if not history:
         raise ValueError("rejection_sampling kept no samples in any round (threshold too high?)")
     return {"items": kept_total, "rounds": rounds, "weight_sum": weight_sum, "history": history}
+
+
+CONTRACT = MethodContract(name="rejection_sampling", description=DESCRIPTION, settings=Config, train=train,
+                          needs_reward_model=True, generates=True, online=True, returns=("items", "rounds", "weight_sum"))

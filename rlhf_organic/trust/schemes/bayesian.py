@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from ...contracts import SchemeContract
 from ..base import SchemeConfig, TrustResult, agreement, beta_posterior_mean, beta_prior, beta_prob_above
 
 NAME = "bayesian"
@@ -50,3 +51,6 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
         example_evidence={"reference_p": p, "agreement": f},
         notes=[f"population prior Beta({alpha:.2f}, {beta:.2f}): mean agreement {alpha / (alpha + beta):.3f}"],
     )
+
+
+CONTRACT = SchemeContract(name=NAME, description=DESCRIPTION, settings=Config, compute=compute, label_weights=False)

@@ -22,6 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from ...contracts import SchemeContract
 from ..base import SchemeConfig, TrustResult, agreement, beta_prior, beta_prob_above
 
 NAME = "combined"
@@ -88,3 +89,6 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
         example_evidence={"reference_p": ctx.held_out(data), "refit_p": p, "agreement": f},
         notes=[f"population agreement prior Beta({alpha:.2f}, {beta:.2f})"],
     )
+
+
+CONTRACT = SchemeContract(name=NAME, description=DESCRIPTION, settings=Config, compute=compute, message_flags=True, tune=TUNE)

@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from ...contracts import SchemeContract
 from ..base import SchemeConfig, TrustResult
 
 NAME = "crowd"
@@ -124,3 +125,6 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
         example_evidence={**evidence, "item_raters": raters[item], "item_posterior": q[item]},
         notes=notes,
     )
+
+
+CONTRACT = SchemeContract(name=NAME, description=DESCRIPTION, settings=Config, compute=compute, label_weights=False)

@@ -6,6 +6,7 @@ least ``threshold``. A user's trust is the share of their labels kept (1 without
 
 from pydantic import Field
 
+from ...contracts import SchemeContract
 from ..base import SchemeConfig, TrustResult, agreement, hard
 
 NAME = "per_example"
@@ -27,3 +28,6 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
         user_evidence={"mean_agreement": data.per_user_mean(f, default=float("nan"))},
         example_evidence={"reference_p": p, "agreement": f},
     )
+
+
+CONTRACT = SchemeContract(name=NAME, description=DESCRIPTION, settings=Config, compute=compute, tune=TUNE)

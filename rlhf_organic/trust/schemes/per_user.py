@@ -7,6 +7,7 @@ A label disagrees when the reference's agreement f < 0.5; a user whose disagreem
 import numpy as np
 from pydantic import Field
 
+from ...contracts import SchemeContract
 from ..base import SchemeConfig, TrustResult, agreement, hard
 
 NAME = "per_user"
@@ -34,3 +35,6 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
         user_evidence={"disagreement_rate": rate},
         example_evidence={"reference_p": p, "agreement": f},
     )
+
+
+CONTRACT = SchemeContract(name=NAME, description=DESCRIPTION, settings=Config, compute=compute, label_weights=False, tune=TUNE)

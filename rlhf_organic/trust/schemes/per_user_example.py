@@ -10,6 +10,7 @@ for dropped users, otherwise the share of the user's labels kept.
 import numpy as np
 from pydantic import Field
 
+from ...contracts import SchemeContract
 from ..base import SchemeConfig, TrustResult, agreement, hard
 from .per_user import disagreement_rate
 
@@ -46,3 +47,6 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
         user_evidence={"disagreement_rate": rate},
         example_evidence={"reference_p": ctx.held_out(data), "refit_p": p, "agreement": f},
     )
+
+
+CONTRACT = SchemeContract(name=NAME, description=DESCRIPTION, settings=Config, compute=compute, tune=TUNE)

@@ -10,6 +10,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from ...contracts import SchemeContract
 from ..base import SchemeConfig, TrustResult, hard
 
 NAME = "safety_filter"
@@ -35,3 +36,6 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
     weight = hard(~data.adversarial)
     trust = data.per_user_mean(weight, default=1.0)
     return TrustResult(trust, weight, user_evidence=evidence)
+
+
+CONTRACT = SchemeContract(name=NAME, description=DESCRIPTION, settings=Config, compute=compute, reference=False, message_flags=True)

@@ -8,6 +8,7 @@ least ``threshold``. A user's only label is judged by f alone. Trust: the share 
 import numpy as np
 from pydantic import Field
 
+from ...contracts import SchemeContract
 from ..base import SchemeConfig, TrustResult, agreement, hard
 
 NAME = "soft_purr"
@@ -39,3 +40,6 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
         user_evidence={"mean_agreement": data.per_user_mean(f, default=float("nan"))},
         example_evidence={"reference_p": p, "agreement": f, "purr_score": score},
     )
+
+
+CONTRACT = SchemeContract(name=NAME, description=DESCRIPTION, settings=Config, compute=compute, tune=TUNE)

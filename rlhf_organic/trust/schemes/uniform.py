@@ -2,12 +2,11 @@
 
 import numpy as np
 
+from ...contracts import SchemeContract
 from ..base import SchemeConfig, TrustResult
 
 NAME = "uniform"
 DESCRIPTION = "everyone 1 (standard training)"
-# It judges no one: labels without a user id, and A/B choices without any thumbs, are fine (trust/stage.py).
-JUDGES_USERS = False
 
 
 class Config(SchemeConfig):
@@ -16,3 +15,8 @@ class Config(SchemeConfig):
 
 def compute(data, cfg: Config, ctx) -> TrustResult:
     return TrustResult(trust=np.ones(data.n_users), weight=np.ones(data.n_examples))
+
+
+# It judges no one: labels without a user id, and A/B choices without any thumbs, are fine (trust/stage.py).
+CONTRACT = SchemeContract(name=NAME, description=DESCRIPTION, settings=Config, compute=compute,
+                          reference=False, judges_users=False, label_weights=False)
