@@ -209,6 +209,6 @@ def train(run: MethodRun) -> dict:
 
 CONTRACT = MethodContract(
     name="ppo", description=DESCRIPTION, settings=Config, train=train, needs_reward_model=True, generates=True, online=True,
-    fsdp="it has its own update loop, which every process would run whole",
+    fsdp="it samples rollouts every round, and sampling from FSDP-sharded parameters is not built yet",
     returns=("items", "rounds", "weight_sum"),
 )
