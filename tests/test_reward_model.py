@@ -217,7 +217,7 @@ def test_recipe_reward_section_is_validated_at_load(tmp_path):
 
 def test_dialogue_text_falls_back_when_the_base_template_refuses_the_turn_order():
     from rlhf_organic.models.tiny import train_tokenizer
-    from rlhf_organic.reward.model import format_dialogue
+    from rlhf_organic.sequences import format_dialogue
 
     tokenizer = train_tokenizer(["hello there", "how are you"], vocab_size=300)
     tokenizer.chat_template = ("{% if messages[0]['role'] != 'user' %}{{ raise_exception('roles must alternate') }}{% endif %}"

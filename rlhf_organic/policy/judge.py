@@ -18,11 +18,12 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_dir
 from ..errors import UserError
 from ..reward import evaluate as ev
-from ..reward.data import RewardData, held_out
+from ..reward.data import RewardData
 from ..reward.model import build_reward_model, encode, load_reward_model, save_reward_model
 from ..reward.spec import load_spec
 from ..reward.stage import _tokenizer_texts, _truth_file, make_items
 from ..reward.train import score, train
+from ..sequences import held_out
 
 JUDGE_SPEC = {"signals": ["thumbs"], "head": {"reasons": True}, "loss": {"pairwise": 0.0, "reasons": 1.0},
               "train": {"epochs": 2, "eval_fraction": 0.0}}

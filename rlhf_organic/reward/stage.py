@@ -23,9 +23,10 @@ from .. import distributed, fsdp
 from ..atomic import atomic_dir, check_free, overlap
 from ..errors import UserError
 from ..models.loading import check_bf16
+from ..sequences import held_out
 from . import evaluate as ev
 from .card import model_card
-from .data import RewardData, RewardDataError, held_out, load_reward_data, reason_targets, reason_vocabulary, split
+from .data import RewardData, RewardDataError, load_reward_data, reason_targets, reason_vocabulary, split
 from .model import build_reward_model, encode, load_reward_model, save_reward_model
 from .spec import RewardSpec
 from .train import Items, score, train

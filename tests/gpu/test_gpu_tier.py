@@ -219,7 +219,7 @@ def prompts_of(policy, data: RewardData, n: int, max_length: int = 48):
 def assert_finite_logits(policy, prompts, row: dict) -> None:
     """The policy's and the reference's logits on ``prompts`` are finite (a clearer failure than sampling's
     device-side assert); their largest magnitude goes into the report."""
-    from rlhf_organic.policy.model import batch_sequences
+    from rlhf_organic.sequences import batch_sequences
 
     ids, mask, _ = batch_sequences(prompts, [[policy.tokenizer.eos_token_id]] * len(prompts), policy.pad_id, policy.device)
     for reference in (False, True):
@@ -445,7 +445,8 @@ def exported(sim, base, tmp_path_factory):
 
 
 def logps_of(model, e) -> torch.Tensor:
-    from rlhf_organic.policy.model import batch_sequences, completion_logps
+    from rlhf_organic.policy.model import completion_logps
+    from rlhf_organic.sequences import batch_sequences
 
     device = next(model.parameters()).device
     ids, mask, comp = batch_sequences(e["prompts"], e["completions"], 0, device)
