@@ -207,9 +207,9 @@ def inspect(dataset: str, as_json: bool, show_user_text: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def simulate(preset, users, seed, out, settings, list_presets, overwrite, quiet) -> None:
     """Simulate organic feedback (BB3x format) with known ground truth."""
-    from .data.simulate import PRESETS, SimConfig, simulate as run_simulate
     from .recipe import SimulateSection
     from .settings import apply_overrides, parse_overrides, validate_settings
+    from .simulator.simulate import PRESETS, SimConfig, simulate as run_simulate
 
     if list_presets:
         for name, (description, _) in PRESETS.items():

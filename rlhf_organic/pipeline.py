@@ -58,7 +58,7 @@ def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log:
         config = data.simulate.config(seed)
 
         def simulate(folder: Path) -> dict:
-            from .data.simulate import simulate as run_simulation
+            from .simulator.simulate import simulate as run_simulation
 
             return run_simulation(config, folder, progress=progress).counts
 

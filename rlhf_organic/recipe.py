@@ -21,13 +21,13 @@ from pydantic import Field, ValidationError, create_model, model_validator
 
 from .data import INPUT_FORMATS
 from .data.privacy import PrivacySection
-from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
 from .policy.config import PolicySection
 from .reward.config import SPEC_CHECKED_BY_CALLER, RewardSection
 from .reward.spec import spec_problems
 from .section import Section
 from .settings import _key_lines, apply_overrides, locator, parse_overrides, typed_overrides, validation_problems
+from .simulator.simulate import PRESETS, SimConfig, preset_config
 from .trust.config import TrustSection
 
 

@@ -145,7 +145,7 @@ def test_the_graph_sees_relative_function_level_and_submodule_imports():
     assert "rlhf_organic.settings" in graph["rlhf_organic.recipe"]  # from .settings import ... (module level)
     assert "rlhf_organic.settings" in graph["rlhf_organic.trust.config"]  # from ..settings import ... (level 2)
     assert "rlhf_organic.recipe" in graph["rlhf_organic.cli"]  # from .recipe import ... inside a function
-    assert "rlhf_organic.data.sim_text" in graph["rlhf_organic.data.simulate"]  # from . import sim_text
+    assert "rlhf_organic.simulator.text" in graph["rlhf_organic.simulator.simulate"]  # from . import text as sim_text
     assert "rlhf_organic.policy.methods.dpo" in graph["rlhf_organic.policy.methods"]  # __init__: from . import dpo
     assert graph["rlhf_organic.settings"].keys() <= {"rlhf_organic.errors"}  # a leaf: every section imports it
 

@@ -14,8 +14,8 @@ import pytest
 from scipy.stats import beta as beta_dist
 
 from rlhf_organic.data.ingest import ingest
-from rlhf_organic.data.simulate import preset_config, simulate
 from rlhf_organic.errors import UserError
+from rlhf_organic.simulator.simulate import preset_config, simulate
 from rlhf_organic.trust.base import TrustContext, agreement, beta_posterior_mean, beta_prior, beta_prob_above
 from rlhf_organic.trust.config import TrustSection, settings_from_cli
 from rlhf_organic.trust.data import from_arrays, load_feedback

@@ -287,9 +287,9 @@ def test_sampling_from_the_4bit_policy_gives_finite_decodable_replies(sim, base,
 
 
 def test_reward_model_trains_as_qlora_moving_only_its_lora_and_head(sim, base, reward, tmp_path, measured):
+    from rlhf_organic.reward.items import make_items
     from rlhf_organic.reward.model import build_reward_model
     from rlhf_organic.reward.spec import load_spec
-    from rlhf_organic.reward.stage import make_items
     from rlhf_organic.reward.train import train
 
     metrics = json.loads((reward / "metrics.json").read_text())
