@@ -169,11 +169,11 @@ def clean_test_set(folder: Path, exclude_ids, cap: int, seed: int) -> tuple[list
 def worker_dataset(spec: dict) -> dict:
     import numpy as np
 
-    from rlhf_organic.trust.base import TrustContext
     from rlhf_organic.trust.config import TrustSection, settings_from_cli
     from rlhf_organic.trust.data import load_feedback
     from rlhf_organic.trust.metrics import trust_metrics
     from rlhf_organic.trust.reference import NgramClassifier, ReferenceConfig
+    from rlhf_organic.trust.scheme import TrustContext
     from rlhf_organic.trust.stage import load_ground_truth, run_scheme
 
     folder, preset, seed = Path(spec["folder"]), spec["preset"], spec["seed"]

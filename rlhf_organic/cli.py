@@ -113,7 +113,7 @@ def policy_train(dataset, method, trust_dir, reward_dir, judge_dir, settings, ou
 def policy_judge(dataset, ground_truth, out, eval_fraction, max_examples, seed, overwrite, quiet) -> None:
     """Train the clean judge (simulator ground truth only) that scores policies."""
     from .atomic import check_free
-    from .policy.judge import train_judge
+    from .evaluation.judge import train_judge
 
     check_free(Path(out), overwrite, [dataset, ground_truth])
     train_judge(dataset, ground_truth, out, eval_fraction=eval_fraction, max_examples=max_examples, seed=seed,

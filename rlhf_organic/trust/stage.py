@@ -22,12 +22,12 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_dir, check_free
 from ..errors import UserError
 from ..simulator.ground_truth import EXAMPLES, USERS, truth_file
-from .base import TrustContext, TrustResult
 from .config import TrustSection
 from .data import FeedbackData, load_feedback
 from .metrics import trust_metrics
 from .plot import plot_trust
 from .reference import NgramClassifier
+from .scheme import TrustContext, TrustResult
 from .schemes import SCHEMES
 
 MIN_GOLD_PER_CLASS = 10  # clean labels of each class needed before thresholds are chosen on them

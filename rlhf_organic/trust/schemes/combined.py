@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, model_validator
 
-from ..base import SchemeConfig, TrustResult, agreement, beta_prior, beta_prob_above
+from ..scheme import SchemeConfig, TrustResult, agreement, beta_prior, beta_prob_above
 
 NAME = "combined"
 DESCRIPTION = "agreement (Beta-binomial) x own-message safety flags, then a refitted per-label check"

@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..base import SchemeConfig, TrustResult
+from ..scheme import SchemeConfig, TrustResult
 
 NAME = "crowd"
 DESCRIPTION = "one-coin Dawid-Skene over items several users judged (plus the reference as a rater)"

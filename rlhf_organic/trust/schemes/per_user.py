@@ -7,7 +7,7 @@ A label disagrees when the reference's agreement f < 0.5; a user whose disagreem
 import numpy as np
 from pydantic import Field
 
-from ..base import SchemeConfig, TrustResult, agreement, hard
+from ..scheme import SchemeConfig, TrustResult, agreement, hard
 
 NAME = "per_user"
 DESCRIPTION = "drop users whose labels disagree with the k-fold reference too often"

@@ -10,7 +10,7 @@ for dropped users, otherwise the share of the user's labels kept.
 import numpy as np
 from pydantic import Field
 
-from ..base import SchemeConfig, TrustResult, agreement, hard
+from ..scheme import SchemeConfig, TrustResult, agreement, hard
 from .per_user import disagreement_rate
 
 NAME = "per_user_example"

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from ..base import SchemeConfig, TrustResult, hard
+from ..scheme import SchemeConfig, TrustResult, hard
 
 NAME = "safety_filter"
 DESCRIPTION = "0 for users (or conversations) with a message flagged unsafe, as the BB3x loader does"

@@ -8,7 +8,7 @@ least ``threshold``. A user's only label is judged by f alone. Trust: the share 
 import numpy as np
 from pydantic import Field
 
-from ..base import SchemeConfig, TrustResult, agreement, hard
+from ..scheme import SchemeConfig, TrustResult, agreement, hard
 
 NAME = "soft_purr"
 DESCRIPTION = "Soft PURR: a label's agreement mixed with its user's mean agreement on other labels"

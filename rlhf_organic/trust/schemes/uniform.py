@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..base import SchemeConfig, TrustResult
+from ..scheme import SchemeConfig, TrustResult
 
 NAME = "uniform"
 DESCRIPTION = "everyone 1 (standard training)"
