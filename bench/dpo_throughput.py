@@ -9,7 +9,12 @@ copy). Rows:
 - ``trl (no checkpointing)``: the fairer speed baseline;
 - ``trl (precomputed reference)``: ``precompute_ref_log_probs=True``, no checkpointing;
 - ``ours``: ``rlhf_organic.policy.methods.dpo`` with ``precompute_ref`` (its default);
-- ``ours (reference every step)``: ``precompute_ref: false``.
+- ``ours (reference every step)``: ``precompute_ref: false``;
+- ``ours (checkpointing)``: with ``train.gradient_checkpointing``;
+- ``ours (micro-batch 1)``: ``train.micro_batch_size: 1`` (the same steps, one pair per forward);
+- ``ours (bf16)``, ``ours (bf16, micro-batch 1)``: ``train.precision: bf16`` (autocast, fp32 master weights).
+
+``--rows "ours;trl (defaults)"`` runs only the named rows.
 
 Timed: from the tokenised-text data to the end of the epoch, including tokenisation and the reference
 pass (TRL does both in its constructor), not model loading. Pairs and model are those of
@@ -45,6 +50,7 @@ ROWS = [("trl", {"checkpointing": True, "precompute": False}, "trl (defaults)"),
         ("trl", {"checkpointing": False, "precompute": True}, "trl (precomputed reference)"),
         ("ours", {"precompute": True}, "ours"),
         ("ours", {"precompute": False}, "ours (reference every step)"),
+        ("ours", {"precompute": True, "gradient_checkpointing": True}, "ours (checkpointing)"),
         ("ours", {"precompute": True, "micro_batch_size": 1}, "ours (micro-batch 1)"),
         ("ours", {"precompute": True, "precision": "bf16"}, "ours (bf16)"),
         ("ours", {"precompute": True, "precision": "bf16", "micro_batch_size": 1}, "ours (bf16, micro-batch 1)")]
@@ -105,7 +111,8 @@ def worker_ours(spec: dict) -> dict:
         "method": "dpo", "base": spec["model"], "lora": {**LORA, "target_modules": "all-linear"},
         "max_prompt_length": 1024, "max_completion_length": 1024,
         "train": {"epochs": 1, "batch_size": spec["batch_size"], "lr": LR, "warmup_ratio": 0.0,
-                  "micro_batch_size": spec.get("micro_batch_size"), "precision": spec.get("precision", "auto")},
+                  "micro_batch_size": spec.get("micro_batch_size"), "precision": spec.get("precision", "auto"),
+                  "gradient_checkpointing": spec.get("gradient_checkpointing", False)},
         "dpo": {"beta": BETA, "pairs": ["preferences"], "precompute_ref": spec["precompute"]},
     })
     policy = build_policy(section.base, section.lora, log=lambda m: None)

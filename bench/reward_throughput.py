@@ -8,7 +8,11 @@ so its peak RSS is its own. Rows:
 - ``trl (no checkpointing)``: the same with gradient checkpointing off, the fairer speed baseline;
 - ``ours``: ``rlhf_organic.reward.train`` (length-grouped batches, no checkpointing);
 - ``ours (no grouping)``: the same with ``group_by_length`` off, to show what the grouping buys;
-- ``ours (checkpointing)``: with ``train.gradient_checkpointing``, the memory TRL's default buys.
+- ``ours (checkpointing)``: with ``train.gradient_checkpointing``, the memory TRL's default buys;
+- ``ours (micro-batch 2)``: ``train.micro_batch_size: 2`` (the same steps, two pairs per forward);
+- ``ours (bf16)``, ``ours (bf16, micro-batch 2)``: ``train.precision: bf16`` (autocast, fp32 master weights).
+
+``--rows "ours;trl (defaults)"`` runs only the named rows.
 
 Only the training loop is timed (model loading and tokenisation are not). The pairs are the A/B choices
 of a simulated dataset with the last two turns of context (about 80 tokens, like the figures in the

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 
 from rlhf_organic.cli import main
-from rlhf_organic.training import NonFiniteError, fit
+from rlhf_organic.training import NonFiniteError, Objective, fit
 
 PLAN = [np.array([0, 1]), np.array([2, 3]), np.array([4, 5, 6]), np.array([7])]
 
@@ -32,14 +32,14 @@ def _problem(kind: str, bad_step: int):
             return torch.sqrt(p - p.detach()).sum(), {}  # value 0, gradient +inf
         return ((p - 3.0) ** 2).sum() * len(step), {}
 
-    return p, seen, step_loss
+    return p, seen, Objective(totals=lambda items: {}, loss=lambda items, totals: step_loss(items))
 
 
 @pytest.mark.parametrize("kind", ["nan_loss", "inf_gradient"])
 def test_stop_names_the_step_and_batch_and_leaves_parameters_finite(kind):
-    p, _, step_loss = _problem(kind, bad_step=3)
+    p, _, objective = _problem(kind, bad_step=3)
     with pytest.raises(NonFiniteError) as err:
-        fit([p], PLAN, step_loss, _settings())
+        fit([p], PLAN, objective, _settings())
     message = str(err.value)
     assert "step 3 of 4" in message and "4, 5, 6" in message and "on_nonfinite: skip" in message
     assert ("loss nan" if kind == "nan_loss" else "gradient norm inf") in message
@@ -48,8 +48,8 @@ def test_stop_names_the_step_and_batch_and_leaves_parameters_finite(kind):
 
 @pytest.mark.parametrize("kind", ["nan_loss", "inf_gradient"])
 def test_skip_drops_the_batch_without_touching_the_parameters(kind):
-    p, seen, step_loss = _problem(kind, bad_step=3)
-    history = fit([p], PLAN, step_loss, _settings("skip"))
+    p, seen, objective = _problem(kind, bad_step=3)
+    history = fit([p], PLAN, objective, _settings("skip"))
     assert [row.get("skipped") is not None for row in history] == [False, False, True, False]
     assert torch.equal(seen[3], seen[2])  # step 4 starts from the parameters step 3 started from
     assert torch.isfinite(p).all() and math.isnan(history[2]["loss"])

@@ -266,7 +266,7 @@ def test_stage_metrics_leave_out_private_and_non_numeric_values(tmp_path):
 
 def test_a_stage_resumed_from_a_training_checkpoint_replays_the_restored_steps(tmp_path):
     from rlhf_organic.checkpoint import checkpointing
-    from rlhf_organic.training import fit
+    from rlhf_organic.training import Objective, fit
 
     plan = [np.array([i]) for i in range(5)]
     settings = SimpleNamespace(lr=0.1, weight_decay=0.0, warmup_ratio=0.0, grad_clip=1.0)
@@ -284,7 +284,7 @@ def test_a_stage_resumed_from_a_training_checkpoint_replays_the_restored_steps(t
         backend = _Backend()
         with tracking.live(tracking.Tracker([backend]), "s"), checkpointing(tmp_path / folder, every_steps=2):
             try:
-                fit([p], plan, step_loss, settings)
+                fit([p], plan, Objective(lambda items: {}, lambda items, totals: step_loss(items)), settings)
             except KeyboardInterrupt:
                 pass
         return [(step, value) for axis, step, key, value in backend.points if key == "s/train/loss"]
