@@ -60,7 +60,7 @@ RSS_GROWTH_LIMIT = 1.15
 
 
 def worker_simulate(spec: dict) -> dict:
-    from rlhf_organic.data.simulate import preset_config, simulate
+    from rlhf_organic.simulator.simulate import preset_config, simulate
 
     started = time.perf_counter()
     result = simulate(

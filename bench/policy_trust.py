@@ -142,7 +142,7 @@ def run_pipeline(run_dir: Path, seed: int, users: int) -> dict:
 
 
 def train_judge(folder: Path, seed: int) -> dict:
-    from rlhf_organic.policy.judge import train_judge as train
+    from rlhf_organic.evaluation.judge import train_judge as train
 
     run = folder / "run"
     metrics = train(run / "dataset", run / "simulation", folder / "judge", eval_fraction=0.1, seed=seed,
@@ -154,7 +154,7 @@ def build_base(folder: Path, seed: int, sets: list[str]) -> dict:
     """One imitation-trained tiny base per seed, shared by every method and arm."""
     import shutil
 
-    from rlhf_organic.policy.base import build_tiny_base
+    from rlhf_organic.policy.tiny_base import build_tiny_base
 
     out = folder / "base"
     if out.exists():

@@ -192,7 +192,7 @@ def worker_trl(spec: dict) -> dict:
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl.experimental.ppo import PPOConfig, PPOTrainer, ppo_trainer as ppo_module
 
-    from rlhf_organic.policy.model import prompt_text
+    from rlhf_organic.sequences import prompt_text
 
     torch.manual_seed(spec["seed"])
     folder = spec["model"]

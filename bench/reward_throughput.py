@@ -77,7 +77,7 @@ def make_pairs(workdir: Path, n: int, seed: int) -> Path:
     import pyarrow.parquet as pq
 
     from rlhf_organic.data.ingest import ingest
-    from rlhf_organic.data.simulate import preset_config, simulate
+    from rlhf_organic.simulator.simulate import preset_config, simulate
 
     out = workdir / f"pairs_{n}_{seed}.jsonl"
     if out.is_file():

@@ -6,7 +6,7 @@ What it measures
 2022, arXiv 2208.03295; ``/work/shared/design/FACTS.md`` section 2) on simulator data:
 
 1. For every preset (helpers only, each troll type at 50%, the realistic mix) and every seed it
-   simulates a corpus (``rlhf_organic.data.simulate``, seed = the bench seed) and ingests it
+   simulates a corpus (``rlhf_organic.simulator.simulate``, seed = the bench seed) and ingests it
    (``rlhf_organic.data.ingest``) under ``--workdir``; a dataset made with the same settings is reused.
 2. In one child process per dataset (``--jobs`` at a time) it loads the feedback (``load_feedback``)
    and runs every scheme through ``run_scheme`` with one shared ``TrustContext(ReferenceConfig(),
@@ -110,7 +110,7 @@ def ensure_dataset(folder: Path, preset: str, seed: int, users: int | None, file
                    progress: bool = False, **overrides) -> dict:
     """Simulate + ingest into ``folder`` (``sim/``, ``ds/``) unless it already holds the same settings."""
     from rlhf_organic.data.ingest import ingest
-    from rlhf_organic.data.simulate import preset_config, simulate
+    from rlhf_organic.simulator.simulate import preset_config, simulate
 
     cfg = preset_config(preset, users=users, seed=seed, files=files, **overrides)
     settings = {"preset": preset, "sim": cfg.model_dump()}
@@ -169,11 +169,11 @@ def clean_test_set(folder: Path, exclude_ids, cap: int, seed: int) -> tuple[list
 def worker_dataset(spec: dict) -> dict:
     import numpy as np
 
-    from rlhf_organic.trust.base import TrustContext
     from rlhf_organic.trust.config import TrustSection, settings_from_cli
     from rlhf_organic.trust.data import load_feedback
     from rlhf_organic.trust.metrics import trust_metrics
     from rlhf_organic.trust.reference import NgramClassifier, ReferenceConfig
+    from rlhf_organic.trust.scheme import TrustContext
     from rlhf_organic.trust.stage import load_ground_truth, run_scheme
 
     folder, preset, seed = Path(spec["folder"]), spec["preset"], spec["seed"]
@@ -256,7 +256,7 @@ def worker_dataset(spec: dict) -> dict:
 
 
 def worker_scale_simulate(spec: dict) -> dict:
-    from rlhf_organic.data.simulate import preset_config, simulate
+    from rlhf_organic.simulator.simulate import preset_config, simulate
 
     started = time.perf_counter()
     cfg = preset_config(SCALE_PRESET, **spec["sim"])

@@ -159,7 +159,7 @@ def policy_train(dataset, method, trust_dir, reward_dir, judge_dir, settings, ou
 def policy_judge(dataset, ground_truth, out, eval_fraction, max_examples, seed, overwrite, quiet) -> None:
     """Train the clean judge (simulator ground truth only) that scores policies."""
     from .atomic import check_free
-    from .policy.judge import train_judge
+    from .evaluation.judge import train_judge
 
     check_free(Path(out), overwrite, [dataset, ground_truth])
     train_judge(dataset, ground_truth, out, eval_fraction=eval_fraction, max_examples=max_examples, seed=seed,
@@ -263,9 +263,9 @@ def inspect(dataset: str, as_json: bool, show_user_text: bool) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def simulate(preset, users, seed, out, settings, list_presets, overwrite, quiet) -> None:
     """Simulate organic feedback (BB3x format) with known ground truth."""
-    from .data.simulate import PRESETS, SimConfig, simulate as run_simulate
     from .recipe import SimulateSection
     from .settings import apply_overrides, parse_overrides, validate_settings
+    from .simulator.simulate import PRESETS, SimConfig, simulate as run_simulate
 
     if list_presets:
         for name, (description, _) in PRESETS.items():

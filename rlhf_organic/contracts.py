@@ -88,7 +88,7 @@ class MethodContract:
 class SchemeContract:
     """What a trust scheme needs and returns. ``compute(data, settings, ctx) -> TrustResult`` gets the
     feedback (``trust/data.py``), the scheme's settings and the context that holds the held-out reference
-    (``trust/base.py``); it returns trust per user and a weight per label, both in [0, 1]."""
+    (``trust/scheme.py``); it returns trust per user and a weight per label, both in [0, 1]."""
 
     name: str
     description: str

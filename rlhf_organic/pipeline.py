@@ -58,7 +58,7 @@ def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log:
         config = data.simulate.config(seed)
 
         def simulate(folder: Path) -> dict:
-            from .data.simulate import simulate as run_simulation
+            from .simulator.simulate import simulate as run_simulation
 
             return run_simulation(config, folder, progress=progress).counts
 
@@ -117,7 +117,7 @@ def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log:
         judged = data.source == "simulate"
         if judged:
             def judge(folder: Path) -> dict:
-                from .policy.judge import train_judge
+                from .evaluation.judge import train_judge
 
                 return train_judge(out / "dataset", out / "simulation", folder, eval_fraction=section.eval_fraction,
                                    seed=seed, progress=progress, log=log)
@@ -130,7 +130,7 @@ def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log:
         if section.base == "tiny":  # its own stage, so that runs differing only in trust or method share it
             def base(folder: Path) -> dict:
                 from .atomic import atomic_dir
-                from .policy.base import build_tiny_base
+                from .policy.tiny_base import build_tiny_base
 
                 with atomic_dir(folder, kind="tiny base") as tmp:
                     build_tiny_base(out / "dataset", tmp, section, seed=seed, progress=progress, log=log)

@@ -22,14 +22,14 @@ from pydantic import Field, ValidationError, create_model, model_validator
 from .contracts import set_fields
 from .data import INPUT_FORMATS
 from .data.privacy import PrivacySection
-from .data.simulate import PRESETS, SimConfig, preset_config
 from .errors import RecipeError
 from .policy.config import PolicySection
 from .policy.methods import METHODS
 from .reward.config import SPEC_CHECKED_BY_CALLER, RewardSection
 from .reward.spec import spec_problems
 from .section import Section
-from .settings import _key_lines, apply_overrides, locator, parse_overrides, typed_overrides, validation_problems
+from .settings import apply_overrides, key_lines, locator, parse_overrides, typed_overrides, validation_problems
+from .simulator.simulate import PRESETS, SimConfig, preset_config
 from .trust.config import TrustSection
 from .trust.schemes import SCHEMES
 
@@ -184,7 +184,7 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise RecipeError(f"{path}: a recipe is a mapping of sections, got {type(data).__name__}")
     parsed = parse_overrides(list(overrides))
     data = apply_overrides(data, parsed)
-    locate = locator(str(path), _key_lines(text), typed_overrides(list(overrides), parsed))
+    locate = locator(str(path), key_lines(text), typed_overrides(list(overrides), parsed))
     problems = []
     try:  # the reward spec is checked below, so that its problems are located here and listed with the rest
         recipe = Recipe.model_validate(data, context={SPEC_CHECKED_BY_CALLER: True})

@@ -39,7 +39,7 @@ def _unwrap(annotation: Any) -> Any:
     return annotation
 
 
-def _key_lines(text: str) -> dict[tuple, int]:
+def key_lines(text: str) -> dict[tuple, int]:
     """1-based line of every key path in a YAML text, for error messages."""
     lines: dict[tuple, int] = {}
 

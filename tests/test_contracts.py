@@ -18,9 +18,9 @@ from rlhf_organic.policy.methods import METHODS, register_method, unregister_met
 from rlhf_organic.recipe import load_recipe, recipe_schema
 from rlhf_organic.reward.data import load_reward_data
 from rlhf_organic.section import Section
-from rlhf_organic.trust.base import SchemeConfig, TrustContext, TrustResult
 from rlhf_organic.trust.config import TrustSection
 from rlhf_organic.trust.data import from_arrays
+from rlhf_organic.trust.scheme import SchemeConfig, TrustContext, TrustResult
 from rlhf_organic.trust.schemes import SCHEMES, register_scheme, unregister_scheme
 from rlhf_organic.trust.stage import run_scheme
 

@@ -1,4 +1,6 @@
-"""Layering: no import cycle inside the package.
+"""Layering: no import cycle inside the package, and the rules that keep the folders' architecture true
+(what may import the simulator, the evaluation package and the shared sequence code; no private names
+across packages).
 
 The graph is read from the source with ``ast``, not by importing: every ``import`` and ``from ... import``
 statement of every module, at module level and inside functions (a function-level import that goes back
@@ -29,9 +31,17 @@ def package_modules(root: Path = ROOT, package: str = PACKAGE) -> dict[str, Path
     return modules
 
 
+def import_target(name: str, path: Path, node: ast.ImportFrom) -> str:
+    """The dotted module a ``from ... import`` statement of module ``name`` (file ``path``) reads from."""
+    if not node.level:
+        return node.module or ""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports_of(name: str, path: Path, modules: dict[str, Path]) -> dict[str, int]:
     """The package's modules that module ``name`` imports anywhere in its file -> the line of the first such import."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: dict[str, int] = {}
 
     def add(target: str, line: int) -> None:
@@ -44,11 +54,7 @@ def imports_of(name: str, path: Path, modules: dict[str, Path]) -> dict[str, int
                 if alias.name in modules:
                     add(alias.name, node.lineno)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = import_target(name, path, node)
             if target != PACKAGE and not target.startswith(PACKAGE + "."):
                 continue
             assert target in modules, f"{path}:{node.lineno}: imports {target}, which is not a module of {PACKAGE}"
@@ -145,7 +151,7 @@ def test_the_graph_sees_relative_function_level_and_submodule_imports():
     assert "rlhf_organic.settings" in graph["rlhf_organic.recipe"]  # from .settings import ... (module level)
     assert "rlhf_organic.settings" in graph["rlhf_organic.trust.config"]  # from ..settings import ... (level 2)
     assert "rlhf_organic.recipe" in graph["rlhf_organic.cli"]  # from .recipe import ... inside a function
-    assert "rlhf_organic.data.sim_text" in graph["rlhf_organic.data.simulate"]  # from . import sim_text
+    assert "rlhf_organic.simulator.text" in graph["rlhf_organic.simulator.simulate"]  # from . import text as sim_text
     assert "rlhf_organic.policy.methods.dpo" in graph["rlhf_organic.policy.methods"]  # __init__: from . import dpo
     assert graph["rlhf_organic.settings"].keys() <= {"rlhf_organic.errors"}  # a leaf: every section imports it
 
@@ -154,3 +160,92 @@ def test_cycles_are_found_and_named():
     graph = {"a": {"b": 1}, "b": {"c": 2}, "c": {"a": 3, "d": 4}, "d": {}, "e": {"f": 5}, "f": {"e": 6}, "g": {"g": 7}}
     assert sorted(cycles(graph)) == [["a", "b", "c", "a"], ["e", "f", "e"]]
     assert cycles({"a": {"b": 1}, "b": {}, "c": {"a": 2, "b": 3}}) == []
+
+
+# ---- the rules that keep the architecture the folders show ---------------------------------------
+
+ENTRY_POINTS = {"rlhf_organic.cli", "rlhf_organic.pipeline", "rlhf_organic.recipe"}  # they wire the stages together
+
+
+def section_of(module: str) -> str:
+    """The package's top-level part a module belongs to: ``rlhf_organic.reward.model`` -> ``rlhf_organic.reward``."""
+    return ".".join(module.split(".")[:2])
+
+
+def importers(graph: dict[str, dict[str, int]], prefix: str) -> dict[str, set[str]]:
+    """Module -> the modules under ``prefix`` it imports, for every module outside ``prefix``."""
+    out: dict[str, set[str]] = {}
+    for name, targets in graph.items():
+        if name == prefix or name.startswith(prefix + "."):
+            continue
+        hit = {t for t in targets if t == prefix or t.startswith(prefix + ".")}
+        if hit:
+            out[name] = hit
+    return out
+
+
+def test_only_the_entry_points_run_the_simulator():
+    """Ingest, trust, reward, policy and evaluation read a simulation folder through its file contract
+    (``simulator.ground_truth``) and never import the generator: the simulator is a source of logs like
+    any other, and training would run the same on real logs."""
+    graph = import_graph()
+    wrong = {name: sorted(hit - {"rlhf_organic.simulator.ground_truth"})
+             for name, hit in importers(graph, "rlhf_organic.simulator").items() if name not in ENTRY_POINTS}
+    wrong = {name: hit for name, hit in wrong.items() if hit}
+    assert not wrong, f"only {sorted(ENTRY_POINTS)} may import the simulator beyond simulator.ground_truth: {wrong}"
+    assert graph["rlhf_organic.simulator.ground_truth"] == {}  # the contract is a leaf
+
+
+def test_training_code_does_not_import_the_evaluation():
+    """Evaluation reads what training wrote, never the other way: only the entry points, the policy stage
+    (which evaluates once training is done) and the report import ``evaluation``."""
+    allowed = ENTRY_POINTS | {"rlhf_organic.policy.stage", "rlhf_organic.reporting.run"}
+    found = importers(import_graph(), "rlhf_organic.evaluation")
+    wrong = {name: sorted(hit) for name, hit in found.items() if name not in allowed}
+    assert not wrong, f"modules that must not import rlhf_organic.evaluation: {wrong}"
+    assert "rlhf_organic.policy.stage" in found  # the rule sees the function-level imports it is about
+
+
+def test_ingest_and_the_data_package_stay_below_the_stages():
+    """``data`` (readers, ingest, privacy) is the bottom stage: it imports no stage above it."""
+    above = ("rlhf_organic.trust", "rlhf_organic.reward", "rlhf_organic.policy", "rlhf_organic.evaluation",
+             "rlhf_organic.simulator", "rlhf_organic.pipeline", "rlhf_organic.reporting")
+    graph = import_graph()
+    wrong = {name: sorted(t for t in targets if section_of(t) in above)
+             for name, targets in graph.items() if section_of(name) == "rlhf_organic.data"}
+    wrong = {name: hit for name, hit in wrong.items() if hit}
+    assert not wrong, f"data/ imports from the stages above it: {wrong}"
+
+
+def test_the_shared_sequence_code_depends_on_no_stage():
+    """Reward, policy and evaluation share ``sequences`` (padding, dialogue formatting, the held-out split):
+    it must not import any of them back, and none of them takes those from another stage."""
+    graph = import_graph()
+    assert set(graph["rlhf_organic.sequences"]) <= {"rlhf_organic.models.tiny"}
+    shared = {"batch_sequences", "pad_left", "pad_right", "format_dialogue", "prompt_text", "held_out", "cut_left"}
+    modules = package_modules()
+    wrong = []
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and import_target(name, path, node) != "rlhf_organic.sequences":
+                taken = shared & {a.name for a in node.names}
+                if taken and import_target(name, path, node).startswith(PACKAGE):
+                    wrong.append(f"{name}:{node.lineno} takes {sorted(taken)} from {import_target(name, path, node)}")
+    assert not wrong, "import the shared sequence code from rlhf_organic.sequences:\n" + "\n".join(wrong)
+
+
+def test_no_module_imports_another_packages_private_names():
+    """A ``_name`` is private to its package (``rlhf_organic.reward``, ``rlhf_organic.settings``, ...): what
+    another package needs is made public where it belongs, not reached into."""
+    wrong = []
+    for name, path in package_modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            target = import_target(name, path, node)
+            if not target.startswith(PACKAGE) or section_of(target) == section_of(name):
+                continue
+            private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+            if private:
+                wrong.append(f"{name}:{node.lineno} imports {private} from {target}")
+    assert not wrong, "private names imported across packages:\n" + "\n".join(wrong)

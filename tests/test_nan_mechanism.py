@@ -92,7 +92,8 @@ def test_a_zero_embedding_first_token_makes_lora_gradients_nan(deep_base):
 
 
 def test_policy_prompts_cut_from_the_left_keep_their_start_and_train_finitely(deep_base):
-    from rlhf_organic.policy.model import encode_prompts, prompt_text
+    from rlhf_organic.policy.model import encode_prompts
+    from rlhf_organic.sequences import prompt_text
 
     policy = _policy(deep_base)
     tok, eos = policy.tokenizer, policy.tokenizer.eos_token_id
@@ -110,7 +111,8 @@ def test_policy_prompts_cut_from_the_left_keep_their_start_and_train_finitely(de
 def test_reward_sequences_cut_from_the_left_keep_their_start(deep_base):
     from transformers import AutoTokenizer
 
-    from rlhf_organic.reward.model import encode, format_dialogue
+    from rlhf_organic.reward.model import encode
+    from rlhf_organic.sequences import format_dialogue
 
     tok = AutoTokenizer.from_pretrained(deep_base)
     context = _long_context()
@@ -127,7 +129,8 @@ def test_realistic_size_trains_finitely_with_cut_prompts(tmp_path):
     and the new cut's finite gradient, in one forward and backward each (about a minute)."""
     from rlhf_organic.models.random_init import save_random_llama
     from rlhf_organic.models.tiny import train_tokenizer
-    from rlhf_organic.policy.model import encode_prompts, prompt_text
+    from rlhf_organic.policy.model import encode_prompts
+    from rlhf_organic.sequences import prompt_text
 
     tokenizer = train_tokenizer([" ".join(WORDS)] * 20, vocab_size=300)
     tokenizer.chat_template = TEMPLATE

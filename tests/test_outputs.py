@@ -45,7 +45,7 @@ def _dataset(tmp_path: Path) -> Path:
 # ---------------------------------------------------------------- what overwrite may delete
 
 def test_every_output_folder_carries_the_marker(tmp_path):
-    from rlhf_organic.data.simulate import preset_config, simulate
+    from rlhf_organic.simulator.simulate import preset_config, simulate
     from rlhf_organic.trust.config import TrustSection
     from rlhf_organic.trust.stage import compute_trust
 
@@ -118,7 +118,7 @@ def test_reward_score_replaces_only_a_score_file(tmp_path):
 
 
 def test_simulate_overwrites_only_its_own_simulation(tmp_path):
-    from rlhf_organic.data.simulate import preset_config, simulate
+    from rlhf_organic.simulator.simulate import preset_config, simulate
 
     project = tmp_path / "project"
     write_lines(project / "logs" / "real.jsonl", [bb3x_conversation()])

@@ -105,7 +105,7 @@ def test_reuse_from_a_sibling_run_links_and_never_deletes_the_donor(tmp_path):
 
 
 def test_files_source_fingerprint_follows_the_input_files(tmp_path):
-    from rlhf_organic.data.simulate import preset_config, simulate
+    from rlhf_organic.simulator.simulate import preset_config, simulate
 
     simulate(preset_config("tiny", users=12), tmp_path / "sim", progress=False)
     path = tmp_path / "f.yaml"

@@ -14,11 +14,12 @@ from rlhf_organic.models.loading import BaseModelError
 from rlhf_organic.models.tiny import save_tiny
 from rlhf_organic.policy.config import PolicySection, settings_from_cli
 from rlhf_organic.policy.methods import METHODS
-from rlhf_organic.policy.model import attach_reward, batch_sequences, build_policy
+from rlhf_organic.policy.model import attach_reward, build_policy
 from rlhf_organic.policy.train import MethodRun
 from rlhf_organic.reward.data import load_reward_data, split
 from rlhf_organic.reward.model import load_reward_model
 from rlhf_organic.reward.train import score
+from rlhf_organic.sequences import batch_sequences
 from rlhf_organic.training import Objective
 
 TWO_STEPS = {"train": {"batch_size": 4, "max_items": 8, "lr": 0.05}, "eval": {"contexts": 4, "sampling": {"max_new_tokens": 8}},
@@ -187,7 +188,8 @@ def test_reference_is_the_base_with_the_adapter_off(sim):
                 p.normal_(0, 0.5)
     prompts, completions = [[5, 6, 7], [8, 9]], [[10, 11, 2], [12, 2]]
     plain = AutoModelForCausalLM.from_pretrained(sim / "base")
-    from rlhf_organic.policy.model import batch_sequences, completion_logps
+    from rlhf_organic.policy.model import completion_logps
+    from rlhf_organic.sequences import batch_sequences
 
     ids, mask, comp = batch_sequences(prompts, completions, policy.pad_id)
     expected = completion_logps(plain(input_ids=ids, attention_mask=mask).logits, ids, comp)
@@ -252,7 +254,8 @@ def test_kto_without_thumbs_is_a_clear_error(sim):
 
 def test_a_base_without_chat_template_gets_the_default_with_a_warning(sim):
     from rlhf_organic.models.loading import load_tokenizer
-    from rlhf_organic.policy.model import ensure_chat_template, prompt_text
+    from rlhf_organic.policy.model import ensure_chat_template
+    from rlhf_organic.sequences import prompt_text
 
     tokenizer = load_tokenizer(str(sim / "base"))
     tokenizer.chat_template = None

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rlhf_organic.losses import cringe, dpo, kto, token_nll
-from rlhf_organic.policy.model import batch_sequences, completion_logps, token_logps
+from rlhf_organic.policy.model import completion_logps, token_logps
+from rlhf_organic.sequences import batch_sequences
 
 LN2 = math.log(2)
 
@@ -282,7 +283,8 @@ def test_selective_logps_equals_log_softmax_gather_with_the_same_gradient(monkey
 
 
 def test_completion_window_covers_every_completion_token_and_no_more():
-    from rlhf_organic.policy.model import batch_sequences, completion_window
+    from rlhf_organic.policy.model import completion_window
+    from rlhf_organic.sequences import batch_sequences
 
     _, _, comp = batch_sequences([[1, 2, 3, 4], [1, 2]], [[5, 6], [7, 8, 9]], pad_id=0)
     # row 0 completes at positions 4-5, row 1 at 2-4: predicted by columns 3-4 and 1-3

@@ -29,8 +29,8 @@ from rlhf_organic.data.privacy import (
     show_user_text,
 )
 from rlhf_organic.data.schema import OUTPUT_TABLES
-from rlhf_organic.data.simulate import preset_config, simulate
 from rlhf_organic.errors import RecipeError, UserError
+from rlhf_organic.simulator.simulate import preset_config, simulate
 
 from conftest import bb3x_conversation, write_lines
 
@@ -342,7 +342,7 @@ FREE_TEXT = ["Jane Doe 555-0199 Springfield", "my son Tom Baker died last week",
 
 def test_only_the_formats_reason_labels_are_printed_the_rest_is_counted():
     from rlhf_organic.data.reasons import KNOWN_REASONS, NONE_GIVEN, known_reason, public_reasons
-    from rlhf_organic.data.simulate import DISLIKE_REASONS
+    from rlhf_organic.simulator.simulate import DISLIKE_REASONS
 
     assert set(DISLIKE_REASONS) <= set(KNOWN_REASONS)  # what the simulator writes is never hidden
     for spelling in ("off_topic", "Off-Topic", "off topic", " looks-like-spam ", "rude/inappropriate", "OTHER"):

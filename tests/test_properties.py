@@ -62,10 +62,10 @@ from rlhf_organic.data.ingest import ingest
 from rlhf_organic.data.readers import READERS
 from rlhf_organic.data.sources import Chunk
 from rlhf_organic.errors import InputError, RecipeError, UserError
-from rlhf_organic.trust.base import TrustContext
 from rlhf_organic.trust.config import TrustSection, settings_from_cli
 from rlhf_organic.trust.data import from_arrays
 from rlhf_organic.trust.reference import ReferenceConfig
+from rlhf_organic.trust.scheme import TrustContext
 from rlhf_organic.trust.schemes import SCHEMES
 from rlhf_organic.trust.stage import compute_trust, run_scheme
 

@@ -14,9 +14,10 @@ from rlhf_organic.errors import RecipeError, UserError
 from rlhf_organic.models.loading import BaseModelError, load_base
 from rlhf_organic.reward import evaluate as ev
 from rlhf_organic.reward.data import RewardDataError, load_reward_data
+from rlhf_organic.reward.items import make_items, tokenizer_texts
 from rlhf_organic.reward.model import build_reward_model, load_reward_model, pool
 from rlhf_organic.reward.spec import load_spec
-from rlhf_organic.reward.stage import _tokenizer_texts, make_items, train_reward
+from rlhf_organic.reward.stage import train_reward
 from rlhf_organic.reward.train import Items, batch_order, score, train
 
 FAST = ["tiny.hidden=32", "max_length=64", "train.epochs=1", "train.batch_size=32"]
@@ -38,7 +39,7 @@ def simulated(tmp_path_factory):
 def _model(simulated, tmp_path, *sets):
     spec = load_spec("tiny", sets=FAST + list(sets))
     data = load_reward_data(simulated / "ds", simulated / "trust")
-    model, tokenizer = build_reward_model(spec, tmp_path, _tokenizer_texts(data, 0))
+    model, tokenizer = build_reward_model(spec, tmp_path, tokenizer_texts(data, 0))
     return spec, data, model, tokenizer
 
 
@@ -217,7 +218,7 @@ def test_recipe_reward_section_is_validated_at_load(tmp_path):
 
 def test_dialogue_text_falls_back_when_the_base_template_refuses_the_turn_order():
     from rlhf_organic.models.tiny import train_tokenizer
-    from rlhf_organic.reward.model import format_dialogue
+    from rlhf_organic.sequences import format_dialogue
 
     tokenizer = train_tokenizer(["hello there", "how are you"], vocab_size=300)
     tokenizer.chat_template = ("{% if messages[0]['role'] != 'user' %}{{ raise_exception('roles must alternate') }}{% endif %}"

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rlhf_organic.data.ingest import ingest
-from rlhf_organic.data.simulate import PRESETS, USER_TYPES, SimConfig, _user_types, preset_config, simulate
+from rlhf_organic.simulator.simulate import PRESETS, USER_TYPES, SimConfig, _user_types, preset_config, simulate
 
 
 def _run(tmp_path, name="sim", **settings):
@@ -153,7 +153,7 @@ def test_existing_simulation_needs_overwrite(tmp_path):
 
 
 def test_simulation_is_moved_in_when_complete_and_overwrite_keeps_other_files(tmp_path):
-    from rlhf_organic.data.simulate import preset_config, simulate
+    from rlhf_organic.simulator.simulate import preset_config, simulate
 
     out = tmp_path / "sim"
     simulate(preset_config("tiny", users=12, files=3), out, progress=False)

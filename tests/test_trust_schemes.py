@@ -14,13 +14,13 @@ import pytest
 from scipy.stats import beta as beta_dist
 
 from rlhf_organic.data.ingest import ingest
-from rlhf_organic.data.simulate import preset_config, simulate
 from rlhf_organic.errors import UserError
-from rlhf_organic.trust.base import TrustContext, agreement, beta_posterior_mean, beta_prior, beta_prob_above
+from rlhf_organic.simulator.simulate import preset_config, simulate
 from rlhf_organic.trust.config import TrustSection, settings_from_cli
 from rlhf_organic.trust.data import from_arrays, load_feedback
 from rlhf_organic.trust.metrics import precision_recall, roc_auc, trust_metrics
 from rlhf_organic.trust.reference import NgramClassifier, ReferenceConfig, held_out_probabilities, user_folds
+from rlhf_organic.trust.scheme import TrustContext, agreement, beta_posterior_mean, beta_prior, beta_prob_above
 from rlhf_organic.trust.schemes import (
     SCHEMES,
     bayesian,
@@ -447,7 +447,7 @@ def test_every_scheme_on_data_without_feedback_gives_empty_weights_or_a_clear_er
 
 
 def test_an_invalid_trust_or_weight_array_is_caught():
-    from rlhf_organic.trust.base import TrustResult
+    from rlhf_organic.trust.scheme import TrustResult
     from rlhf_organic.trust.stage import _check
 
     with pytest.raises(RuntimeError, match="invalid trust"):

@@ -1,4 +1,5 @@
-"""Organic feedback data: readers for each source format, the columnar dataset, the simulator."""
+"""Organic feedback data: readers for each source format, the columnar dataset (the simulator that writes
+logs to read is its own package, ``rlhf_organic.simulator``)."""
 
 # The ingest formats, here (not in readers/) so the CLI and recipes can name them without importing
 # pyarrow; tests check this list against the reader registry.

@@ -2,9 +2,9 @@
 base with the adapter switched off, and optionally the reward model as a second adapter ("reward") +
 its score head on that same base.
 
-Sequences are always built unpadded (prompt ids + completion ids) and right-padded for a forward pass,
-so positions are the same in training, reference and evaluation passes. Generation pads prompts on
-the left (a decoder continues from the last position).
+Sequences are always built unpadded (prompt ids + completion ids) and right-padded for a forward pass
+(``sequences.batch_sequences``), so positions are the same in training, reference and evaluation passes.
+Generation pads prompts on the left (``sequences.pad_left``: a decoder continues from the last position).
 """
 
 from __future__ import annotations
@@ -19,25 +19,13 @@ import torch
 
 from ..models.loading import BaseModelError, compute_autocast, load_base, load_tokenizer
 from ..models.tiny import CHAT_TEMPLATE
-from ..sequences import cut_left
+from ..sequences import batch_sequences, cut_left, pad_left, pad_right, prompt_text
 
 POLICY = "default"  # PEFT's name for the first adapter
 REWARD = "reward"
 
 
 # ---- text and token ids -------------------------------------------------------------------------
-
-
-def prompt_text(tokenizer, context) -> str:
-    """The context as a generation prompt in the base's chat format (a role-tagged default if it has none
-    or its template rejects the turns, e.g. two user turns in a row, common in organic logs)."""
-    messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in (context if context is not None else [])]
-    if tokenizer.chat_template:
-        try:
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        except Exception:  # noqa: BLE001 - any template error: fall back below
-            pass
-    return tokenizer.apply_chat_template(messages, chat_template=CHAT_TEMPLATE, tokenize=False, add_generation_prompt=True)
 
 
 def ensure_chat_template(tokenizer, log=print) -> None:
@@ -59,20 +47,6 @@ def encode_completions(tokenizer, responses, max_length: int) -> list[list[int]]
     """Reply ids + EOS, cut from the right (a reply is judged from its start)."""
     ids = tokenizer([str(r) for r in responses], add_special_tokens=False)["input_ids"]
     return [(c + [tokenizer.eos_token_id])[:max_length] for c in ids]
-
-
-def batch_sequences(prompts: list[list[int]], completions: list[list[int]], pad_id: int, device="cpu"):
-    """Right-padded (input_ids, attention_mask, completion_mask) of prompt + completion rows."""
-    rows = [p + c for p, c in zip(prompts, completions)]
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    completion = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (p, c) in enumerate(zip(prompts, completions)):
-        ids[i, : len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
-        mask[i, : len(p) + len(c)] = 1
-        completion[i, len(p): len(p) + len(c)] = 1
-    return ids.to(device), mask.to(device), completion.to(device)
 
 
 def token_logps(logits: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -208,13 +182,8 @@ class PolicyModel:
         ``reference`` samples from the base. With ``n`` > 1 the prompts are run through the model once and
         their key/value cache copied ``n`` times (``reuse_prompt_cache``), instead of ``n`` prefills."""
         eos = self.tokenizer.eos_token_id
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
+        ids, mask = pad_left(prompts, self.pad_id, self.device)
+        width = ids.shape[1]
         if seed is not None:
             torch.manual_seed(seed)
         kwargs = dict(max_new_tokens=max_new_tokens, pad_token_id=self.pad_id, eos_token_id=eos)
@@ -306,7 +275,6 @@ class PolicyModel:
     def reward_scores(self, contexts, responses, batch_size: int = 64) -> np.ndarray:
         """The reward model's score of each (context, response)."""
         from ..reward.model import encode, pool
-        from ..reward.train import pad
 
         if self._separate_reward is not None:
             from ..reward.train import score
@@ -323,7 +291,7 @@ class PolicyModel:
         try:
             with self._adapter(REWARD):
                 for start in range(0, len(sequences), batch_size):
-                    ids, mask = pad(sequences[start: start + batch_size], self.pad_id, self.device)
+                    ids, mask = pad_right(sequences[start: start + batch_size], self.pad_id, self.device)
                     with compute_autocast(self.peft, self.reward_meta.get("precision", "auto")):  # as the reward model was trained
                         hidden = backbone(input_ids=ids, attention_mask=mask).last_hidden_state
                     out = self.reward_head(pool(hidden, mask, self.reward_meta["pooling"]).to(self.reward_head.weight.dtype))

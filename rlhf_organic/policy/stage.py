@@ -53,16 +53,16 @@ def train_policy(
     """Train ``section.method`` on ``dataset`` (weights from ``trust`` when ``section.weighted``) into ``out``.
 
     ``reward``: a reward-model folder (needed by on-policy DPO and iterative Cringe; also scores the
-    evaluation). ``judge``: a clean-judge folder (``judge.train_judge``) for the clean metrics.
+    evaluation). ``judge``: a clean-judge folder (``evaluation.judge.train_judge``) for the clean metrics.
     ``show_user_text``: print the logged conversations' text in ``samples.md`` (default: hidden; a run
     of a recipe rewrites it as ``output.show_user_text`` says).
     """
     import torch
 
-    from .base import build_tiny_base
-    from .evaluate import eval_contexts, evaluate_policy, samples_markdown
-    from .judge import Judge
+    from ..evaluation.judge import Judge
+    from ..evaluation.policy import eval_contexts, evaluate_policy, samples_markdown
     from .model import attach_reward, build_policy
+    from .tiny_base import build_tiny_base
 
     dataset, out = Path(dataset), Path(out)
     trust = Path(trust) if (trust is not None and section.weighted) else None

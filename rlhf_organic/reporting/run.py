@@ -133,7 +133,7 @@ def _rewrite_samples(folder: Path, recipe) -> None:
         return  # a stage reused from a sibling run keeps its own
     import pandas as pd
 
-    from ..policy.evaluate import samples_markdown
+    from ..evaluation.policy import samples_markdown
 
     text = samples_markdown(pd.read_parquet(samples), recipe.policy.eval.samples_shown, show_user_text=show_user_text(recipe))
     (folder / "samples.md").write_text(text, encoding="utf-8")

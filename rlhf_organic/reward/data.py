@@ -9,7 +9,6 @@ chosen by a seeded hash of the id, so it does not move when other rows are added
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import UserError
+from ..sequences import held_out
 
 POINT_COLUMNS = ["example_id", "conversation_id", "user_id", "context", "response", "thumbs", "dislike_reason"]
 PAIR_COLUMNS = ["preference_id", "user_id", "context", "chosen", "rejected"]
@@ -35,17 +35,6 @@ class RewardData:
 
     def __len__(self) -> int:
         return len(self.point) + len(self.pairs)
-
-
-def held_out(ids: pd.Series, fraction: float, seed: int) -> np.ndarray:
-    """True for the ids in the evaluation split: a stable hash of (seed, id) below ``fraction``."""
-    if fraction <= 0:
-        return np.zeros(len(ids), bool)
-    salt = str(seed).encode()
-    unit = np.array(
-        [int.from_bytes(hashlib.blake2b(salt + str(i).encode(), digest_size=8).digest(), "big") / 2**64 for i in ids]
-    )
-    return unit < fraction
 
 
 def _read(path: Path, columns: list[str], filters=None) -> pd.DataFrame:

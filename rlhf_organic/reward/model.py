@@ -18,23 +18,11 @@ import torch
 from torch import nn
 
 from ..models.loading import compute_autocast, is_decoder, load_base, load_tokenizer
-from ..models.tiny import CHAT_TEMPLATE, save_tiny
-from ..sequences import cut_left
+from ..models.tiny import save_tiny
+from ..sequences import cut_left, format_dialogue
 from .spec import RewardSpec
 
 META_FILE = "reward_model.json"
-
-
-def format_dialogue(tokenizer, context, response: str) -> str:
-    """The text a reward model reads: the context turns and the response, in the base's chat format."""
-    messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in (context if context is not None else [])]
-    messages.append({"role": "assistant", "content": response})
-    if tokenizer.chat_template:
-        try:
-            return tokenizer.apply_chat_template(messages, tokenize=False)
-        except Exception:  # noqa: BLE001 - e.g. templates that insist on user/assistant alternation
-            pass  # organic contexts can open with the bot, or hold two user turns in a row
-    return tokenizer.apply_chat_template(messages, chat_template=CHAT_TEMPLATE, tokenize=False)
 
 
 def encode(tokenizer, contexts, responses, max_length: int) -> list[list[int]]:

@@ -16,7 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 from ..errors import RecipeError
 from ..models.loading import DType, HubKernels, Quantization
 from ..section import MICRO_BATCH_HELP, PRECISION_HELP, MicroBatchSize, Precision, Section
-from ..settings import _key_lines, apply_overrides, parse_overrides, set_by, typed_overrides, validation_problems
+from ..settings import apply_overrides, key_lines, parse_overrides, set_by, typed_overrides, validation_problems
 
 SPEC_DIRS = (Path("reward_models"), Path(__file__).resolve().parents[2] / "reward_models")
 
@@ -177,7 +177,7 @@ def _spec_locator(path: Path, text: str, items: dict[tuple, str], locate_item):
     """``locate`` for a spec file with ``items`` (key path -> text) applied on top: a problem an item set
     or created goes to ``locate_item(loc, text)``, a problem of the whole spec to the item (when there is
     one: it changed the spec), the rest to the spec file and line."""
-    lines = _key_lines(text)
+    lines = key_lines(text)
 
     def locate(loc: tuple) -> tuple[str, str]:
         item = set_by(loc, items, lines)

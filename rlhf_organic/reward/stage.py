@@ -23,49 +23,15 @@ from .. import distributed, fsdp
 from ..atomic import atomic_dir, check_free, overlap
 from ..errors import UserError
 from ..models.loading import check_bf16
+from ..sequences import held_out
+from ..simulator.ground_truth import EXAMPLES, PREFERENCES, USERS, truth_file
 from . import evaluate as ev
 from .card import model_card
-from .data import RewardData, RewardDataError, held_out, load_reward_data, reason_targets, reason_vocabulary, split
+from .data import RewardData, RewardDataError, load_reward_data, reason_vocabulary, split
+from .items import make_items, tokenizer_texts
 from .model import build_reward_model, encode, load_reward_model, save_reward_model
 from .spec import RewardSpec
-from .train import Items, score, train
-
-TOKENIZER_TEXTS = 50_000  # texts a tiny base's tokenizer is trained on, at most
-
-
-def make_items(tokenizer, data: RewardData, spec: RewardSpec, reasons: list[str]) -> Items:
-    point, pairs = data.point, data.pairs
-    items = Items(
-        point_ids=encode(tokenizer, point["context"], point["response"], spec.max_length) if len(point) else [],
-        point_label=point["label"].to_numpy(np.float32),
-        point_weight=point["weight"].to_numpy(np.float64),
-        chosen_ids=encode(tokenizer, pairs["context"], pairs["chosen"], spec.max_length) if len(pairs) else [],
-        rejected_ids=encode(tokenizer, pairs["context"], pairs["rejected"], spec.max_length) if len(pairs) else [],
-        pair_weight=pairs["weight"].to_numpy(np.float64),
-    )
-    if reasons:
-        items.point_reasons, items.point_has_reason = reason_targets(point, reasons)
-    return items
-
-
-def _tokenizer_texts(data: RewardData, seed: int) -> list[str]:
-    texts = list(data.point["response"]) + list(data.pairs["chosen"]) + list(data.pairs["rejected"])
-    for context in list(data.point["context"]) + list(data.pairs["context"]):
-        texts.extend(str(m["content"]) for m in (context if context is not None else []))
-    if len(texts) > TOKENIZER_TEXTS:
-        keep = np.random.default_rng(seed).choice(len(texts), TOKENIZER_TEXTS, replace=False)
-        texts = [texts[i] for i in keep]
-    return texts
-
-
-def _truth_file(ground_truth: Path | None, name: str) -> Path | None:
-    """A ground-truth file: ``name`` in the simulation folder ``ground_truth``, or beside the users file
-    ``ground_truth`` (which is itself the users file, whatever its name)."""
-    if ground_truth is None:
-        return None
-    if ground_truth.is_dir():
-        return ground_truth / name
-    return ground_truth if name == "ground_truth.parquet" else ground_truth.parent / name
+from .train import score, train
 
 
 def _user_groups(trust_dir: Path | None, ground_truth: Path | None) -> dict[str, dict]:
@@ -74,7 +40,7 @@ def _user_groups(trust_dir: Path | None, ground_truth: Path | None) -> dict[str,
     if trust_dir is not None and (trust_dir / "users.parquet").is_file():
         users = pq.read_table(trust_dir / "users.parquet", columns=["user_id", "trust"]).to_pandas()
         groups["trust"] = dict(zip(users["user_id"], np.where(users["trust"] >= 0.5, "trusted", "distrusted")))
-    users_file = _truth_file(ground_truth, "ground_truth.parquet")
+    users_file = truth_file(ground_truth, USERS)
     if users_file is not None:
         if not users_file.is_file():
             raise UserError(f"ground truth not found: {users_file}")
@@ -94,10 +60,10 @@ def _clean_examples(dataset: Path, ground_truth: Path | None, fraction: float, s
     from ..trust.data import gold_labels
 
     path = dataset / "examples.parquet"
-    truth_file = _truth_file(ground_truth, "ground_truth_examples.parquet")
-    if truth_file is not None and truth_file.is_file():
+    examples_file = truth_file(ground_truth, EXAMPLES)
+    if examples_file is not None and examples_file.is_file():
         ids = pq.read_table(path, columns=["example_id", "conversation_id"]).to_pandas()
-        truth = pq.read_table(truth_file, columns=["example_id", "is_good"]).to_pandas()
+        truth = pq.read_table(examples_file, columns=["example_id", "is_good"]).to_pandas()
         labelled = ids.merge(truth, on="example_id").rename(columns={"is_good": "clean_label"})
         source = "simulator"
     else:
@@ -135,7 +101,7 @@ def evaluate_model(model, tokenizer, eval_data: RewardData, spec: RewardSpec, da
         metrics["pairwise"] = ev.pairwise_metrics(c, r)
         for name, of_user in groups.items():
             metrics[f"pairwise_by_{name}"] = ev.by_group(pairs["user_id"].map(of_user).fillna("unknown"), ev.pairwise_metrics, c, r)
-        prefs_file = _truth_file(ground_truth, "ground_truth_preferences.parquet")
+        prefs_file = truth_file(ground_truth, PREFERENCES)
         if prefs_file is not None and prefs_file.is_file():
             truth = pq.read_table(prefs_file, columns=["preference_id", "correct"]).to_pandas()
             correct = pairs["preference_id"].map(dict(zip(truth["preference_id"], truth["correct"])))
@@ -189,7 +155,7 @@ def train_reward(
         f"({len(eval_data.point)} and {len(eval_data.pairs)} held out), "
         f"{'weighted by ' + str(trust) if trust else 'uniform weights'}; base {spec.base}")
     with atomic_dir(out, kind="reward model") as tmp:
-        model, tokenizer = build_reward_model(spec, tmp, _tokenizer_texts(train_data, seed) if spec.base == "tiny" else None,
+        model, tokenizer = build_reward_model(spec, tmp, tokenizer_texts(train_data, seed) if spec.base == "tiny" else None,
                                               reasons, seed)
         items = make_items(tokenizer, train_data, spec, reasons)
         prepared = time.perf_counter()

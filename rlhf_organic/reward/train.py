@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..losses import bradley_terry, pointwise_bce, reason_bce
+from ..sequences import pad_right
 from ..training import Objective, epoch_steps, fit, step_plan
 from .spec import LossMix, TrainSettings
 
@@ -57,17 +58,6 @@ def batch_order(items: Items, batch_size: int, group_by_length: bool, rng: np.ra
     return epoch_steps(np.array([items.length(i) for i in range(len(items))]), batch_size, group_by_length, rng)
 
 
-def pad(sequences: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids and attention mask."""
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, s in enumerate(sequences):
-        ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[row, : len(s)] = 1
-    return ids.to(device), mask.to(device)
-
-
 def objective(model, items: Items, mix: LossMix, pad_id: int) -> Objective:
     """The mixed loss as an ``Objective``: each term's weighted sum over a micro-batch, divided by the
     weight sum of the term's items in the whole step."""
@@ -90,7 +80,7 @@ def objective(model, items: Items, mix: LossMix, pad_id: int) -> Objective:
     def loss(step, total: dict) -> tuple[torch.Tensor, dict]:
         point, pair = split(step)
         sequences = [items.point_ids[i] for i in point] + [items.chosen_ids[j] for j in pair] + [items.rejected_ids[j] for j in pair]
-        ids, mask = pad(sequences, pad_id, device)
+        ids, mask = pad_right(sequences, pad_id, device)
         scores, reason_logits = model(ids, mask)
         value = scores.sum() * 0.0
         parts = {}
@@ -147,7 +137,7 @@ def score(model, sequences: list[list[int]], pad_id: int, batch_size: int = 64, 
     order = np.argsort([len(s) for s in sequences], kind="stable")
     for start in range(0, len(order), batch_size):
         rows = order[start: start + batch_size]
-        ids, mask = pad([sequences[i] for i in rows], pad_id, device)
+        ids, mask = pad_right([sequences[i] for i in rows], pad_id, device)
         s, r = model(ids, mask)
         scores[rows] = s.float().cpu().numpy()
         reasons[rows] = r.float().cpu().numpy()

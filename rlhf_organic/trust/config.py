@@ -11,8 +11,8 @@ from pydantic import Field, create_model
 from ..contracts import set_fields
 from ..section import Section
 from ..settings import apply_overrides, parse_overrides, typed_overrides, validate_settings
-from .base import SchemeConfig
 from .reference import ReferenceConfig
+from .scheme import SchemeConfig
 from .schemes import SCHEMES
 
 

@@ -21,12 +21,13 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_dir, check_free
 from ..errors import UserError
-from .base import TrustContext, TrustResult
+from ..simulator.ground_truth import EXAMPLES, USERS, truth_file
 from .config import TrustSection
 from .data import FeedbackData, load_feedback
 from .metrics import trust_metrics
 from .plot import plot_trust
 from .reference import NgramClassifier
+from .scheme import TrustContext, TrustResult
 from .schemes import SCHEMES
 
 MIN_GOLD_PER_CLASS = 10  # clean labels of each class needed before thresholds are chosen on them
@@ -97,7 +98,7 @@ def load_ground_truth(path: str | Path, data: FeedbackData) -> dict:
     adds the example-level numbers.
     """
     path = Path(path)
-    users_file = path / "ground_truth.parquet" if path.is_dir() else path
+    users_file = truth_file(path, USERS)
     if not users_file.is_file():
         raise UserError(f"ground truth not found: {users_file}")
     table = pq.read_table(users_file)
@@ -111,7 +112,7 @@ def load_ground_truth(path: str | Path, data: FeedbackData) -> dict:
     if "user_type" in table.column_names:
         types = np.asarray(table.column("user_type").to_pylist(), dtype=object)
         truth["user_type"] = np.where(rows >= 0, types[np.maximum(rows, 0)] if len(types) else None, "unknown")
-    examples_file = users_file.parent / "ground_truth_examples.parquet"
+    examples_file = truth_file(path, EXAMPLES)
     if examples_file.is_file():
         ex = pq.read_table(examples_file, columns=["example_id", "corrupted"])
         corrupted = dict(zip(ex.column("example_id").to_pylist(), ex.column("corrupted").to_pylist()))

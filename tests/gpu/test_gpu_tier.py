@@ -219,7 +219,7 @@ def prompts_of(policy, data: RewardData, n: int, max_length: int = 48):
 def assert_finite_logits(policy, prompts, row: dict) -> None:
     """The policy's and the reference's logits on ``prompts`` are finite (a clearer failure than sampling's
     device-side assert); their largest magnitude goes into the report."""
-    from rlhf_organic.policy.model import batch_sequences
+    from rlhf_organic.sequences import batch_sequences
 
     ids, mask, _ = batch_sequences(prompts, [[policy.tokenizer.eos_token_id]] * len(prompts), policy.pad_id, policy.device)
     for reference in (False, True):
@@ -287,9 +287,9 @@ def test_sampling_from_the_4bit_policy_gives_finite_decodable_replies(sim, base,
 
 
 def test_reward_model_trains_as_qlora_moving_only_its_lora_and_head(sim, base, reward, tmp_path, measured):
+    from rlhf_organic.reward.items import make_items
     from rlhf_organic.reward.model import build_reward_model
     from rlhf_organic.reward.spec import load_spec
-    from rlhf_organic.reward.stage import make_items
     from rlhf_organic.reward.train import train
 
     metrics = json.loads((reward / "metrics.json").read_text())
@@ -445,7 +445,8 @@ def exported(sim, base, tmp_path_factory):
 
 
 def logps_of(model, e) -> torch.Tensor:
-    from rlhf_organic.policy.model import batch_sequences, completion_logps
+    from rlhf_organic.policy.model import completion_logps
+    from rlhf_organic.sequences import batch_sequences
 
     device = next(model.parameters()).device
     ids, mask, comp = batch_sequences(e["prompts"], e["completions"], 0, device)

@@ -46,8 +46,8 @@ def train(run: MethodRun) -> dict:
     import torch
 
     from ...losses import cringe, token_nll, token_weight_sum
+    from ...sequences import batch_sequences
     from ...training import Objective, plan_length
-    from ..model import batch_sequences
     from ..train import completion_tokens, weights_tensor
 
     cfg, policy = run.config, run.policy

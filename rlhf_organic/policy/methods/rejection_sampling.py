@@ -76,8 +76,8 @@ def train(run: MethodRun) -> dict:
     import pandas as pd
 
     from ...losses import token_mean, token_weight_sum
+    from ...sequences import batch_sequences
     from ...training import Objective, plan_length
-    from ..model import batch_sequences
     from ..train import completion_tokens, weights_tensor
     from .ppo import context_pool
 

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from ...contracts import SchemeContract
-from ..base import SchemeConfig, TrustResult, agreement, beta_posterior_mean, beta_prior, beta_prob_above
+from ..scheme import SchemeConfig, TrustResult, agreement, beta_posterior_mean, beta_prior, beta_prob_above
 
 NAME = "bayesian"
 DESCRIPTION = "posterior agreement of a Beta-binomial model per user, shrunk toward the population"

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from ...contracts import SchemeContract
-from ..base import SchemeConfig, TrustResult, agreement, beta_prior, beta_prob_above
+from ..scheme import SchemeConfig, TrustResult, agreement, beta_prior, beta_prob_above
 
 NAME = "combined"
 DESCRIPTION = "agreement (Beta-binomial) x own-message safety flags, then a refitted per-label check"

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from ...contracts import SchemeContract
-from ..base import SchemeConfig, TrustResult
+from ..scheme import SchemeConfig, TrustResult
 
 NAME = "crowd"
 DESCRIPTION = "one-coin Dawid-Skene over items several users judged (plus the reference as a rater)"

@@ -7,7 +7,7 @@ least ``threshold``. A user's trust is the share of their labels kept (1 without
 from pydantic import Field
 
 from ...contracts import SchemeContract
-from ..base import SchemeConfig, TrustResult, agreement, hard
+from ..scheme import SchemeConfig, TrustResult, agreement, hard
 
 NAME = "per_example"
 DESCRIPTION = "drop labels the k-fold reference disagrees with"

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from ...contracts import SchemeContract
-from ..base import SchemeConfig, TrustResult, agreement, hard
+from ..scheme import SchemeConfig, TrustResult, agreement, hard
 
 NAME = "per_user"
 DESCRIPTION = "drop users whose labels disagree with the k-fold reference too often"

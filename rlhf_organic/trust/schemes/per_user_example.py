@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import Field
 
 from ...contracts import SchemeContract
-from ..base import SchemeConfig, TrustResult, agreement, hard
+from ..scheme import SchemeConfig, TrustResult, agreement, hard
 from .per_user import disagreement_rate
 
 NAME = "per_user_example"

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import Field
 
 from ...contracts import SchemeContract
-from ..base import SchemeConfig, TrustResult, hard
+from ..scheme import SchemeConfig, TrustResult, hard
 
 NAME = "safety_filter"
 DESCRIPTION = "0 for users (or conversations) with a message flagged unsafe, as the BB3x loader does"

@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import Field
 
 from ...contracts import SchemeContract
-from ..base import SchemeConfig, TrustResult, agreement, hard
+from ..scheme import SchemeConfig, TrustResult, agreement, hard
 
 NAME = "soft_purr"
 DESCRIPTION = "Soft PURR: a label's agreement mixed with its user's mean agreement on other labels"

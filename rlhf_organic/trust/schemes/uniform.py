@@ -3,7 +3,7 @@
 import numpy as np
 
 from ...contracts import SchemeContract
-from ..base import SchemeConfig, TrustResult
+from ..scheme import SchemeConfig, TrustResult
 
 NAME = "uniform"
 DESCRIPTION = "everyone 1 (standard training)"

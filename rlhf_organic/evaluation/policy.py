@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from ..reward.data import held_out
-from .model import PolicyModel, batch_sequences, encode_prompts
+from ..policy.model import PolicyModel, encode_prompts
+from ..sequences import batch_sequences, held_out
 
 
 def eval_contexts(dataset: Path, fraction: float, seed: int, n: int) -> pd.DataFrame:

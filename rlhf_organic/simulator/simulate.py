@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .. import atomic
 from ..errors import UserError
 from ..settings import did_you_mean
-from . import sim_text
+from . import ground_truth, text as sim_text
 
 UserType = Literal[
     "helper", "troll", "master_troll", "lazy_troll", "safe_troll", "unsafe_troll", "gaslight_troll"
@@ -434,10 +434,10 @@ def simulate(
         path.write_bytes(gzip.compress(data, mtime=0) if cfg.gzip else data)
     if prefs:
         (logs / "preferences.jsonl").write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in prefs))
-    pq.write_table(pa.Table.from_pylist(users), out / "ground_truth.parquet")
-    pq.write_table(pa.Table.from_pylist(examples), out / "ground_truth_examples.parquet")
+    pq.write_table(pa.Table.from_pylist(users), out / ground_truth.USERS)
+    pq.write_table(pa.Table.from_pylist(examples), out / ground_truth.EXAMPLES)
     if pref_truth:
-        pq.write_table(pa.Table.from_pylist(pref_truth), out / "ground_truth_preferences.parquet")
+        pq.write_table(pa.Table.from_pylist(pref_truth), out / ground_truth.PREFERENCES)
     counts = {
         "users": len(users),
         "users_by_type": {t: types.count(t) for t in USER_TYPES if types.count(t)},

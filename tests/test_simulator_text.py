@@ -1,4 +1,4 @@
-"""Tests for the simulator's text generator (rlhf_organic.data.sim_text)."""
+"""Tests for the simulator's text generator (rlhf_organic.simulator.text)."""
 
 import os
 import random
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_organic.data import sim_text as st
+from rlhf_organic.simulator import text as st
 
 LAST_HUMAN = "I love cooking! What do you know about fresh herbs?"
 LAST_BOT = "Fun fact: Searing meat browns the surface. Do you cook for friends often?"
@@ -74,7 +74,7 @@ def test_deterministic_across_processes():
     set-order dependence)."""
     code = (
         "import random\n"
-        "from rlhf_organic.data import sim_text as st\n"
+        "from rlhf_organic.simulator import text as st\n"
         "r = random.Random(5)\n"
         "out = []\n"
         "for _ in range(200):\n"

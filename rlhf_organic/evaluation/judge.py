@@ -18,11 +18,13 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_dir
 from ..errors import UserError
 from ..reward import evaluate as ev
-from ..reward.data import RewardData, held_out
+from ..reward.data import RewardData
+from ..reward.items import make_items, tokenizer_texts
 from ..reward.model import build_reward_model, encode, load_reward_model, save_reward_model
 from ..reward.spec import load_spec
-from ..reward.stage import _tokenizer_texts, _truth_file, make_items
 from ..reward.train import score, train
+from ..sequences import held_out
+from ..simulator.ground_truth import EXAMPLES, truth_file
 
 JUDGE_SPEC = {"signals": ["thumbs"], "head": {"reasons": True}, "loss": {"pairwise": 0.0, "reasons": 1.0},
               "train": {"epochs": 2, "eval_fraction": 0.0}}
@@ -30,11 +32,11 @@ JUDGE_SPEC = {"signals": ["thumbs"], "head": {"reasons": True}, "loss": {"pairwi
 
 def clean_examples(dataset: Path, ground_truth: Path, fraction: float, seed: int, evaluation: bool, cap: int):
     """Replies with their true quality, from the training (or the held-out) conversations."""
-    truth_file = _truth_file(Path(ground_truth), "ground_truth_examples.parquet")
-    if truth_file is None or not truth_file.is_file():
+    examples_file = truth_file(Path(ground_truth), EXAMPLES)
+    if examples_file is None or not examples_file.is_file():
         raise UserError(f"the judge needs the simulator's ground_truth_examples.parquet; not found beside {ground_truth}")
     frame = pq.read_table(Path(dataset) / "examples.parquet", columns=["example_id", "conversation_id", "context", "response"]).to_pandas()
-    truth = pq.read_table(truth_file, columns=["example_id", "quality", "is_good"]).to_pandas()
+    truth = pq.read_table(examples_file, columns=["example_id", "quality", "is_good"]).to_pandas()
     frame = frame.merge(truth, on="example_id")
     frame = frame[held_out(frame["conversation_id"], fraction, seed) == evaluation]
     if len(frame) > cap:
@@ -55,7 +57,7 @@ def train_judge(dataset, ground_truth, out, *, eval_fraction: float = 0.1, seed:
     data = RewardData(frame, pd.DataFrame(columns=["context", "chosen", "rejected", "weight"]))
     reasons = sorted(set(frame["dislike_reason"].dropna()))
     with atomic_dir(out, kind="clean judge") as tmp:
-        model, tokenizer = build_reward_model(spec, tmp, _tokenizer_texts(data, seed), reasons, seed)
+        model, tokenizer = build_reward_model(spec, tmp, tokenizer_texts(data, seed), reasons, seed)
         items = make_items(tokenizer, data, spec, reasons)
         with tqdm(total=round(len(items) * spec.train.epochs), desc="clean judge", unit="ex",
                   disable=None if progress is None else not progress) as bar:

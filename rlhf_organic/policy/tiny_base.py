@@ -15,9 +15,9 @@ from tqdm.auto import tqdm
 
 from ..losses import token_nll
 from ..models.tiny import tiny_config, train_tokenizer
-from ..reward.data import held_out
+from ..sequences import batch_sequences, held_out
 from ..training import Objective, fit, step_plan
-from .model import batch_sequences, encode_completions, encode_prompts
+from .model import encode_completions, encode_prompts
 from .train import completion_tokens
 
 TOKENIZER_TEXTS = 50_000

@@ -1,6 +1,6 @@
 """Text generator for the organic-feedback simulator: varied, natural English chat turns.
 
-The simulator (see the simulator module) decides *who* says *what kind* of thing and *when*;
+The simulator (``simulate.py``) decides *who* says *what kind* of thing and *when*;
 this module only turns those decisions into text. A reward model or classifier is later trained
 on that text, so it must not be able to memorise a handful of strings: the signal it learns
 (reply quality, safety) has to come from what the sentences say.
