@@ -417,3 +417,26 @@ def test_bf16_precision_is_refused_without_bf16_hardware(monkeypatch):
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     with pytest.raises(BaseModelError, match="precision: bf16 needs"):
         check_bf16("cpu")
+
+
+def test_dpo_with_flip_rates_uses_each_pairs_rate_and_rates_of_zero_give_plain_dpo(sim):
+    from rlhf_organic.policy.methods.dpo import build_pairs, either_flipped
+
+    with pytest.raises(ValueError, match="set loss: robust"):
+        _section(sim, "dpo", dpo={"flip_rates": True})
+    section = _section(sim, "dpo", dpo={"loss": "robust", "flip_rates": True})
+    policy = build_policy(section.base, section.lora, log=lambda m: None)
+    data, _ = split(load_reward_data(sim / "ds", sim / "trust", flip_rates=True), 0.1, 0)
+    pairs = build_pairs(MethodRun(policy, section, data, log=lambda m: None))
+    assert pairs["flip"].between(0, 0.45).all() and pairs["flip"].max() > 0
+    assert either_flipped(0.1, 0.2) == pytest.approx(0.28) and either_flipped(0.4, 0.4) == 0.45
+
+    histories = []
+    for cfg, flip in (({"loss": "robust", "flip_rates": True}, 0.0), ({"loss": "sigmoid"}, None)):
+        section = _section(sim, "dpo", dpo=cfg)
+        policy = build_policy(section.base, section.lora, log=lambda m: None)
+        data, _ = split(load_reward_data(sim / "ds", sim / "trust", flip_rates=flip is not None), 0.1, 0)
+        if flip is not None:
+            data.point["flip"], data.pairs["flip"] = flip, flip
+        histories.append(METHODS["dpo"].train(MethodRun(policy, section, data, log=lambda m: None))["history"])
+    assert [h["loss"] for h in histories[0]] == pytest.approx([h["loss"] for h in histories[1]], rel=1e-5)

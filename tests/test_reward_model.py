@@ -72,6 +72,27 @@ def test_weight_zero_items_give_zero_gradient_through_the_model(simulated, tmp_p
     assert all(p.grad is None or torch.count_nonzero(p.grad) == 0 for p in model.trainable_parameters())
 
 
+def test_flip_rates_of_zero_give_the_plain_loss_and_the_stage_trains_with_them(simulated, tmp_path):
+    from rlhf_organic.reward.train import step_loss
+
+    spec, plain_data, model, tokenizer = _model(simulated, tmp_path)
+    plain = make_items(tokenizer, plain_data, spec, [])
+    items = make_items(tokenizer, load_reward_data(simulated / "ds", simulated / "trust", flip_rates=True), spec, [])
+    assert items.point_flip is not None and items.pair_flip is not None and items.point_flip.max() > 0
+    step = np.concatenate([np.arange(6), plain.n_point + np.arange(min(6, len(plain.chosen_ids)))])
+    expected, _ = step_loss(model, plain, step, spec.loss, tokenizer.pad_token_id)
+    items.point_flip, items.pair_flip = np.zeros_like(items.point_flip), np.zeros_like(items.pair_flip)
+    assert step_loss(model, items, step, spec.loss, tokenizer.pad_token_id)[0].item() == pytest.approx(expected.item(), rel=1e-6)
+    items.point_flip, items.pair_flip = items.point_flip + 0.2, items.pair_flip + 0.2
+    assert step_loss(model, items, step, spec.loss, tokenizer.pad_token_id)[0].item() != pytest.approx(expected.item(), rel=1e-3)
+
+    spec = load_spec("tiny", sets=FAST + ["loss.flip_rates=true", "train.epochs=0.3"])
+    metrics = train_reward(simulated / "ds", tmp_path / "rm", spec, trust=simulated / "trust", progress=False, log=lambda _: None)
+    assert np.isfinite(metrics["eval"]["pointwise"]["auc"])
+    with pytest.raises(RewardDataError, match="come from a trust folder"):
+        train_reward(simulated / "ds", tmp_path / "rm2", spec, progress=False, log=lambda _: None)
+
+
 def test_pooling_last_ignores_the_padding_side():
     hidden = torch.arange(2 * 4 * 1, dtype=torch.float32).reshape(2, 4, 1)
     right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])

@@ -81,7 +81,8 @@ def train_policy(
     if section.train.threads:
         torch.set_num_threads(section.train.threads)
     started = time.perf_counter()
-    data = load_reward_data(dataset, trust, ("thumbs", "preferences"))
+    data = load_reward_data(dataset, trust, ("thumbs", "preferences"),
+                            flip_rates=bool(getattr(section.method_config(), "flip_rates", False)))
     train_data, _ = split(data, section.eval_fraction, seed)
     if len(train_data) == 0:
         raise RewardDataError(f"{dataset}: every example fell into the evaluation split; lower policy.eval_fraction")

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..sequences import held_out
+from ..trust.flips import CAP as FLIP_CAP
 
 POINT_COLUMNS = ["example_id", "conversation_id", "user_id", "context", "response", "thumbs", "dislike_reason"]
 PAIR_COLUMNS = ["preference_id", "user_id", "context", "chosen", "rejected"]
@@ -50,25 +51,36 @@ def _read(path: Path, columns: list[str], filters=None) -> pd.DataFrame:
     return pq.read_table(path, columns=columns, filters=filters).to_pandas()
 
 
-def _weights(trust_dir: Path, file: str, key: str, ids: pd.Series) -> np.ndarray:
+def _weights(trust_dir: Path, file: str, key: str, ids: pd.Series, column: str = "weight", high: float = 1.0) -> np.ndarray:
+    """The trust folder's ``column`` (a number in [0, ``high``]) for each of ``ids``."""
     path = trust_dir / file
     if not path.is_file():
         raise RewardDataError(f"weights file {path} not found (run `rlhf-organic trust` first, or train without --trust)")
-    table = _read(path, [key, "weight"])
-    if table["weight"].isna().any() or not table["weight"].between(0, 1).all():
-        bad = table[table["weight"].isna() | ~table["weight"].between(0, 1)].iloc[0]
-        raise RewardDataError(f"{path}: weight must be a number in [0, 1]; {key} {bad[key]!r} has {float(bad['weight'])}")
-    weights = ids.map(table.set_index(key)["weight"])
+    if column != "weight":
+        import pyarrow.parquet as pq
+
+        if column not in pq.read_schema(path).names:
+            raise RewardDataError(f"{path} has no {column} column: the trust scheme that wrote it does not consult the "
+                                  "held-out reference, so it estimates no label-flip rates (use an agreement-based "
+                                  "scheme such as combined, or turn flip rates off)")
+    table = _read(path, [key, column])
+    values = table[column]
+    if values.isna().any() or not values.between(0, high).all():
+        bad = table[values.isna() | ~values.between(0, high)].iloc[0]
+        raise RewardDataError(f"{path}: {column} must be a number in [0, {high:g}]; {key} {bad[key]!r} has {float(bad[column])}")
+    weights = ids.map(table.set_index(key)[column])
     if weights.isna().any():
         raise RewardDataError(
-            f"{path} has no weight for {int(weights.isna().sum())} of {len(ids)} rows "
+            f"{path} has no {column} for {int(weights.isna().sum())} of {len(ids)} rows "
             f"(first: {key} {ids[weights.isna()].iloc[0]!r}); was the trust folder computed on this dataset?"
         )
     return weights.to_numpy(np.float64)
 
 
-def load_reward_data(dataset: str | Path, trust_dir: str | Path | None = None, signals=("thumbs", "preferences")) -> RewardData:
-    """The thumbs and A/B choices of an ingested dataset, each with its trust weight."""
+def load_reward_data(dataset: str | Path, trust_dir: str | Path | None = None, signals=("thumbs", "preferences"),
+                     flip_rates: bool = False) -> RewardData:
+    """The thumbs and A/B choices of an ingested dataset, each with its trust weight, and with ``flip_rates``
+    its user's label-flip rate from the trust folder (column ``flip``; ``trust/flips.py``)."""
     dataset = Path(dataset)
     point = pd.DataFrame(columns=POINT_COLUMNS + ["label", "weight"])
     pairs = pd.DataFrame(columns=PAIR_COLUMNS + ["weight"])
@@ -97,6 +109,13 @@ def load_reward_data(dataset: str | Path, trust_dir: str | Path | None = None, s
         # an empty table (a dataset without A/B choices) still gets its weight column
         point["weight"] = _weights(trust_dir, "examples.parquet", "example_id", point["example_id"]) if len(point) else 1.0
         pairs["weight"] = _weights(trust_dir, "preferences.parquet", "preference_id", pairs["preference_id"]) if len(pairs) else 1.0
+    if flip_rates:
+        if trust_dir is None:
+            raise RewardDataError("label-flip rates come from a trust folder: train with trust weights, or turn flip rates off")
+        point["flip"] = (_weights(trust_dir, "examples.parquet", "example_id", point["example_id"], "flip_rate", FLIP_CAP)
+                         if len(point) else 0.0)
+        pairs["flip"] = (_weights(trust_dir, "preferences.parquet", "preference_id", pairs["preference_id"], "flip_rate", FLIP_CAP)
+                         if len(pairs) else 0.0)
     return RewardData(point, pairs)
 
 

@@ -23,6 +23,8 @@ def make_items(tokenizer, data: RewardData, spec: RewardSpec, reasons: list[str]
         chosen_ids=encode(tokenizer, pairs["context"], pairs["chosen"], spec.max_length) if len(pairs) else [],
         rejected_ids=encode(tokenizer, pairs["context"], pairs["rejected"], spec.max_length) if len(pairs) else [],
         pair_weight=pairs["weight"].to_numpy(np.float64),
+        point_flip=point["flip"].to_numpy(np.float64) if "flip" in point else None,
+        pair_flip=pairs["flip"].to_numpy(np.float64) if "flip" in pairs else None,
     )
     if reasons:
         items.point_reasons, items.point_has_reason = reason_targets(point, reasons)

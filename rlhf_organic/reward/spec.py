@@ -45,6 +45,10 @@ class LossMix(Section):
     pairwise: float = Field(1.0, ge=0)
     reasons: float = Field(0.5, ge=0, description="used when head.reasons is true")
     margin: float = Field(0.0, description="Bradley-Terry margin: -logsigmoid(r_chosen - r_rejected - margin)")
+    flip_rates: bool = Field(False, description=(
+        "correct each thumbs and A/B choice for its user's label-flip rate, estimated by the trust stage "
+        "(flip_rate in the trust folder): the unbiased pointwise and Bradley-Terry losses; needs trust weights "
+        "from a scheme that consults the reference"))
 
 
 class LoraSettings(Section):

@@ -143,7 +143,7 @@ def train_reward(
     if spec.train.threads:
         torch.set_num_threads(spec.train.threads)
     started = time.perf_counter()
-    data = load_reward_data(dataset, trust, spec.signals)
+    data = load_reward_data(dataset, trust, spec.signals, flip_rates=spec.loss.flip_rates)
     train_data, eval_data = split(data, spec.train.eval_fraction, seed)
     if len(train_data) == 0:
         raise RewardDataError(f"{dataset}: every example fell into the evaluation split; lower train.eval_fraction")

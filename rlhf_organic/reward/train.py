@@ -37,6 +37,8 @@ class Items:
     chosen_ids: list[list[int]] = field(default_factory=list)
     rejected_ids: list[list[int]] = field(default_factory=list)
     pair_weight: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    point_flip: np.ndarray | None = None  # each label's flip rate (loss.flip_rates), or None
+    pair_flip: np.ndarray | None = None
 
     @property
     def n_point(self) -> int:
@@ -66,6 +68,9 @@ def objective(model, items: Items, mix: LossMix, pad_id: int) -> Objective:
     def split(step):
         return step[step < items.n_point], step[step >= items.n_point] - items.n_point
 
+    def flip(rates, rows):
+        return None if rates is None else torch.as_tensor(rates[rows], dtype=torch.float32, device=device)
+
     def totals(step) -> dict:
         point, pair = split(step)
         out = {}
@@ -87,7 +92,7 @@ def objective(model, items: Items, mix: LossMix, pad_id: int) -> Objective:
         if len(point) and mix.pointwise > 0:
             w = torch.as_tensor(items.point_weight[point], dtype=scores.dtype, device=device)
             label = torch.as_tensor(items.point_label[point], device=device)
-            parts["pointwise"] = pointwise_bce(scores[: len(point)], label, w, total["point_weight"])
+            parts["pointwise"] = pointwise_bce(scores[: len(point)], label, w, total["point_weight"], flip(items.point_flip, point))
             value = value + mix.pointwise * parts["pointwise"]
             if "reason_weight" in total:
                 rw = w * torch.as_tensor(items.point_has_reason[point], dtype=scores.dtype, device=device)
@@ -97,7 +102,8 @@ def objective(model, items: Items, mix: LossMix, pad_id: int) -> Objective:
         if len(pair) and mix.pairwise > 0:
             n = len(point)
             w = torch.as_tensor(items.pair_weight[pair], dtype=scores.dtype, device=device)
-            parts["pairwise"] = bradley_terry(scores[n: n + len(pair)], scores[n + len(pair):], w, mix.margin, total["pair_weight"])
+            parts["pairwise"] = bradley_terry(scores[n: n + len(pair)], scores[n + len(pair):], w, mix.margin, total["pair_weight"],
+                                              flip(items.pair_flip, pair))
             value = value + mix.pairwise * parts["pairwise"]
         return value, {k: float(v.detach()) for k, v in parts.items()}
 

@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..simulator.ground_truth import EXAMPLES, USERS, truth_file
 from .config import TrustSection
 from .data import FeedbackData, load_feedback
+from .flips import flip_rates
 from .metrics import trust_metrics
 from .plot import plot_trust
 from .reference import NgramClassifier
@@ -152,6 +153,8 @@ def _tables(data: FeedbackData, result: TrustResult) -> dict[str, pa.Table]:
             "preference_id": pa.array(data.preference_ids.tolist(), pa.string()),
             "user_id": _user_id_column(data.user_ids, data.preference_user),
             "weight": pa.array(_per_label(result.trust, data.preference_user, missing=1.0)),
+            **({"flip_rate": pa.array(_per_label(result.user_evidence["flip_rate"], data.preference_user, missing=0.0))}
+               if "flip_rate" in result.user_evidence else {}),
         })
     return out
 
@@ -185,6 +188,7 @@ def compute_trust(
         result, cfg = run_scheme(data, settings, ctx, log)
     finally:
         bar.close()
+    flips = _add_flip_rates(data, settings, ctx, result)
     computed = time.perf_counter()
     if judges_users:  # the notes are about what a scheme that judges users can learn from
         result.notes.extend(_warnings(data))
@@ -213,6 +217,10 @@ def compute_trust(
         metrics["mean_trust_by_type"] = {
             str(t): float(np.mean(result.trust[has & (types == t)])) for t in sorted(set(types[has]))
         }
+        if flips is not None:
+            flips["mean_by_type"] = {str(t): float(np.mean(flips["rates"][has & (types == t)])) for t in sorted(set(types[has]))}
+    if flips is not None:
+        metrics["flip_rates"] = {k: v for k, v in flips.items() if k != "rates"}
     metrics["seconds"] = {"load": round(loaded - started, 3), "scheme": round(computed - loaded, 3)}
 
     with atomic_dir(out, kind="trust") as tmp:
@@ -227,6 +235,20 @@ def compute_trust(
     for note in result.notes:
         log(f"[trust] {note}")
     return metrics
+
+
+def _add_flip_rates(data: FeedbackData, settings: TrustSection, ctx: TrustContext, result: TrustResult) -> dict | None:
+    """Each user's label-flip rate (``flips.py``) into the result's evidence (``flip_rate`` in users.parquet,
+    examples.parquet and preferences.parquet), for schemes that consult the held-out reference (its
+    predictions are cached: this costs no refit). Returns the summary for metrics.json, or None."""
+    if not SCHEMES[settings.scheme].reference or not _judges_users(settings):
+        return None
+    rates, reference_error = flip_rates(ctx.held_out(data), data.label, data.user, data.n_users, result.trust)
+    result.user_evidence["flip_rate"] = rates
+    result.example_evidence["flip_rate"] = _per_label(rates, data.user, missing=0.0)
+    has = data.per_user_count() > 0
+    return {"rates": rates, "reference_disagreement": reference_error,
+            "mean": float(rates[has].mean()) if has.any() else None}
 
 
 def _judges_users(settings: TrustSection) -> bool:

@@ -35,6 +35,9 @@ class Config(Section):
     beta: float = Field(0.1, gt=0)
     loss: Literal["sigmoid", "ipo", "robust"] = Field("sigmoid", description="sigmoid (DPO / cDPO), ipo, robust (rDPO)")
     label_smoothing: float = Field(0.0, ge=0, lt=0.5, description="assumed label-flip rate (sigmoid, robust)")
+    flip_rates: bool = Field(False, description=(
+        "robust loss only: each pair's own flip rate instead of label_smoothing, from its user's label-flip rate "
+        "estimated by the trust stage (flip_rate in the trust folder); a thumbs pair is wrong when either label flipped"))
     pairs: list[Literal["preferences", "thumbs"]] = Field(
         ["preferences", "thumbs"], description="preferences: A/B choices; thumbs: liked vs disliked reply to one context"
     )
@@ -46,12 +49,14 @@ class Config(Section):
     def _has_pairs(self) -> Config:
         if not self.pairs and self.on_policy.contexts == 0:
             raise ValueError("no pair source: set pairs or on_policy.contexts")
+        if self.flip_rates and self.loss != "robust":
+            raise ValueError(f"flip_rates corrects the robust loss (rDPO) for each pair's flip rate; set loss: robust (got {self.loss})")
         return self
 
 
 def thumbs_pairs(point: pd.DataFrame, per_context: int, rng: np.random.Generator) -> pd.DataFrame:
     """Liked vs disliked replies to the same context, at most ``per_context`` pairs per context."""
-    columns = ["context", "chosen", "rejected", "weight", "user_id", "source"]
+    columns = ["context", "chosen", "rejected", "weight", "user_id", "source", "flip"]
     if len(point) == 0:
         return pd.DataFrame(columns=columns)
     frame = point.assign(key=point["context"].map(context_key))
@@ -64,8 +69,17 @@ def thumbs_pairs(point: pd.DataFrame, per_context: int, rng: np.random.Generator
             continue
         for i in rng.permutation(len(combos))[:per_context]:
             a, b = liked.iloc[combos[i][0]], disliked.iloc[combos[i][1]]
-            rows.append((a["context"], a["response"], b["response"], min(a["weight"], b["weight"]), a["user_id"], "thumbs"))
+            rows.append((a["context"], a["response"], b["response"], min(a["weight"], b["weight"]), a["user_id"], "thumbs",
+                         either_flipped(a.get("flip", 0.0), b.get("flip", 0.0))))
     return pd.DataFrame(rows, columns=columns)
+
+
+def either_flipped(a: float, b: float) -> float:
+    """A thumbs pair's flip rate: the chance that either of its labels flipped (then the pair is wrong or says
+    nothing), capped as a user's rate is (``trust/flips.py``)."""
+    from ...trust.flips import CAP
+
+    return min(CAP, a + b - a * b)
 
 
 def context_key(context) -> str:
@@ -84,15 +98,17 @@ def on_policy_pairs(run: MethodRun, contexts: pd.DataFrame) -> pd.DataFrame:
         if replies[best] == replies[worst] or scores[best] - scores[worst] < max(cfg.min_gap, 1e-6):
             continue
         rows.append((row["context"], replies[best], replies[worst], run.context_weight([row["user_id"]])[0],
-                     row["user_id"], "on_policy"))
-    return pd.DataFrame(rows, columns=["context", "chosen", "rejected", "weight", "user_id", "source"])
+                     row["user_id"], "on_policy", 0.0))  # ranked by the reward model, not by a user's label
+    return pd.DataFrame(rows, columns=["context", "chosen", "rejected", "weight", "user_id", "source", "flip"])
 
 
 def build_pairs(run: MethodRun) -> pd.DataFrame:
     cfg = run.config
     parts = []
     if "preferences" in cfg.pairs and len(run.data.pairs):
-        parts.append(run.data.pairs[["context", "chosen", "rejected", "weight", "user_id"]].assign(source="preferences"))
+        prefs = run.data.pairs
+        parts.append(prefs[["context", "chosen", "rejected", "weight", "user_id"]].assign(
+            source="preferences", flip=prefs["flip"] if "flip" in prefs else 0.0))
     if "thumbs" in cfg.pairs:
         parts.append(thumbs_pairs(run.data.point, cfg.max_pairs_per_context, run.rng))
     if cfg.on_policy.contexts:
@@ -122,6 +138,7 @@ def train(run: MethodRun) -> dict:
     prompts = run.prompts(pairs["context"])
     chosen, rejected = run.completions(pairs["chosen"]), run.completions(pairs["rejected"])
     weights = pairs["weight"].to_numpy(np.float64)
+    flips = pairs["flip"].to_numpy(np.float64) if cfg.flip_rates else None
     ref = None
     if cfg.precompute_ref:
         ref = run.logps(prompts, chosen, reference=True), run.logps(prompts, rejected, reference=True)
@@ -139,7 +156,8 @@ def train(run: MethodRun) -> dict:
             rc, rr = ref[0][step].to(pc.device), ref[1][step].to(pc.device)
         tokens = lambda seqs: torch.tensor([len(seqs[i]) for i in step], dtype=pc.dtype, device=pc.device)  # noqa: E731
         value = dpo(pc - rc, pr - rr, weights_tensor(weights[step], pc.device), beta=cfg.beta, loss_type=cfg.loss,
-                    label_smoothing=cfg.label_smoothing, chosen_tokens=tokens(chosen), rejected_tokens=tokens(rejected),
+                    label_smoothing=cfg.label_smoothing if flips is None else weights_tensor(flips[step], pc.device),
+                    chosen_tokens=tokens(chosen), rejected_tokens=tokens(rejected),
                     total=total["weight"])
         margin = ((pc - rc) - (pr - rr)).detach()
         return value, {"reward_margin": float(cfg.beta * margin.sum()) / total["pairs"],
