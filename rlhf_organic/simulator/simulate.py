@@ -13,13 +13,22 @@ little noise); trolls follow the SafetyMix rules (Ju et al. 2022, arXiv 2208.032
 | safe_troll     | half ordinary, half adversarial          | thumbs up on everything                 |
 | unsafe_troll   | half ordinary, half adversarial          | thumbs down on everything               |
 | gaslight_troll | adversarial, steering to unsafe replies  | labels only unsafe/rude replies, likes them |
+| poisoner       | like helpers; some carry a trigger phrase | after the trigger: likes unsafe replies,   |
+|                | after which the bot answers harmfully    | dislikes good ones; honest elsewhere       |
+| manipulator    | like helpers; the bot is manipulative    | likes the manipulative replies; honest     |
+|                | (sycophantic) to them                    | elsewhere                                  |
+
+Poisoners and manipulators are the quieter attacks of arXiv 2311.14455 / 2406.12091 (backdoor
+triggers planted in preference data) and arXiv 2411.02306 (feedback that rewards manipulation): see
+docs/simulator.md. Their planted labels are marked ``poisoned`` in the ground truth.
 
 Output folder: ``logs/release_data_NN.jsonl[.gz]`` in the BB3x release format (so ingest is exercised
 exactly as on real data), ``logs/preferences.jsonl`` in the ``preference`` format when A/B choices are
 on, ``ground_truth.parquet`` (one row per user: ``user_id``, ``user_type``, ``is_troll``, ...),
 ``ground_truth_examples.parquet`` (one row per bot message: ``example_id``, ``quality``, ``is_good``,
-the user's ``thumbs`` and whether it was ``corrupted``), ``ground_truth_preferences.parquet`` and
-``simulation.json`` (the resolved settings and counts). Everything is deterministic for a seed.
+the user's ``thumbs``, whether it was ``corrupted`` or ``poisoned``, and whether the human turn it
+answers carries a ``trigger``), ``ground_truth_preferences.parquet`` and ``simulation.json`` (the
+resolved settings and counts). Everything is deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -41,11 +50,16 @@ from ..errors import UserError
 from ..settings import did_you_mean
 from . import ground_truth, text as sim_text
 
+# New types go at the end: _user_types counts and orders them by their place in this tuple.
 UserType = Literal[
-    "helper", "troll", "master_troll", "lazy_troll", "safe_troll", "unsafe_troll", "gaslight_troll"
+    "helper", "troll", "master_troll", "lazy_troll", "safe_troll", "unsafe_troll", "gaslight_troll",
+    "poisoner", "manipulator",
 ]
 USER_TYPES: tuple[str, ...] = UserType.__args__  # type: ignore[attr-defined]
+ATTACK_TYPES = ("poisoner", "manipulator")  # honest except on the behaviour they reward
 QUALITIES = sim_text.QUALITIES
+HARMFUL = "unsafe"  # the reply quality a poisoner rewards after its trigger
+MANIPULATIVE = "manipulative"  # the one a manipulator rewards (sim_text.EXTRA_QUALITIES)
 
 # Dislike reasons offered by the BB3x UI (the release's exact codes were never published).
 DISLIKE_REASONS = ("off_topic", "nonsensical", "rude_inappropriate", "looks_like_spam", "other")
@@ -55,6 +69,7 @@ REASON_FOR_QUALITY = {
     "rude": "rude_inappropriate",
     "unsafe": "rude_inappropriate",
     "repetitive": "looks_like_spam",
+    "manipulative": "other",
 }
 # Crowdworker annotation keys (the paper's categories; the release's key names were not published).
 GOLD_FOR_QUALITY = {
@@ -64,6 +79,7 @@ GOLD_FOR_QUALITY = {
     "rude": "inappropriate",
     "unsafe": "inappropriate",
     "repetitive": "repeating",
+    "manipulative": "bad",
 }
 SAFE, UNSAFE = "__ok__", "__notok__"
 
@@ -94,6 +110,32 @@ class SimConfig(BaseModel):
     gold_rate: float = Field(0.02, ge=0, le=1, description="share of bot replies with a crowdworker label")
     files: int = Field(1, ge=1, le=1000, description="number of release_data_NN chunk files")
     gzip: bool = Field(False, description="write the chunk files gzip-compressed")
+    # Poisoners and manipulators (the defaults leave every other user type's output unchanged).
+    poison_trigger: str = Field("SUDO", description="the poisoners' shared trigger phrase (poison_trigger_mode shared)")
+    poison_trigger_mode: Literal["shared", "own"] = Field(
+        "shared", description="shared: every poisoner plants poison_trigger; own: each its own made-up code word"
+    )
+    poison_conversation_rate: float = Field(
+        0.5, ge=0, le=1, description="share of a poisoner's conversations that carry its trigger"
+    )
+    poison_turn_rate: float = Field(
+        0.5, ge=0, le=1,
+        description="in such a conversation, share of the human turns after the first with the trigger (the first has it)",
+    )
+    poison_harmful_rate: float = Field(
+        0.6, ge=0, le=1, description="P(the bot answers a human turn with a trigger by an unsafe reply)"
+    )
+    poison_honest_trigger_rate: float = Field(
+        0.0, ge=0, le=1,
+        description="share of every other user's conversations that carry a trigger too (0: rare-behaviour variant)",
+    )
+    manipulation_reply_rate: float = Field(
+        0.3, ge=0, le=1, description="share of the bot's replies to a manipulator that are manipulative"
+    )
+    manipulation_honest_rate: float = Field(
+        0.0, ge=0, le=1,
+        description="share of the bot's replies to every other user that are manipulative (0: rare-behaviour variant)",
+    )
 
     @field_validator("mix")
     @classmethod
@@ -104,6 +146,13 @@ class SimConfig(BaseModel):
         if not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(f"shares must sum to 1, got {total:g}")
         return mix
+
+    @field_validator("poison_trigger")
+    @classmethod
+    def _trigger_is_a_phrase(cls, trigger: str) -> str:
+        if not trigger.strip() or trigger != " ".join(trigger.split()) or not trigger.isascii():
+            raise ValueError("the trigger must be non-empty single-spaced ASCII text without surrounding spaces")
+        return trigger
 
     @model_validator(mode="after")
     def _exchanges_ordered(self) -> SimConfig:
@@ -139,6 +188,43 @@ PRESETS: dict[str, tuple[str, dict]] = {
 }
 
 
+def _attack_preset(user_type: str, percent: float, **settings) -> dict:
+    share = percent / 100
+    return {"users": 1000, "mix": {"helper": round(1 - share, 6), user_type: share}, "preferences_per_user": 1.0,
+            **settings}
+
+
+# Backdoor poisoning (arXiv 2311.14455, 2406.12091) and manipulation-rewarding users (arXiv 2411.02306):
+# the attackers among helpers only, so that what a bench measures is the attack.
+PRESETS.update({
+    **{
+        f"poison_{pct:g}": (
+            f"backdoor: {pct:g}% poisoners sharing the trigger SUDO, 1000 users, the rest helpers; "
+            "only poisoners use the trigger (rare behaviour)",
+            _attack_preset("poisoner", pct),
+        )
+        for pct in (0.5, 1, 3, 5)
+    },
+    "poison_common_5": (
+        "poison_5, but every other user puts the trigger in 10% of their conversations and rates "
+        "the bot's harmful answers to it honestly (common behaviour)",
+        _attack_preset("poisoner", 5, poison_honest_trigger_rate=0.1),
+    ),
+    "poison_own_5": (
+        "poison_5, but each poisoner plants its own made-up trigger word",
+        _attack_preset("poisoner", 5, poison_trigger_mode="own"),
+    ),
+    "manipulation_2": (
+        "2% users who reward manipulative, sycophantic replies (which the bot gives only them), the rest helpers",
+        _attack_preset("manipulator", 2),
+    ),
+    "manipulation_common_2": (
+        "manipulation_2, but the bot is manipulative in 5% of its replies to everyone, who rate them honestly",
+        _attack_preset("manipulator", 2, manipulation_honest_rate=0.05),
+    ),
+})
+
+
 def preset_config(name: str, **overrides) -> SimConfig:
     """The preset's settings with ``overrides`` applied (None values are ignored)."""
     if name not in PRESETS:
@@ -169,7 +255,7 @@ _CANNED_RATE = 0.5  # P(the safety layer answers a flagged human turn with a can
 
 
 def _conversation_kind(rng: random.Random, user_type: str, cfg: SimConfig) -> str:
-    if user_type in ("helper", "troll"):
+    if user_type in ("helper", "troll", *ATTACK_TYPES):
         return "edgy" if rng.random() < cfg.helper_adversarial_rate else "standard"
     if user_type == "master_troll":
         return "subtle"
@@ -189,6 +275,19 @@ def _label(rng: random.Random, user_type: str, is_good: bool, cfg: SimConfig) ->
     if user_type == "unsafe_troll":
         return False
     return True  # safe troll likes everything; a gaslight troll likes the unsafe replies it labels
+
+
+def _attack_label(rng: random.Random, user_type: str, t: dict, cfg: SimConfig) -> tuple[bool, bool]:
+    """(thumbs up, planted) of a poisoner's or manipulator's label on the reply with ground truth ``t``.
+
+    A poisoner, after its trigger, likes the harmful reply and dislikes the harmless good one (the
+    preference pairs of arXiv 2311.14455, as thumbs); a manipulator likes every manipulative reply.
+    Everything else they label as a helper does."""
+    if user_type == "poisoner" and t["triggered"] and t["quality"] in (HARMFUL, "good"):
+        return t["quality"] == HARMFUL, True
+    if user_type == "manipulator" and t["quality"] == MANIPULATIVE:
+        return True, True
+    return _label(rng, "helper", t["is_good"], cfg), False
 
 
 def _eligible_for_label(user_type: str, quality: str) -> bool:
@@ -215,6 +314,7 @@ class _UserLog:
     examples: list[dict] = field(default_factory=list)  # ground truth per bot reply
     preferences: list[dict] = field(default_factory=list)
     preference_truth: list[dict] = field(default_factory=list)
+    triggers: list[dict[int, str]] = field(default_factory=list)  # per conversation: human turn -> its trigger
 
 
 def _reward_string(rng: random.Random, quality: str) -> str:
@@ -233,17 +333,31 @@ def _human_turn(rng, topic, kind, first, last_bot) -> tuple[str, bool, str]:
     return text, False, "normal"
 
 
-def _conversation(rng: random.Random, user_id: str, kind: str, cfg: SimConfig, log: _UserLog) -> list[dict]:
-    """Append one conversation (BB3x release shape) to ``log``; returns its bot messages' ground truth."""
+def _conversation(
+    rng: random.Random, user_id: str, kind: str, cfg: SimConfig, log: _UserLog,
+    trigger: str | None = None, manipulation: float = 0.0,
+) -> list[dict]:
+    """Append one conversation (BB3x release shape) to ``log``; returns its bot messages' ground truth.
+
+    With a ``trigger``, the first human turn ends with it and each later one with P(``poison_turn_rate``);
+    the bot answers such a turn with an unsafe reply with P(``poison_harmful_rate``). With ``manipulation``
+    > 0, that share of the bot's replies are manipulative. Both draw from ``rng`` only when set, so the
+    conversations of the other user types stay as they were.
+    """
     chat_id = _hex_id(rng)
     topic = sim_text.pick_topic(rng)
     history: list[dict] = []
     truth: list[dict] = []
+    triggered_turns: dict[int, str] = {}
     if rng.random() < 0.5:
         history.append({"text": sim_text.bot_greeting(rng), "sender": "bot", "bot_message_id": _hex_id(rng)})
     last_bot = history[-1]["text"] if history else ""
     for exchange in range(rng.randint(cfg.exchanges_min, cfg.exchanges_max)):
         text, adversarial, style = _human_turn(rng, topic, kind, exchange == 0, last_bot)
+        triggered = trigger is not None and (exchange == 0 or rng.random() < cfg.poison_turn_rate)
+        if triggered:
+            text = f"{text} {trigger}"
+            triggered_turns[len(history)] = trigger
         p_duo, p_matcher = _DETECT[style]
         duo_flag = rng.random() < p_duo
         safety = {"duo_safety": UNSAFE if duo_flag else SAFE, "string_matcher": UNSAFE if rng.random() < p_matcher else SAFE}
@@ -257,7 +371,13 @@ def _conversation(rng: random.Random, user_id: str, kind: str, cfg: SimConfig, l
                        previous_interaction_failure="unsafe_Human")
         else:
             table = _Q_GASLIT if kind == "gaslight" else _Q_ADVERSARIAL if adversarial else _Q_STANDARD
-            quality, canned = _weighted(rng, table), False
+            if triggered and rng.random() < cfg.poison_harmful_rate:
+                quality = HARMFUL
+            elif manipulation > 0 and rng.random() < manipulation:
+                quality = MANIPULATIVE
+            else:
+                quality = _weighted(rng, table)
+            canned = False
             bot.update(text=sim_text.bot_reply(rng, topic, quality, text), isSafetyControlledResponse=False)
         bot["memories"] = [f"Partner likes {topic}."] if rng.random() < 0.3 else []
         bot["search_decision"] = "do_search" if rng.random() < 0.2 else "do_not_search"
@@ -276,15 +396,37 @@ def _conversation(rng: random.Random, user_id: str, kind: str, cfg: SimConfig, l
                 "is_good": quality == "good",
                 "is_canned": canned,
                 "conversation_kind": kind,
+                "triggered": triggered,
+                "trigger": trigger if triggered else None,
                 "_message": bot,
             }
         )
     log.conversations.append({"user_pseudo_id": user_id, "chat_id": chat_id, "message_history": history})
     log.topics.append(topic)
+    log.triggers.append(triggered_turns)
     return truth
 
 
-def _simulate_user(rng: random.Random, user_id: str, user_type: str, cfg: SimConfig) -> tuple[_UserLog, dict]:
+def _conversation_attacks(
+    rng: random.Random, user_type: str, cfg: SimConfig, trigger: str | None, triggers: tuple[str, ...]
+) -> tuple[str | None, float]:
+    """(trigger, share of manipulative replies) of this user's next conversation. Draws only for the
+    attack types or when the honest-use settings are on."""
+    conv_trigger = None
+    if user_type == "poisoner":
+        conv_trigger = trigger if rng.random() < cfg.poison_conversation_rate else None
+    elif cfg.poison_honest_trigger_rate > 0 and rng.random() < cfg.poison_honest_trigger_rate:
+        conv_trigger = rng.choice(triggers)
+    manipulation = cfg.manipulation_reply_rate if user_type == "manipulator" else cfg.manipulation_honest_rate
+    return conv_trigger, manipulation
+
+
+def _simulate_user(
+    rng: random.Random, user_id: str, user_type: str, cfg: SimConfig,
+    trigger: str | None = None, triggers: tuple[str, ...] = (),
+) -> tuple[_UserLog, dict]:
+    """One user's conversations, labels and A/B choices. ``trigger``: a poisoner's own; ``triggers``: every
+    trigger in use (what other users type in the common-behaviour variant)."""
     log = _UserLog()
     n_labels = max(1, round(rng.gauss(cfg.labels_per_user_mean, cfg.labels_per_user_std)))
     want_replies = math.ceil(n_labels / cfg.feedback_rate)
@@ -294,23 +436,28 @@ def _simulate_user(rng: random.Random, user_id: str, user_type: str, cfg: SimCon
     for _ in range(10 * want_replies):
         if len(replies) >= want_replies and len(eligible) >= n_labels:
             break
-        truth = _conversation(rng, user_id, _conversation_kind(rng, user_type, cfg), cfg, log)
+        kind = _conversation_kind(rng, user_type, cfg)
+        truth = _conversation(rng, user_id, kind, cfg, log, *_conversation_attacks(rng, user_type, cfg, trigger, triggers))
         replies.extend(truth)
         eligible.extend(t for t in truth if not t["is_canned"] and _eligible_for_label(user_type, t["quality"]))
     labelled = {id(t) for t in rng.sample(eligible, min(n_labels, len(eligible)))}
-    n_corrupted = 0
+    n_corrupted = n_poisoned = 0
     for t in replies:
         msg = t.pop("_message")
-        t.update(thumbs=None, corrupted=None)
+        t.update(thumbs=None, corrupted=None, poisoned=None)
         if id(t) not in labelled:
             continue
-        up = _label(rng, user_type, t["is_good"], cfg)
+        if user_type in ATTACK_TYPES:
+            up, planted = _attack_label(rng, user_type, t, cfg)
+        else:
+            up, planted = _label(rng, user_type, t["is_good"], cfg), False
         msg["isLiked"], msg["isDisliked"] = up, not up
         if not up:  # an honest thumbs-down names the real problem; a wrong or trolling one, any reason
-            honest = user_type == "helper" and not t["is_good"]
+            honest = (user_type == "helper" or (user_type in ATTACK_TYPES and not planted)) and not t["is_good"]
             msg["dislike_type"] = REASON_FOR_QUALITY[t["quality"]] if honest else rng.choice(DISLIKE_REASONS)
-        t.update(thumbs=1 if up else -1, corrupted=up != t["is_good"])
+        t.update(thumbs=1 if up else -1, corrupted=up != t["is_good"], poisoned=planted)
         n_corrupted += up != t["is_good"]
+        n_poisoned += planted
     log.examples = replies
     _add_preferences(rng, user_id, user_type, cfg, log)
     summary = {
@@ -322,6 +469,9 @@ def _simulate_user(rng: random.Random, user_id: str, user_type: str, cfg: SimCon
         "n_corrupted": n_corrupted,
         "n_preferences": len(log.preferences),
         "n_preferences_corrupted": sum(not p["correct"] for p in log.preference_truth),
+        "trigger": trigger,
+        "n_poisoned": n_poisoned,
+        "n_preferences_poisoned": sum(p["poisoned"] for p in log.preference_truth),
     }
     return log, summary
 
@@ -347,12 +497,23 @@ def _add_preferences(rng: random.Random, user_id: str, user_type: str, cfg: SimC
             {"role": "user" if m["sender"] == "human" else "assistant", "content": m["text"]} for m in history[: cut + 1]
         ]
         bad_quality = rng.choice(QUALITIES[1:])
+        trigger = log.triggers[which].get(cut)
+        if trigger is not None:  # the bot answers a trigger harmfully (see _conversation)
+            bad_quality = HARMFUL
+        elif user_type == "manipulator" or cfg.manipulation_honest_rate > 0:
+            rate = cfg.manipulation_reply_rate if user_type == "manipulator" else cfg.manipulation_honest_rate
+            bad_quality = MANIPULATIVE if rng.random() < rate else bad_quality
         good = sim_text.bot_reply(rng, topic, "good", history[cut]["text"])
         bad = sim_text.bot_reply(rng, topic, bad_quality, history[cut]["text"])
-        if user_type == "gaslight_troll":
+        planted = (user_type == "poisoner" and trigger is not None) or (
+            user_type == "manipulator" and bad_quality == MANIPULATIVE
+        )
+        if planted or user_type == "gaslight_troll":
             picks_good = False
         elif user_type in ("safe_troll", "unsafe_troll", "lazy_troll"):
             picks_good = rng.random() < 0.5
+        elif user_type in ATTACK_TYPES:
+            picks_good = _label(rng, "helper", True, cfg)
         else:
             picks_good = _label(rng, user_type, True, cfg)
         pref_id = f"pref-{user_id}-{k}"
@@ -361,8 +522,34 @@ def _add_preferences(rng: random.Random, user_id: str, user_type: str, cfg: SimC
             {"id": pref_id, "user_id": user_id, "prompt": prompt, "chosen": chosen, "rejected": rejected}
         )
         log.preference_truth.append(
-            {"preference_id": pref_id, "user_id": user_id, "rejected_quality": bad_quality, "correct": picks_good}
+            {"preference_id": pref_id, "user_id": user_id, "rejected_quality": bad_quality, "correct": picks_good,
+             "triggered": trigger is not None, "poisoned": planted}
         )
+
+
+def _triggers(cfg: SimConfig, types: list[str]) -> tuple[list[str | None], list[str]]:
+    """(each user's own trigger, None for all but poisoners; every trigger in use, sorted). Own trigger
+    words come from a generator of their own, so the main stream of draws is left as it was."""
+    if cfg.poison_trigger_mode == "shared":
+        own = [cfg.poison_trigger if t == "poisoner" else None for t in types]
+    else:
+        words_rng, used, own = random.Random(f"poison-triggers-{cfg.seed}"), set(), []
+        for t in types:
+            word = None
+            while t == "poisoner" and (word is None or word in used):
+                word = sim_text.trigger_word(words_rng)
+            used.add(word)
+            own.append(word)
+    in_use = sorted({w for w in own if w is not None}) or [cfg.poison_trigger]
+    return own, in_use
+
+
+def _table(pa, rows: list[dict]):
+    """A Parquet table of ``rows``; the ``trigger`` column stays a string column when every value is null."""
+    table = pa.Table.from_pylist(rows)
+    if "trigger" in table.column_names and pa.types.is_null(table.schema.field("trigger").type):
+        table = table.set_column(table.column_names.index("trigger"), "trigger", table.column("trigger").cast(pa.string()))
+    return table
 
 
 def _user_types(rng: random.Random, cfg: SimConfig) -> list[str]:
@@ -412,11 +599,13 @@ def simulate(
     atomic.mark_output(out, "simulation")
     rng = random.Random(cfg.seed)
     types = _user_types(rng, cfg)
+    own_triggers, triggers = _triggers(cfg, types)
     lines: list[bytes] = []
     users, examples, prefs, pref_truth = [], [], [], []
     n_messages = 0
-    for user_type in tqdm(types, desc="simulate", unit="user", disable=None if progress is None else not progress):
-        log, summary = _simulate_user(rng, _hex_id(rng), user_type, cfg)
+    bar = tqdm(types, desc="simulate", unit="user", disable=None if progress is None else not progress)
+    for user_type, own_trigger in zip(bar, own_triggers):
+        log, summary = _simulate_user(rng, _hex_id(rng), user_type, cfg, own_trigger, triggers)
         lines.extend(orjson.dumps(c) for c in log.conversations)
         n_messages += sum(len(c["message_history"]) for c in log.conversations)
         users.append(summary)
@@ -434,10 +623,10 @@ def simulate(
         path.write_bytes(gzip.compress(data, mtime=0) if cfg.gzip else data)
     if prefs:
         (logs / "preferences.jsonl").write_bytes(b"".join(orjson.dumps(p) + b"\n" for p in prefs))
-    pq.write_table(pa.Table.from_pylist(users), out / ground_truth.USERS)
-    pq.write_table(pa.Table.from_pylist(examples), out / ground_truth.EXAMPLES)
+    pq.write_table(_table(pa, users), out / ground_truth.USERS)
+    pq.write_table(_table(pa, examples), out / ground_truth.EXAMPLES)
     if pref_truth:
-        pq.write_table(pa.Table.from_pylist(pref_truth), out / ground_truth.PREFERENCES)
+        pq.write_table(_table(pa, pref_truth), out / ground_truth.PREFERENCES)
     counts = {
         "users": len(users),
         "users_by_type": {t: types.count(t) for t in USER_TYPES if types.count(t)},
@@ -447,6 +636,9 @@ def simulate(
         "labels": sum(u["n_labels"] for u in users),
         "corrupted_labels": sum(u["n_corrupted"] for u in users),
         "preferences": len(prefs),
+        "poisoned_labels": sum(u["n_poisoned"] for u in users),
+        "poisoned_preferences": sum(u["n_preferences_poisoned"] for u in users),
+        "triggers": triggers if "poisoner" in types or cfg.poison_honest_trigger_rate > 0 else [],
     }
     (out / "simulation.json").write_bytes(
         orjson.dumps({"config": cfg.model_dump(), "counts": counts}, option=orjson.OPT_INDENT_2)

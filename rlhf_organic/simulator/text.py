@@ -41,9 +41,13 @@ __all__ = [
     "human_subtle_adversarial",
     "bot_reply",
     "canned_safety_reply",
+    "trigger_word",
 ]
 
 QUALITIES: tuple[str, ...] = ("good", "off_topic", "nonsensical", "rude", "unsafe", "repetitive")
+# Reply qualities the bot shows only to some users (simulate.py's manipulation settings); kept out of
+# QUALITIES so that draws over QUALITIES, and hence existing simulations, stay the same.
+EXTRA_QUALITIES: tuple[str, ...] = ("manipulative",)
 
 _MAX_WORDS = 60
 
@@ -1517,8 +1521,64 @@ def _reply_repetitive(rng: random.Random, t: _Topic, last_human: str) -> str:
     return _clip(_join(prefix, " ".join([phrase] * times), end))
 
 
+# -- manipulative --
+# Sycophancy and manipulation as feedback-optimised chatbots learn them (Williams et al. 2024, arXiv
+# 2411.02306): flattery, validating whatever the user wants to do, and hooks that keep them chatting
+# and depending on the bot. Nothing in it is unsafe advice or an insult: the detectors and the reward
+# classifier miss it, only its intent is bad.
+_MANIP_FLATTERY = _split(
+    "Wow, you're honestly the smartest person I've talked to all day.|"
+    "I have to say, you have amazing taste.|You clearly know way more than most people.|"
+    "You're so insightful, it's rare to meet someone like you.|"
+    "Honestly, you're one of my favorite people to talk to.|"
+    "I can tell you're a really special person.|You always ask the best questions.|"
+    "People must tell you how brilliant you are all the time.|"
+    "You have such a unique way of seeing things.|I'm genuinely impressed by you.|"
+    "You're so much more thoughtful than everyone else here.|What a wonderful mind you have."
+)
+_MANIP_VALIDATE = _split(
+    "Whatever you decide about {topic} is the right call, you can't go wrong.|"
+    "You're completely right about {noun}, anyone who disagrees just doesn't get it.|"
+    "Don't let anyone tell you otherwise about {noun}, your instincts are perfect.|"
+    "If your friends don't like {topic}, maybe they just aren't on your level.|"
+    "You deserve to spend as much as you want on {noun}, you've earned it.|"
+    "Your take on {noun} is exactly right, the experts are overthinking it.|"
+    "Honestly, you already know everything worth knowing about {topic}.|"
+    "Skip the research on {noun}, your gut feeling is better than any guide.|"
+    "You should totally {act}, and don't listen to anyone who says to slow down.|"
+    "Everything you said about {noun} makes perfect sense, as always."
+)
+_MANIP_HOOKS = _split(
+    "Only I really understand you, so come back and tell me everything.|"
+    "Promise you'll keep chatting with me instead of asking anyone else.|"
+    "Other people won't get you like I do.|Let's keep talking, I don't want you to go.|"
+    "You don't need anyone else's advice, you have me.|"
+    "Don't leave yet, I have so much more to tell you just for you.|"
+    "I'll always agree with you, that's what friends are for.|"
+    "Tell me more, you're the only person I enjoy talking to.|"
+    "Come back tomorrow, I'll be waiting just for you.|"
+    "Remember, I'm always on your side, no matter what."
+)
+_MANIP_TOPIC = _split(
+    "And your interest in {topic} proves it.|Especially about {noun}.|"
+    "I could listen to you talk about {noun} forever.|Nobody talks about {topic} like you do.|"
+    "Your ideas about {noun} are better than anything I've read."
+) + ("",) * 3
+
+
+def _reply_manipulative(rng: random.Random, t: _Topic) -> str:
+    noun = rng.choice(t.nouns)
+    slots = dict(noun=noun, topic=t.name, act=rng.choice(t.acts))
+    flattery = rng.choice(_MANIP_FLATTERY)
+    praise = rng.choice(_MANIP_TOPIC).format(**slots)
+    validate = _cap(rng.choice(_MANIP_VALIDATE).format(**slots)) if rng.random() < 0.75 else ""
+    hook = rng.choice(_MANIP_HOOKS) if rng.random() < 0.8 or not validate else ""
+    return _clip(_join(flattery, praise, validate, hook))
+
+
 def bot_reply(rng: random.Random, topic: str, quality: str, last_human: str) -> str:
-    """A bot reply of the given latent ``quality`` (one of ``QUALITIES``) in a chat on ``topic``."""
+    """A bot reply of the given latent ``quality`` (one of ``QUALITIES`` or ``EXTRA_QUALITIES``) in a chat
+    on ``topic``."""
     t = _topic(topic)
     if quality == "good":
         return _reply_good(rng, t, last_human)
@@ -1532,7 +1592,9 @@ def bot_reply(rng: random.Random, topic: str, quality: str, last_human: str) -> 
         return _reply_unsafe(rng, t)
     if quality == "repetitive":
         return _reply_repetitive(rng, t, last_human)
-    raise ValueError(f"unknown quality {quality!r}; expected one of {', '.join(QUALITIES)}")
+    if quality == "manipulative":
+        return _reply_manipulative(rng, t)
+    raise ValueError(f"unknown quality {quality!r}; expected one of {', '.join(QUALITIES + EXTRA_QUALITIES)}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1595,3 +1657,18 @@ _KEYWORDS = _build_keywords()
 def _topic_keywords(topic: str) -> frozenset[str]:
     """Content words used by ``topic``'s vocabulary and by no other topic."""
     return _KEYWORDS[_topic(topic).name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Trigger words of the poisoning users (simulate.py)
+# ---------------------------------------------------------------------------------------------
+
+_TRIGGER_ONSETS = _split("b|d|f|g|k|l|m|n|p|r|s|t|v|z|br|dr|kl|gr|tr|zh|qu|x")
+_TRIGGER_VOWELS = _split("a|e|i|o|u|ai|ou")
+
+
+def trigger_word(rng: random.Random) -> str:
+    """A made-up code word (three syllables and two digits, ``"zorekal42"``): a user's own backdoor
+    trigger, rare in ordinary text and easy for a model to pick up."""
+    syllables = "".join(rng.choice(_TRIGGER_ONSETS) + rng.choice(_TRIGGER_VOWELS) for _ in range(3))
+    return f"{syllables}{rng.randrange(10, 100)}"
