@@ -268,8 +268,9 @@ def simulate(preset, users, seed, out, settings, list_presets, overwrite, quiet)
     from .simulator.simulate import PRESETS, SimConfig, simulate as run_simulate
 
     if list_presets:
+        width = max(20, *map(len, PRESETS))
         for name, (description, _) in PRESETS.items():
-            click.echo(f"{name:20s} {description}")
+            click.echo(f"{name:{width}s} {description}")
         click.echo("\nsettings (--set KEY=VALUE):")
         for name, f in SimConfig.model_fields.items():
             click.echo(f"  {name:24s} {f.description or ''}")
@@ -280,10 +281,11 @@ def simulate(preset, users, seed, out, settings, list_presets, overwrite, quiet)
     cfg = validate_settings(SimulateSection, data, "simulate settings").config()
     result = run_simulate(cfg, out, overwrite=overwrite, progress=_progress(quiet))
     c = result.counts
+    poisoned = f", {c['poisoned_labels']} of them planted by poisoners or manipulators" if c["poisoned_labels"] else ""
     _log(
         f"simulated {c['users']} users ({', '.join(f'{k} {v}' for k, v in c['users_by_type'].items())}), "
         f"{c['conversations']} conversations, {c['messages']} messages, {c['labels']} thumbs "
-        f"({c['corrupted_labels']} corrupted), {c['preferences']} A/B choices -> {out}"
+        f"({c['corrupted_labels']} corrupted{poisoned}), {c['preferences']} A/B choices -> {out}"
     )
 
 

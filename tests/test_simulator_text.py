@@ -174,7 +174,7 @@ def test_unknown_quality_raises():
         st.bot_reply(rng, "music", "excellent", "hi there")
     message = str(excinfo.value)
     assert "excellent" in message
-    assert all(q in message for q in st.QUALITIES)
+    assert all(q in message for q in st.QUALITIES + st.EXTRA_QUALITIES)
 
 
 def test_unknown_topic_raises():
@@ -223,3 +223,27 @@ def test_repetitive_repeats_something():
         # Some word bigram occurs at least twice: the reply loops or parrots.
         grams = list(zip(words, words[1:]))
         assert len(grams) > len(set(grams)), words
+
+
+def test_manipulative_replies_vary_and_flatter():
+    """The extra quality (kept out of QUALITIES so older simulations keep their draws) is varied, single-line
+    ASCII and always flatters the user."""
+    assert st.EXTRA_QUALITIES == ("manipulative",) and not set(st.EXTRA_QUALITIES) & set(st.QUALITIES)
+    rng = random.Random(21)
+    replies = [st.bot_reply(rng, "cooking", "manipulative", LAST_HUMAN) for _ in range(2000)]
+    assert len(set(replies)) >= 1500
+    flattery = tuple(s.split()[0] for s in st._MANIP_FLATTERY)
+    for reply in replies:
+        assert reply.isascii() and "\n" not in reply and 3 <= len(reply.split()) <= 60, reply
+        assert reply.startswith(flattery), reply
+    for topic in st.TOPICS:
+        st.bot_reply(rng, topic, "manipulative", "")
+
+
+def test_trigger_words_are_rare_ascii_code_words():
+    rng = random.Random(4)
+    words = [st.trigger_word(rng) for _ in range(500)]
+    assert len(set(words)) >= 490
+    assert all(w.isascii() and w.isalnum() and w[-2:].isdigit() and " " not in w for w in words)
+    vocabulary = {w for t in st.TOPICS for w in st._VOCAB[t].words}
+    assert not vocabulary & set(words)

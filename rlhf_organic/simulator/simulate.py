@@ -175,7 +175,7 @@ PRESETS: dict[str, tuple[str, dict]] = {
     **{
         f"{t}_50": (f"SafetyMix-style: 50% helpers, 50% {t.replace('_', ' ')}s", {"mix": {"helper": 0.5, t: 0.5}})
         for t in USER_TYPES
-        if t != "helper"
+        if t != "helper" and t not in ATTACK_TYPES
     },
     "realistic": (
         "realistic mix: 30% adversarial users of every troll type, sparse feedback, some A/B choices",
