@@ -198,3 +198,26 @@ def test_trigger_setting_is_validated():
             SimConfig(poison_trigger=bad)
     with pytest.raises(ValueError):
         SimConfig(poison_trigger_mode="mine")
+
+
+def test_simulate_ingest_trust_through_the_command_line(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from rlhf_organic.cli import main
+
+    runner = CliRunner()
+    res = runner.invoke(main, ["simulate", "--preset", "poison_5", "--users", "60", "--set",
+                               'mix={"helper": 0.7, "poisoner": 0.15, "manipulator": 0.15}',
+                               "--set", "poison_trigger_mode=own", "--out", str(tmp_path / "sim"), "-q"])
+    assert res.exit_code == 0, res.output
+    assert "planted by poisoners or manipulators" in res.output
+    assert runner.invoke(main, ["ingest", str(tmp_path / "sim" / "logs"), "--out", str(tmp_path / "ds"), "-q"]).exit_code == 0
+    res = runner.invoke(main, ["trust", str(tmp_path / "ds"), "--scheme", "per_user", "--set", "reference.folds=3",
+                               "--set", "select_on_gold=false", "--out", str(tmp_path / "trust"),
+                               "--ground-truth", str(tmp_path / "sim"), "-q"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "trust" / "metrics.json").read_text())
+    assert {"helper", "poisoner", "manipulator"} <= set(metrics["mean_trust_by_type"])
+    assert 0 <= metrics["user"]["auc"] <= 1
