@@ -11,8 +11,8 @@ copy). Rows:
 - ``ours``: ``rlhf_organic.policy.methods.dpo`` with ``precompute_ref`` (its default);
 - ``ours (reference every step)``: ``precompute_ref: false``;
 - ``ours (checkpointing)``: with ``train.gradient_checkpointing``;
-- ``ours (micro-batch 1)``: ``train.micro_batch_size: 1`` (the same steps, one pair per forward);
-- ``ours (bf16)``, ``ours (bf16, micro-batch 1)``: ``train.precision: bf16`` (autocast, fp32 master weights).
+- ``ours (micro-batch 1)``, ``ours (micro-batch 2)``: ``train.micro_batch_size`` 1 or 2 (the same steps, fewer pairs per forward);
+- ``ours (bf16)``, ``ours (bf16, micro-batch 1 / 2)``: ``train.precision: bf16`` (autocast, fp32 master weights).
 
 ``--rows "ours;trl (defaults)"`` runs only the named rows.
 
@@ -52,8 +52,10 @@ ROWS = [("trl", {"checkpointing": True, "precompute": False}, "trl (defaults)"),
         ("ours", {"precompute": False}, "ours (reference every step)"),
         ("ours", {"precompute": True, "gradient_checkpointing": True}, "ours (checkpointing)"),
         ("ours", {"precompute": True, "micro_batch_size": 1}, "ours (micro-batch 1)"),
+        ("ours", {"precompute": True, "micro_batch_size": 2}, "ours (micro-batch 2)"),
         ("ours", {"precompute": True, "precision": "bf16"}, "ours (bf16)"),
-        ("ours", {"precompute": True, "precision": "bf16", "micro_batch_size": 1}, "ours (bf16, micro-batch 1)")]
+        ("ours", {"precompute": True, "precision": "bf16", "micro_batch_size": 1}, "ours (bf16, micro-batch 1)"),
+        ("ours", {"precompute": True, "precision": "bf16", "micro_batch_size": 2}, "ours (bf16, micro-batch 2)")]
 
 
 def log(message: str) -> None:
