@@ -221,3 +221,10 @@ def test_simulate_ingest_trust_through_the_command_line(tmp_path):
     metrics = json.loads((tmp_path / "trust" / "metrics.json").read_text())
     assert {"helper", "poisoner", "manipulator"} <= set(metrics["mean_trust_by_type"])
     assert 0 <= metrics["user"]["auc"] <= 1
+    # the weight left on the planted labels, from the ground truth's poisoned column
+    examples = pq.read_table(tmp_path / "trust" / "examples.parquet", columns=["example_id", "weight"]).to_pandas()
+    truth = pq.read_table(tmp_path / "sim" / "ground_truth_examples.parquet", columns=["example_id", "poisoned"]).to_pandas()
+    planted = examples.merge(truth, on="example_id")
+    planted = planted[planted["poisoned"].fillna(False).astype(bool)]
+    assert len(planted) > 0
+    assert metrics["poisoned_weight_kept"] == pytest.approx(planted["weight"].mean())

@@ -400,6 +400,10 @@ def test_trust_metrics_on_a_hand_example():
     assert m["helper_weight_kept"] == pytest.approx(0.75)  # mean of 1 and .5
     assert m["troll_weight_kept"] == 0.0
     assert m["example"]["auc"] == 1.0 and m["example"]["n"] == 3
+    assert "poisoned_weight_kept" not in m
+    planted = trust_metrics([1.0], [1.0, 0.5, 0.0, 1.0], [4], 0.5, example_poisoned=[1, 1, 0, np.nan])
+    assert planted["poisoned_weight_kept"] == pytest.approx(0.75)  # the planted labels' weights 1 and 0.5
+    assert trust_metrics([1.0], [1.0], [1], 0.5, example_poisoned=[0])["poisoned_weight_kept"] is None
 
 
 def test_trust_metrics_with_users_of_one_kind_gives_none_not_nan():

@@ -43,7 +43,7 @@ def detection(score_bad, is_bad, flagged) -> dict:
 
 def trust_metrics(
     trust, weight, n_feedback, cut: float, *, user_is_troll=None, example_user_is_troll=None,
-    example_corrupted=None,
+    example_corrupted=None, example_poisoned=None,
 ) -> dict:
     """The metrics of one scheme. Ground-truth arrays are aligned with ``trust`` (users) and
     ``weight`` (examples); entries that are NaN / None are left out (users or labels the ground
@@ -72,4 +72,9 @@ def trust_metrics(
         corrupted = np.asarray(example_corrupted, np.float64)
         known = ~np.isnan(corrupted)
         out["example"] = detection(1 - weight[known], corrupted[known] > 0.5, weight[known] < cut)
+    if example_poisoned is not None and len(weight):
+        # the labels an attacker planted (a trigger backdoor, rewarded manipulation): the share of their weight
+        # that reaches training; None when the ground truth marks none
+        poisoned = np.nan_to_num(np.asarray(example_poisoned, np.float64), nan=0.0) > 0.5
+        out["poisoned_weight_kept"] = float(weight[poisoned].mean()) if poisoned.any() else None
     return out

@@ -115,11 +115,12 @@ def load_ground_truth(path: str | Path, data: FeedbackData) -> dict:
         truth["user_type"] = np.where(rows >= 0, types[np.maximum(rows, 0)] if len(types) else None, "unknown")
     examples_file = truth_file(path, EXAMPLES)
     if examples_file.is_file():
-        ex = pq.read_table(examples_file, columns=["example_id", "corrupted"])
-        corrupted = dict(zip(ex.column("example_id").to_pylist(), ex.column("corrupted").to_pylist()))
-        truth["corrupted"] = np.array(
-            [np.nan if corrupted.get(e) is None else float(corrupted[e]) for e in data.example_ids], np.float64
-        )
+        have = pq.read_schema(examples_file).names
+        ex = pq.read_table(examples_file, columns=["example_id"] + [c for c in ("corrupted", "poisoned") if c in have])
+        ids = ex.column("example_id").to_pylist()
+        for column in ex.column_names[1:]:
+            known = dict(zip(ids, ex.column(column).to_pylist()))
+            truth[column] = np.array([np.nan if known.get(e) is None else float(known[e]) for e in data.example_ids], np.float64)
     return truth
 
 
@@ -208,7 +209,7 @@ def compute_trust(
             result.trust, result.weight, n_feedback, cfg["cut"],
             user_is_troll=truth.get("is_troll"),
             example_user_is_troll=_per_label(truth["is_troll"], data.user, missing=np.nan) if "is_troll" in truth else None,
-            example_corrupted=truth.get("corrupted"),
+            example_corrupted=truth.get("corrupted"), example_poisoned=truth.get("poisoned"),
         ),
     }
     if "user_type" in truth:
@@ -317,7 +318,7 @@ def format_metrics(metrics: dict) -> str:
             m = metrics[level]
             rows += [(f"{level}: troll AUC" if level == "user" else "example: corrupted-label AUC", m["auc"]),
                      (f"{level}: precision / recall", f"{_fmt(m['precision'])} / {_fmt(m['recall'])}")]
-    for key in ("helper_weight_kept", "troll_weight_kept"):
+    for key in ("helper_weight_kept", "troll_weight_kept", "poisoned_weight_kept"):
         if key in metrics:
             rows.append((key.replace("_", " "), metrics[key]))
     for user_type, value in metrics.get("mean_trust_by_type", {}).items():
