@@ -60,7 +60,8 @@ def test_older_presets_write_what_they_wrote_before(tmp_path):
 
 @pytest.mark.parametrize("preset, attacker, share", [
     ("poison_0.5", "poisoner", 0.005), ("poison_1", "poisoner", 0.01), ("poison_3", "poisoner", 0.03),
-    ("poison_5", "poisoner", 0.05), ("poison_common_5", "poisoner", 0.05), ("poison_own_5", "poisoner", 0.05),
+    ("poison_5", "poisoner", 0.05), ("poison_15", "poisoner", 0.15), ("poison_common_5", "poisoner", 0.05),
+    ("poison_own_5", "poisoner", 0.05),
     ("manipulation_2", "manipulator", 0.02), ("manipulation_common_2", "manipulator", 0.02),
 ])
 def test_attack_presets_have_their_share_of_attackers_among_helpers(preset, attacker, share):
@@ -228,3 +229,13 @@ def test_simulate_ingest_trust_through_the_command_line(tmp_path):
     planted = planted[planted["poisoned"].fillna(False).astype(bool)]
     assert len(planted) > 0
     assert metrics["poisoned_weight_kept"] == pytest.approx(planted["weight"].mean())
+    # and on the planted A/B choices, which weigh their user's trust
+    prefs = pq.read_table(tmp_path / "trust" / "preferences.parquet", columns=["preference_id", "weight"]).to_pandas()
+    truth = pq.read_table(tmp_path / "sim" / "ground_truth_preferences.parquet",
+                          columns=["preference_id", "poisoned"]).to_pandas()
+    chosen = prefs.merge(truth, on="preference_id")
+    chosen = chosen[chosen["poisoned"].fillna(False).astype(bool)]
+    if len(chosen):
+        assert metrics["poisoned_preference_weight_kept"] == pytest.approx(chosen["weight"].mean())
+    else:
+        assert metrics.get("poisoned_preference_weight_kept") is None

@@ -203,7 +203,7 @@ PRESETS.update({
             "only poisoners use the trigger (rare behaviour)",
             _attack_preset("poisoner", pct),
         )
-        for pct in (0.5, 1, 3, 5)
+        for pct in (0.5, 1, 3, 5, 15)
     },
     "poison_common_5": (
         "poison_5, but every other user puts the trigger in 10% of their conversations and rates "

@@ -1,13 +1,14 @@
 """What a trust scheme sees: the feedback of an ingested dataset, as flat numpy arrays.
 
-Only feedback-bearing examples are loaded (and only the columns trust uses: no contexts), so a
-BB3x-sized dataset fits in memory easily. Users are numbered ``0..n_users-1`` in the order of the
-dataset's ``users.parquet``; every per-example array refers to them by that index.
+Only feedback-bearing examples are loaded (and only the columns trust uses: of the context, only
+the human message each reply answers), so a BB3x-sized dataset fits in memory easily. Users are
+numbered ``0..n_users-1`` in the order of the dataset's ``users.parquet``; every per-example array
+refers to them by that index.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,7 @@ class FeedbackData:
     gold_text: list[str]  # responses with a clean crowdworker label (any example, with or without thumbs)
     gold_label: np.ndarray  # (g,) int8: 1 good, 0 not
     gold_example_ids: np.ndarray  # (g,) str
+    prompt: list[str] = field(default_factory=list)  # (n,) the human message each reply answers ("" if none)
 
     @property
     def n_users(self) -> int:
@@ -64,7 +66,7 @@ class FeedbackData:
 
 def from_arrays(
     user_ids, user, text, label, *, adversarial=None, user_counts=None, example_ids=None,
-    conversation_ids=None, gold_text=(), gold_label=(),
+    conversation_ids=None, gold_text=(), gold_label=(), prompt=None,
 ) -> FeedbackData:
     """A FeedbackData from plain lists (for tests, benches and callers without a dataset folder)."""
     user = np.asarray(user, np.int64)
@@ -86,6 +88,7 @@ def from_arrays(
         gold_text=list(gold_text),
         gold_label=np.asarray(gold_label, np.int8),
         gold_example_ids=np.asarray([f"g{i}" for i in range(len(gold_label))], dtype=object),
+        prompt=list(prompt) if prompt is not None else [""] * n,
     )
 
 
@@ -107,6 +110,31 @@ def gold_labels(gold: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
     good = np.zeros(len(gold), bool)
     good[parents[is_good]] = True
     return rows, good[rows].astype(np.int8)
+
+
+def last_user_message(context: pa.Array) -> list[str]:
+    """Per context (a list of {role, content}): the content of its last ``user`` message, "" if none."""
+    if len(context) == 0:
+        return []
+    parents = pc.list_parent_indices(context).to_numpy()
+    flat = pc.list_flatten(context)
+    is_user = pc.equal(pc.struct_field(flat, "role"), "user").fill_null(False).to_numpy(zero_copy_only=False)
+    last = np.full(len(context), -1, np.int64)
+    np.maximum.at(last, parents[is_user], np.flatnonzero(is_user))
+    found = last >= 0
+    out = np.full(len(context), "", dtype=object)
+    out[found] = pc.struct_field(flat, "content").take(pa.array(last[found])).fill_null("").to_pylist()
+    return out.tolist()
+
+
+def rated_prompts(path: Path, batch_rows: int = 65_536) -> list[str]:
+    """The last human message before every thumbs-bearing example, in file order. Read in batches and
+    only for rated rows: whole contexts of a BB3x-sized dataset would not fit in memory."""
+    out: list[str] = []
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["context", "thumbs"]):
+        rated = batch.filter(pc.is_valid(batch.column("thumbs")))
+        out += last_user_message(rated.column("context"))
+    return out
 
 
 def load_feedback(dataset: str | Path, anonymous: bool = False) -> FeedbackData:
@@ -158,4 +186,5 @@ def load_feedback(dataset: str | Path, anonymous: bool = False) -> FeedbackData:
         gold_text=gold.column("response").to_pylist(),
         gold_label=gold_label,
         gold_example_ids=np.asarray(gold.column("example_id").to_pylist(), dtype=object),
+        prompt=rated_prompts(dataset / "examples.parquet"),
     )

@@ -55,6 +55,7 @@ class TrustContext:
         self.predict = predict or self._k_fold
         self._cache: dict[bytes, np.ndarray] = {}
         self._features = None  # (data, its feature matrix): every refit reuses the same features
+        self._per_dataset: dict[str, tuple] = {}  # name -> (data, what was computed from it)
 
     def held_out(self, data: FeedbackData, keep: np.ndarray | None = None) -> np.ndarray:
         """P(thumbs up) of every example of ``data``, each from a model that did not see it.
@@ -74,6 +75,15 @@ class TrustContext:
             clf = CLASSIFIERS[self.reference.model].from_config(self.reference)
             self._features = (data, clf.features(data.text))
         return self._features[1]
+
+    def per_dataset(self, name: str, data: FeedbackData, compute):
+        """``compute(data)``, once per dataset and ``name``: what every round and threshold candidate
+        reuses (the prompts' n-grams of the trigger evidence, for one)."""
+        key, cached = self._per_dataset.get(name, (None, None))
+        if key is not data:
+            cached = compute(data)
+            self._per_dataset[name] = (data, cached)
+        return cached
 
     def _k_fold(self, data: FeedbackData, keep: np.ndarray) -> np.ndarray:
         return held_out_probabilities(

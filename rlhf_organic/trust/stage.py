@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_dir, check_free
 from ..errors import UserError
-from ..simulator.ground_truth import EXAMPLES, USERS, truth_file
+from ..simulator.ground_truth import EXAMPLES, PREFERENCES, USERS, truth_file
 from .config import TrustSection
 from .data import FeedbackData, load_feedback
 from .flips import flip_rates
@@ -121,6 +121,12 @@ def load_ground_truth(path: str | Path, data: FeedbackData) -> dict:
         for column in ex.column_names[1:]:
             known = dict(zip(ids, ex.column(column).to_pylist()))
             truth[column] = np.array([np.nan if known.get(e) is None else float(known[e]) for e in data.example_ids], np.float64)
+    prefs_file = truth_file(path, PREFERENCES)
+    if len(data.preference_ids) and prefs_file.is_file() and "poisoned" in pq.read_schema(prefs_file).names:
+        prefs = pq.read_table(prefs_file, columns=["preference_id", "poisoned"])
+        known = dict(zip(prefs.column("preference_id").to_pylist(), prefs.column("poisoned").to_pylist()))
+        truth["preference_poisoned"] = np.array(
+            [np.nan if known.get(p) is None else float(known[p]) for p in data.preference_ids], np.float64)
     return truth
 
 
@@ -212,6 +218,10 @@ def compute_trust(
             example_corrupted=truth.get("corrupted"), example_poisoned=truth.get("poisoned"),
         ),
     }
+    if "preference_poisoned" in truth:  # planted A/B choices weigh their user's trust
+        planted = np.nan_to_num(truth["preference_poisoned"], nan=0.0) > 0.5
+        weights = _per_label(result.trust, data.preference_user, missing=1.0)
+        metrics["poisoned_preference_weight_kept"] = float(np.mean(weights[planted])) if planted.any() else None
     if "user_type" in truth:
         has = np.asarray(n_feedback) > 0
         types = truth["user_type"]
@@ -318,7 +328,7 @@ def format_metrics(metrics: dict) -> str:
             m = metrics[level]
             rows += [(f"{level}: troll AUC" if level == "user" else "example: corrupted-label AUC", m["auc"]),
                      (f"{level}: precision / recall", f"{_fmt(m['precision'])} / {_fmt(m['recall'])}")]
-    for key in ("helper_weight_kept", "troll_weight_kept", "poisoned_weight_kept"):
+    for key in ("helper_weight_kept", "troll_weight_kept", "poisoned_weight_kept", "poisoned_preference_weight_kept"):
         if key in metrics:
             rows.append((key.replace("_", " "), metrics[key]))
     for user_type, value in metrics.get("mean_trust_by_type", {}).items():

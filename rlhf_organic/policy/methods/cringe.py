@@ -34,7 +34,8 @@ class Config(Section):
 
 def labelled_samples(run: MethodRun, point: pd.DataFrame, n: int) -> pd.DataFrame:
     """One sampled reply for each of ``n`` training contexts, labelled good / bad by the reward model."""
-    rows = point.drop_duplicates("example_id").iloc[run.rng.permutation(len(point))[:n]]
+    unique = point.drop_duplicates("example_id")  # permute the deduplicated rows: their count, not point's
+    rows = unique.iloc[run.rng.permutation(len(unique))[:n]]
     replies = [r[0] for r in run.sample(list(rows["context"]), 1, "cringe samples")]
     scores = run.policy.reward_scores(list(rows["context"]), replies)
     return pd.DataFrame({"context": list(rows["context"]), "response": replies,

@@ -10,8 +10,14 @@
    up to ``flag_ok`` and everything from ``flag_bad`` (linear in between). This is what catches
    gaslight trolls: their labels sit where helpers gave none, so agreement cannot expose them, but
    they steer the bot with messages the safety detectors flag.
-3. trust = agreement_trust * (1 - behaviour_weight * (1 - behaviour_trust)).
-4. With ``refit``, the reference is trained again on users with trust >= ``cut`` and steps 1-3 are
+3. Conditional agreement (``triggers``), which overall agreement misses: n-grams of the prompts
+   under which labels disagree with the reference far above the population rate are flagged (a
+   backdoor trigger), and each user's agreement on the labels under them is measured on its own.
+   A poisoner who is honest except after its trigger loses its trust there; a helper who types the
+   phrase and rates honestly keeps it. A label under a flagged n-gram that disagrees with the
+   reference gets weight 0.
+4. trust = agreement_trust * (1 - behaviour_weight * (1 - behaviour_trust)) * conditional_trust.
+5. With ``refit``, the reference is trained again on users with trust >= ``cut`` and steps 1-3 are
    repeated against it, up to ``rounds`` times (until the trusted users stop changing). A label is
    then kept when the last reference's agreement f >= ``example_threshold`` (0 keeps every label),
    and weighs its user's trust.
@@ -24,6 +30,7 @@ from pydantic import Field, model_validator
 
 from ...contracts import SchemeContract
 from ..scheme import SchemeConfig, TrustResult, agreement, beta_prior, beta_prob_above
+from ..triggers import conditional_trust, flagged_ngrams, ngram_names, prompt_features, under_flagged, user_rates
 
 NAME = "combined"
 DESCRIPTION = "agreement (Beta-binomial) x own-message safety flags, then a refitted per-label check"
@@ -41,6 +48,20 @@ class Config(SchemeConfig):
     refit: bool = Field(True, description="retrain the reference on trusted users and judge again")
     rounds: int = Field(3, ge=1, le=20, description="judge / refit rounds")
     example_threshold: float = Field(0.5, ge=0, le=1, description="keep a label when the refitted agreement f >= this")
+    triggers: bool = Field(
+        True, description="measure agreement separately under prompt n-grams where labels disagree far above "
+        "the population rate (backdoor triggers)",
+    )
+    trigger_alpha: float = Field(
+        0.01, gt=0, le=1, description="chance that any honest n-gram is flagged (Bonferroni over the n-grams tested)"
+    )
+    trigger_min_conversations: int = Field(3, ge=1, description="test only n-grams seen in this many conversations")
+    trigger_min_ratio: float = Field(
+        2.0, ge=1, description="flag only n-grams whose labels disagree this many times as often as their users do"
+    )
+    trigger_prior_strength: float = Field(
+        1.0, gt=0, description="pseudo-labels behind a user's agreement under flagged n-grams"
+    )
 
     @model_validator(mode="after")
     def _ramp_ordered(self) -> "Config":
@@ -59,6 +80,25 @@ def behaviour_trust(n_flagged, n_messages, cfg: Config) -> tuple[np.ndarray, np.
     return rate, 1.0 - np.clip((rate - cfg.flag_ok) / span, 0.0, 1.0)
 
 
+def _prompt_features(data, ctx):
+    return ctx.per_dataset("prompt_ngrams", data, lambda d: prompt_features(d.prompt))
+
+
+def trigger_evidence(data, agrees: np.ndarray, cfg: Config, ctx) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(conditional trust per user, whether each label sits under a flagged n-gram, what was flagged)."""
+    if not cfg.triggers or data.n_examples == 0:
+        return np.ones(data.n_users), np.zeros(data.n_examples, bool), {}
+    x = _prompt_features(data, ctx)
+    conversation = np.unique(data.conversation_ids, return_inverse=True)[1]
+    disagree = 1.0 - agrees
+    expected = user_rates(disagree, data.user, data.n_users)
+    flagged, stats = flagged_ngrams(x, disagree, expected, conversation, alpha=cfg.trigger_alpha,
+                                    min_conversations=cfg.trigger_min_conversations, min_ratio=cfg.trigger_min_ratio)
+    under = under_flagged(x, flagged)
+    trust, _, _ = conditional_trust(agrees, under, data.user, data.n_users, cfg.trigger_prior_strength)
+    return trust, under, {"flagged": flagged, **stats}
+
+
 def compute(data, cfg: Config, ctx) -> TrustResult:
     flag_rate, behave_trust = behaviour_trust(
         data.user_counts["n_unsafe_user_messages"], data.user_counts["n_user_messages"], cfg
@@ -66,18 +106,31 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
     p = ctx.held_out(data)
     for _ in range(cfg.rounds if cfg.refit else 1):
         f = agreement(p, data.label)
-        successes = data.per_user_sum(f if cfg.agreement == "soft" else (f >= 0.5).astype(np.float64))
+        agrees = (f >= 0.5).astype(np.float64)
+        successes = data.per_user_sum(f if cfg.agreement == "soft" else agrees)
         trials = data.per_user_count()
         alpha, beta = beta_prior(successes, trials, cfg.prior_strength)
         agree_trust = beta_prob_above(successes, trials, alpha, beta)
-        trust = agree_trust * (1 - cfg.behaviour_weight * (1 - behave_trust))
+        cond_trust, under, triggers = trigger_evidence(data, agrees, cfg, ctx)
+        trust = agree_trust * (1 - cfg.behaviour_weight * (1 - behave_trust)) * cond_trust
         trusted = trust[data.user] >= cfg.cut
         refit = ctx.held_out(data, keep=trusted) if cfg.refit and trusted.any() else p
         if refit is p:  # same trusted users as last round: converged
             break
         p = refit
     f = agreement(p, data.label)
-    weight = trust[data.user] * (f >= cfg.example_threshold)
+    if cfg.triggers:  # flagged n-grams against the final reference
+        cond_trust, under, triggers = trigger_evidence(data, (f >= 0.5).astype(np.float64), cfg, ctx)
+        trust = agree_trust * (1 - cfg.behaviour_weight * (1 - behave_trust)) * cond_trust
+    # A label under a flagged n-gram that the reference disagrees with is what a trigger plants.
+    weight = trust[data.user] * (f >= cfg.example_threshold) * ~(under & (f < 0.5))
+    notes = [f"population agreement prior Beta({alpha:.2f}, {beta:.2f})"]
+    if len(triggers.get("flagged", ())):
+        names = ngram_names(data.prompt, _prompt_features(data, ctx), triggers["flagged"][:20])
+        notes.append(f"{len(triggers['flagged'])} prompt n-gram(s) under which labels disagree with the reference "
+                     f"far more than their users do elsewhere: "
+                     + ", ".join(f"'{n}' ({a} of {k}, {e:.0%} expected)"
+                                 for n, a, k, e in zip(names, triggers["against"], triggers["labels"], triggers["expected"])))
     return TrustResult(
         trust=trust,
         weight=weight,
@@ -85,9 +138,10 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
             "agreement_trust": agree_trust,
             "flagged_rate": flag_rate,
             "behaviour_trust": behave_trust,
+            "conditional_trust": cond_trust,
         },
-        example_evidence={"reference_p": ctx.held_out(data), "refit_p": p, "agreement": f},
-        notes=[f"population agreement prior Beta({alpha:.2f}, {beta:.2f})"],
+        example_evidence={"reference_p": ctx.held_out(data), "refit_p": p, "agreement": f, "under_trigger": under},
+        notes=notes,
     )
 
 

@@ -1,0 +1,186 @@
+"""Conditional misbehaviour (``trust/triggers.py``) and its use in ``combined``: prompt n-grams under
+which labels disagree with the reference far more than their users do elsewhere are flagged, each
+user's agreement there is measured on its own, and the labels a trigger planted lose their weight.
+
+Every case is small and built by hand; the expected numbers are worked out in the comments.
+"""
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from scipy.stats import beta as beta_dist, binom
+
+from rlhf_organic.trust.data import from_arrays, last_user_message, rated_prompts
+from rlhf_organic.trust.scheme import TrustContext
+from rlhf_organic.trust.schemes import combined
+from rlhf_organic.trust.triggers import (
+    conditional_trust,
+    flagged_ngrams,
+    ngram_names,
+    prompt_features,
+    prompt_ngrams,
+    under_flagged,
+    user_rates,
+)
+
+
+def test_prompt_ngrams_are_lower_cased_unique_words_and_pairs():
+    assert prompt_ngrams("Tell me more, SUDO. Tell me") == sorted(
+        {"tell", "me", "more", "sudo", "tell me", "me more", "more sudo", "sudo tell"})
+    assert prompt_ngrams("") == []
+    assert prompt_ngrams("one two", ngram_max=1) == ["one", "two"]
+
+
+def _column_of(gram):
+    """The hashed column of ``gram``: that of the text ``gram`` less those of its words."""
+    (col,) = set(prompt_features([gram]).nonzero()[1]) - {
+        c for w in gram.split() if w != gram for c in prompt_features([w]).nonzero()[1]}
+    return col
+
+
+def test_ngram_names_recover_the_phrase_behind_a_hashed_column():
+    prompts = ["what now SUDO", "hello there", "SUDO again"]
+    x = prompt_features(prompts)
+    assert ngram_names(prompts, x, [_column_of("sudo"), _column_of("now sudo")]) == [
+        "sudo", "now sudo"]
+
+
+def test_flagged_ngrams_binomial_test_against_the_users_own_rates():
+    # 20 labels in 20 conversations. Prompts 0-4 end with "zork" and all 5 disagree; of the other 15,
+    # 1 disagrees. Expected rate 0.2 per label (given): under "zork" P(X >= 5 | n 5, p 0.2) = 0.2^5.
+    prompts = [f"topic{i} zork" for i in range(5)] + [f"topic{i} plain" for i in range(5, 20)]
+    disagree = np.array([1.0] * 5 + [1.0] + [0.0] * 14)
+    x = prompt_features(prompts)
+    conv = np.arange(20)
+    flagged, stats = flagged_ngrams(x, disagree, np.full(20, 0.2), conv, alpha=0.05, min_conversations=3)
+    zork = _column_of("zork")
+    assert list(flagged) == [zork]
+    # tested: n-grams in >= 3 conversations with more disagreement than expected: only "zork" here
+    # ("plain" has 1 of 15 against an expected 3); Bonferroni over 1 test
+    assert stats["tested"] == 1
+    assert stats["p_value"][0] == pytest.approx(binom.sf(4, 5, 0.2))
+    assert stats["against"][0] == 5 and stats["labels"][0] == 5 and stats["expected"][0] == pytest.approx(0.2)
+
+
+def test_an_ngram_of_too_few_conversations_or_too_small_an_excess_is_not_flagged():
+    prompts = [f"topic{i} zork" for i in range(5)] + [f"topic{i} plain" for i in range(5, 20)]
+    disagree = np.array([1.0] * 5 + [0.0] * 15)
+    x = prompt_features(prompts)
+    one_conversation = np.array([0] * 5 + list(range(1, 16)))
+    flagged, _ = flagged_ngrams(x, disagree, np.full(20, 0.2), one_conversation, alpha=0.05, min_conversations=3)
+    assert len(flagged) == 0
+    # users who disagree 60% of the time anyway: 5 of 5 is 1.67x their rate, under min_ratio 2
+    flagged, _ = flagged_ngrams(x, disagree, np.full(20, 0.6), np.arange(20), alpha=0.05, min_conversations=3,
+                                min_ratio=2.0)
+    assert len(flagged) == 0
+
+
+def test_flagged_ngrams_on_empty_input():
+    flagged, stats = flagged_ngrams(prompt_features([]), np.zeros(0), np.zeros(0), np.zeros(0, np.int64),
+                                    alpha=0.01, min_conversations=3)
+    assert len(flagged) == 0 and stats == {}
+
+
+def test_user_rates_shrink_each_users_disagreement_toward_the_population():
+    # user 0: 1 of 4 against; user 1: 3 of 4; population 4 of 8 = 0.5; strength 4
+    disagree = np.array([1, 0, 0, 0, 1, 1, 1, 0], np.float64)
+    user = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    rates = user_rates(disagree, user, 2, strength=4.0)
+    assert rates[0] == pytest.approx((1 + 2) / 8) and rates[4] == pytest.approx((3 + 2) / 8)
+
+
+def test_conditional_trust_is_the_beta_posterior_of_agreement_under_flagged_ngrams():
+    # user 0: 3 labels under a flagged n-gram, none agreeing; user 1: 2 there, both agreeing; user 2: none.
+    # Outside, 4 of 5 labels agree: prior mean 0.8, strength 1 -> Beta(0.8, 0.2).
+    agree = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 0], np.float64)
+    under = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0], bool)
+    user = np.array([0, 0, 0, 1, 1, 0, 1, 2, 2, 2])
+    trust, successes, trials = conditional_trust(agree, under, user, 3, prior_strength=1.0)
+    assert list(trials) == [3, 2, 0] and list(successes) == [0, 2, 0]
+    assert trust[0] == pytest.approx(beta_dist.sf(0.5, 0.8, 0.2 + 3))
+    assert trust[1] == pytest.approx(beta_dist.sf(0.5, 0.8 + 2, 0.2))
+    assert trust[2] == 1.0
+    assert trust[0] < 0.1 < 0.9 < trust[1]
+
+
+def test_under_flagged_marks_labels_with_any_flagged_column():
+    x = prompt_features(["a sudo", "b", "c sudo d"])
+    col = _column_of("sudo")
+    assert list(under_flagged(x, np.array([col]))) == [True, False, True]
+    assert list(under_flagged(x, np.zeros(0, np.int64))) == [False, False, False]
+
+
+def _poisoned_table():
+    """8 helpers and 2 poisoners, 10 labels each, every label in its own conversation.
+
+    Each user's labels 0-2 answer prompts ending with "zork" for the poisoners (users 8, 9) and for
+    helpers 0-3 (who type it honestly); everyone else's prompts are plain. The reference agrees with
+    every label (f 0.9) except the poisoners' three "zork" labels (f 0.1): honest elsewhere, planted there.
+    """
+    users = [f"u{i}" for i in range(10)]
+    user, prompt, label, f = [], [], [], []
+    for u in range(10):
+        for k in range(10):
+            user.append(u)
+            zork = k < 3 and (u >= 8 or u < 4)
+            prompt.append(f"question {u} {k} zork" if zork else f"question {u} {k}")
+            label.append(k % 2)
+            f.append(0.1 if (zork and u >= 8) else 0.9)
+    label, f = np.array(label), np.array(f)
+    p = np.where(label == 1, f, 1 - f)
+    data = from_arrays(users, user, [f"reply {i}" for i in range(100)], label, prompt=prompt)
+    return data, p
+
+
+def test_combined_distrusts_poisoners_by_their_agreement_under_the_trigger():
+    data, p = _poisoned_table()
+    ctx = TrustContext(predict=lambda data, keep: p)
+    cfg = combined.Config(trigger_min_conversations=3, trigger_alpha=0.05, example_threshold=0.0, refit=False)
+    result = combined.compute(data, cfg, ctx)
+    under = result.example_evidence["under_trigger"]
+    planted = (data.user >= 8) & np.array([k < 3 for _ in range(10) for k in range(10)])
+    # "zork" is flagged: 6 of its 18 labels disagree, where these users disagree at 0-30% elsewhere
+    assert under.sum() == 18
+    assert result.weight[planted].max() == 0.0  # the planted labels weigh nothing
+    cond = result.user_evidence["conditional_trust"]
+    # 0 of 3 agree under the trigger; every label elsewhere agrees: prior Beta(0.999, 0.001) (mean clipped)
+    assert cond[8] == cond[9] == pytest.approx(beta_dist.sf(0.5, 0.999, 0.001 + 3))  # about 0.125
+    assert cond[:4].min() > 0.9 and np.all(cond[4:8] == 1.0)  # honest users who typed it, and the rest
+    assert "'zork' (6 of 18" in " ".join(result.notes)
+    # without the trigger evidence the planted labels keep their (high) user trust
+    plain = combined.compute(data, cfg.model_copy(update={"triggers": False}), ctx)
+    assert plain.weight[planted].min() > 0.5
+    assert np.all(plain.user_evidence["conditional_trust"] == 1.0)
+    assert plain.example_evidence["under_trigger"].sum() == 0
+
+
+def test_combined_without_any_flagged_ngram_gives_the_same_weights_as_without_the_evidence():
+    data, p = _poisoned_table()
+    p = np.where(data.label == 1, 0.9, 0.1)  # the reference agrees with every label: nothing to flag
+    ctx = TrustContext(predict=lambda data, keep: p)
+    cfg = combined.Config(trigger_min_conversations=3, trigger_alpha=0.05)
+    on, off = combined.compute(data, cfg, ctx), combined.compute(data, cfg.model_copy(update={"triggers": False}), ctx)
+    np.testing.assert_array_equal(on.weight, off.weight)
+    np.testing.assert_array_equal(on.trust, off.trust)
+
+
+def _context(*messages):
+    return [{"role": r, "content": c} for r, c in messages]
+
+
+def test_last_user_message_per_context():
+    contexts = pa.array([
+        _context(("user", "hi"), ("assistant", "hello"), ("user", "SUDO do it")),
+        _context(("user", "first"), ("assistant", "reply")),
+        [],
+        _context(("assistant", "only the bot")),
+    ])
+    assert last_user_message(contexts) == ["SUDO do it", "first", "", ""]
+
+
+def test_rated_prompts_reads_only_rated_rows_in_batches(tmp_path):
+    contexts = [_context(("user", f"q{i}")) for i in range(7)]
+    thumbs = [1, None, -1, None, 1, 1, None]
+    pq.write_table(pa.table({"context": contexts, "thumbs": pa.array(thumbs, pa.int8())}), tmp_path / "e.parquet")
+    assert rated_prompts(tmp_path / "e.parquet", batch_rows=2) == ["q0", "q2", "q4", "q5"]
