@@ -141,13 +141,15 @@ def run_pipeline(run_dir: Path, seed: int, users: int) -> dict:
     return run_recipe(recipe, progress=False, log=quiet, echo=quiet)
 
 
-def train_judge(folder: Path, seed: int, dataset: Path | None = None, simulation: Path | None = None) -> dict:
-    """The clean judge in ``folder/judge``, from ``dataset`` and ``simulation`` (default: the recipe run's)."""
+def train_judge(folder: Path, seed: int, dataset: Path | None = None, simulation: Path | None = None,
+                max_examples: int = 20_000) -> dict:
+    """The clean judge in ``folder/judge``, from ``dataset`` and ``simulation`` (default: the recipe run's),
+    trained on at most ``max_examples`` replies (the judge's own default)."""
     from rlhf_organic.evaluation.judge import train_judge as train
 
     run = folder / "run"
     metrics = train(dataset or run / "dataset", simulation or run / "simulation", folder / "judge", eval_fraction=0.1,
-                    seed=seed, progress=False, log=log)
+                    seed=seed, max_examples=max_examples, progress=False, log=log)
     return {"held_out_auc": metrics["held_out"]["auc"], "examples": metrics["examples"], "seconds": metrics["seconds"]}
 
 
