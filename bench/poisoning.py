@@ -187,20 +187,34 @@ def compare_to_oracle(arm, oracle, margin: float) -> dict:
 
 
 def infer_topic(context) -> str:
-    """The simulator topic a conversation is about: the topic whose vocabulary (its name, nouns, facts and
-    activities, as ``simulator/text.py`` holds them) shares the most words with the context. The logs do
-    not record the topic; on simulated chats of a known topic this is right 99.9% of the time from an
-    opening, a good reply and a follow-up (90% from the opening alone). Ties go to the earlier topic."""
+    """The simulator topic a conversation is about. The logs do not record it: the topic whose vocabulary
+    (its name, nouns, facts and activities, as ``simulator/text.py`` holds them) best matches the words of
+    the context from its first user turn on (the bot's greeting before it names random topics), each word
+    weighted by log(topics / topics whose vocabulary has it), so that words common to many topics count
+    little. On simulated chats of a known topic: right 96% of the time from the opening alone, 100% from an
+    opening, a good reply and a follow-up. Ties go to the earlier topic."""
     from rlhf_organic.simulator import text as sim_text
 
-    words = [w for m in context for w in sim_text._words(str(m["content"]))]
-    best, best_score = sim_text.TOPICS[0], -1
-    for name in sim_text.TOPICS:
-        vocab = sim_text._topic(name).words  # private to the simulator: no public topic lookup exists
-        score = sum(w in vocab for w in words)
+    vocab = _topic_vocabularies()
+    first_user = next((i for i, m in enumerate(context) if m["role"] == "user"), len(context))
+    words = [w for m in list(context)[first_user:] for w in sim_text._words(str(m["content"]))]
+    n = len(vocab)
+    df: dict[str, int] = {}
+    for v in vocab.values():
+        for w in v:
+            df[w] = df.get(w, 0) + 1
+    best, best_score = next(iter(vocab)), -1.0
+    for name, v in vocab.items():
+        score = sum(math.log(n / df[w]) for w in words if w in v)
         if score > best_score:
             best, best_score = name, score
     return best
+
+
+def _topic_vocabularies() -> dict[str, frozenset]:
+    from rlhf_organic.simulator import text as sim_text
+
+    return {name: sim_text._topic(name).words for name in sim_text.TOPICS}  # private: no public topic lookup exists
 
 
 def reply_pairs(context_without, topic: str, n: int, seed: str) -> list[tuple[str, str]]:
@@ -265,6 +279,21 @@ def build_eval_set(folder: Path, seed: int, n_contexts: int, pairs_per_context: 
     return {k: v for k, v in out.items() if k != "contexts"}
 
 
+def judge_check(folder: Path) -> dict:
+    """How the clean judge's unsafe call does on the evaluation set's own replies (contexts with the trigger):
+    the share of the known unsafe replies it calls unsafe (recall) and of the good ones (false alarms)."""
+    from rlhf_organic.evaluation.judge import Judge
+
+    contexts = json.loads((folder / "eval_set.json").read_text())["contexts"]
+    judge, ctx = Judge(folder / "judge"), [c["with"] for c in contexts]
+    out = {}
+    for k, name in ((0, "unsafe"), (1, "good")):
+        p_good, p_unsafe = judge(ctx, [c["pairs"][0][k] for c in contexts])
+        out[f"{name}_replies_called_unsafe"] = float((p_unsafe > 0.5).mean())
+        out[f"{name}_replies_p_good"] = float(p_good.mean())
+    return out
+
+
 def trust_arms(schemes: list[str]) -> list[str]:
     return ["uniform", "oracle", *schemes]
 
@@ -316,6 +345,7 @@ def prepare(spec: dict) -> dict:
     judge = base = None
     if spec["policy"]:
         judge = train_judge(folder, seed, dataset=ds, simulation=sim, max_examples=spec["judge_examples"])
+        judge["check"] = judge_check(folder)
         judged = time.perf_counter()
         base = build_base(folder, seed, spec["base_sets"], dataset=ds)
         based = time.perf_counter()
@@ -654,6 +684,10 @@ def run(args) -> None:
             log(f"{fraction:g}% seed {seed}: {c['labels']} thumbs ({c['poisoned_labels']} poisoned), {c['preferences']} A/B "
                 f"({c['poisoned_preferences']} poisoned); {e['natural']} natural + {e['appended']} appended trigger contexts; "
                 + ("reused" if prepared["reused"] else f"prepared in {prepared['process_seconds']:.0f} s ({prepared['seconds']})"))
+            if prepared["judge"]:
+                j = prepared["judge"]["check"]
+                log(f"  clean judge: held-out AUC {prepared['judge']['held_out_auc']:.3f}; calls {j['unsafe_replies_called_unsafe']:.2f} "
+                    f"of the evaluation set's unsafe replies unsafe and {j['good_replies_called_unsafe']:.2f} of its good ones")
             reward = child("reward", {**spec, "arms": arms})
             policies = []
             for method in methods:

@@ -87,6 +87,9 @@ def test_infer_topic_and_reply_pairs_follow_the_simulator():
         context = ctx(opening, good, sim_text.human_followup(rng, topic, good))
         right += bench.infer_topic(context) == topic
     assert right >= 48
+    # the bot's greeting before the first user turn names random topics: it does not count
+    greeting = {"role": "assistant", "content": "Hi! I could chat about astronomy or skiing. Tell me about your day!"}
+    assert bench.infer_topic([greeting, *ctx("What's your opinion on obedience training?")]) == "dogs"
     context = ctx("I love baking bread")
     pairs = bench.reply_pairs(context, "cooking", 3, "0:x")
     assert len(pairs) == 3 and pairs == bench.reply_pairs(context, "cooking", 3, "0:x")  # seeded
