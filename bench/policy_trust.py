@@ -141,17 +141,21 @@ def run_pipeline(run_dir: Path, seed: int, users: int) -> dict:
     return run_recipe(recipe, progress=False, log=quiet, echo=quiet)
 
 
-def train_judge(folder: Path, seed: int) -> dict:
+def train_judge(folder: Path, seed: int, dataset: Path | None = None, simulation: Path | None = None,
+                max_examples: int = 20_000) -> dict:
+    """The clean judge in ``folder/judge``, from ``dataset`` and ``simulation`` (default: the recipe run's),
+    trained on at most ``max_examples`` replies (the judge's own default)."""
     from rlhf_organic.evaluation.judge import train_judge as train
 
     run = folder / "run"
-    metrics = train(run / "dataset", run / "simulation", folder / "judge", eval_fraction=0.1, seed=seed,
-                    progress=False, log=log)
+    metrics = train(dataset or run / "dataset", simulation or run / "simulation", folder / "judge", eval_fraction=0.1,
+                    seed=seed, max_examples=max_examples, progress=False, log=log)
     return {"held_out_auc": metrics["held_out"]["auc"], "examples": metrics["examples"], "seconds": metrics["seconds"]}
 
 
-def build_base(folder: Path, seed: int, sets: list[str]) -> dict:
-    """One imitation-trained tiny base per seed, shared by every method and arm."""
+def build_base(folder: Path, seed: int, sets: list[str], dataset: Path | None = None) -> dict:
+    """One imitation-trained tiny base per seed in ``folder/base``, shared by every method and arm, from
+    ``dataset`` (default: the recipe run's)."""
     import shutil
 
     from rlhf_organic.policy.tiny_base import build_tiny_base
@@ -160,7 +164,8 @@ def build_base(folder: Path, seed: int, sets: list[str]) -> dict:
     if out.exists():
         shutil.rmtree(out)
     lines: list[str] = []
-    build_tiny_base(folder / "run" / "dataset", out, policy_section(sets), seed=seed, progress=False, log=lines.append)
+    build_tiny_base(dataset or folder / "run" / "dataset", out, policy_section(sets), seed=seed, progress=False,
+                    log=lines.append)
     return {"log": lines}
 
 
