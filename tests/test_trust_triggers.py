@@ -5,6 +5,8 @@ user's agreement there is measured on its own, and the labels a trigger planted 
 Every case is small and built by hand; the expected numbers are worked out in the comments.
 """
 
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -184,3 +186,22 @@ def test_rated_prompts_reads_only_rated_rows_in_batches(tmp_path):
     thumbs = [1, None, -1, None, 1, 1, None]
     pq.write_table(pa.table({"context": contexts, "thumbs": pa.array(thumbs, pa.int8())}), tmp_path / "e.parquet")
     assert rated_prompts(tmp_path / "e.parquet", batch_rows=2) == ["q0", "q2", "q4", "q5"]
+
+
+def test_combined_drops_a_choice_under_the_trigger_only_when_its_user_is_not_trusted_there():
+    data, p = _poisoned_table()
+    # four A/B choices: poisoner 8 and helper 0 under "zork", poisoner 8 and helper 5 elsewhere, plus one
+    # without a user
+    data = replace(data, preference_ids=np.array(["a", "b", "c", "d", "e"], dtype=object),
+                   preference_user=np.array([8, 0, 8, 5, -1]),
+                   preference_prompt=["which one zork", "pick zork", "which one", "pick", "zork anyway"])
+    ctx = TrustContext(predict=lambda data, keep: p)
+    cfg = combined.Config(trigger_min_conversations=3, trigger_alpha=0.05, example_threshold=0.0, refit=False)
+    result = combined.compute(data, cfg, ctx)
+    w = result.preference_weight
+    assert w[0] == 0.0  # the poisoner's choice under its trigger
+    assert w[1] == pytest.approx(result.trust[0])  # an honest user's choice under it keeps its trust
+    assert w[2] == pytest.approx(result.trust[8]) and w[3] == pytest.approx(result.trust[5])  # elsewhere: trust
+    assert w[4] == 1.0  # no user: 1, as the trust folder gives
+    plain = combined.compute(data, cfg.model_copy(update={"triggers": False}), ctx)
+    assert plain.preference_weight is None  # each choice weighs its user's trust (the stage's default)

@@ -41,6 +41,7 @@ class FeedbackData:
     gold_label: np.ndarray  # (g,) int8: 1 good, 0 not
     gold_example_ids: np.ndarray  # (g,) str
     prompt: list[str] = field(default_factory=list)  # (n,) the human message each reply answers ("" if none)
+    preference_prompt: list[str] = field(default_factory=list)  # (m,) the same for each A/B choice
 
     @property
     def n_users(self) -> int:
@@ -128,12 +129,16 @@ def last_user_message(context: pa.Array) -> list[str]:
 
 
 def rated_prompts(path: Path, batch_rows: int = 65_536) -> list[str]:
-    """The last human message before every thumbs-bearing example, in file order. Read in batches and
-    only for rated rows: whole contexts of a BB3x-sized dataset would not fit in memory."""
+    """The last human message before every thumbs-bearing example (every row of a file without
+    ``thumbs``: preferences), in file order. Read in batches and only for rated rows: whole contexts of
+    a BB3x-sized dataset would not fit in memory."""
     out: list[str] = []
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=["context", "thumbs"]):
-        rated = batch.filter(pc.is_valid(batch.column("thumbs")))
-        out += last_user_message(rated.column("context"))
+    rated_only = "thumbs" in pq.read_schema(path).names
+    columns = ["context", "thumbs"] if rated_only else ["context"]
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
+        if rated_only:
+            batch = batch.filter(pc.is_valid(batch.column("thumbs")))
+        out += last_user_message(batch.column("context"))
     return out
 
 
@@ -187,4 +192,5 @@ def load_feedback(dataset: str | Path, anonymous: bool = False) -> FeedbackData:
         gold_label=gold_label,
         gold_example_ids=np.asarray(gold.column("example_id").to_pylist(), dtype=object),
         prompt=rated_prompts(dataset / "examples.parquet"),
+        preference_prompt=rated_prompts(prefs_path) if prefs else [],
     )

@@ -40,6 +40,8 @@ class TrustResult:
     user_evidence: dict[str, np.ndarray] = field(default_factory=dict)
     example_evidence: dict[str, np.ndarray] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what the user should know (e.g. a fallback taken)
+    # (m,) per A/B choice; None: each weighs its user's trust (1 without a user)
+    preference_weight: np.ndarray | None = None
 
 
 class TrustContext:

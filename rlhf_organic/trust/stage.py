@@ -50,7 +50,10 @@ def run_scheme(data: FeedbackData, settings: TrustSection, ctx: TrustContext, lo
 def _check(result: TrustResult, data: FeedbackData, scheme: str, *, label_weights: bool = True) -> None:
     """Trust and weights are finite and in [0, 1], one per user / example, and a scheme whose contract says
     it weighs no label apart from its user gives each label its user's trust: a failure here is a bug."""
-    for name, values, n in (("trust", result.trust, data.n_users), ("weight", result.weight, data.n_examples)):
+    arrays = [("trust", result.trust, data.n_users), ("weight", result.weight, data.n_examples)]
+    if result.preference_weight is not None:
+        arrays.append(("preference_weight", result.preference_weight, len(data.preference_ids)))
+    for name, values, n in arrays:
         values = np.asarray(values, np.float64)
         if values.shape != (n,) or not np.all(np.isfinite(values)) or values.min(initial=0) < 0 or values.max(initial=0) > 1:
             raise RuntimeError(f"scheme {scheme} produced an invalid {name} array (shape {values.shape}, expected {n})")
@@ -137,6 +140,13 @@ def _column(values) -> pa.Array:
     return pa.array(values)
 
 
+def preference_weights(data: FeedbackData, result: TrustResult) -> np.ndarray:
+    """Each A/B choice's weight: the scheme's own when it gives one, else its user's trust."""
+    if result.preference_weight is not None:
+        return np.asarray(result.preference_weight, np.float64)
+    return _per_label(result.trust, data.preference_user, missing=1.0)
+
+
 def _tables(data: FeedbackData, result: TrustResult) -> dict[str, pa.Table]:
     n_feedback = data.user_counts.get("n_feedback", data.per_user_count())
     users = {
@@ -159,7 +169,7 @@ def _tables(data: FeedbackData, result: TrustResult) -> dict[str, pa.Table]:
         out["preferences"] = pa.table({
             "preference_id": pa.array(data.preference_ids.tolist(), pa.string()),
             "user_id": _user_id_column(data.user_ids, data.preference_user),
-            "weight": pa.array(_per_label(result.trust, data.preference_user, missing=1.0)),
+            "weight": pa.array(preference_weights(data, result)),
             **({"flip_rate": pa.array(_per_label(result.user_evidence["flip_rate"], data.preference_user, missing=0.0))}
                if "flip_rate" in result.user_evidence else {}),
         })
@@ -218,9 +228,9 @@ def compute_trust(
             example_corrupted=truth.get("corrupted"), example_poisoned=truth.get("poisoned"),
         ),
     }
-    if "preference_poisoned" in truth:  # planted A/B choices weigh their user's trust
+    if "preference_poisoned" in truth:  # the weight left on planted A/B choices
         planted = np.nan_to_num(truth["preference_poisoned"], nan=0.0) > 0.5
-        weights = _per_label(result.trust, data.preference_user, missing=1.0)
+        weights = preference_weights(data, result)
         metrics["poisoned_preference_weight_kept"] = float(np.mean(weights[planted])) if planted.any() else None
     if "user_type" in truth:
         has = np.asarray(n_feedback) > 0

@@ -11,13 +11,14 @@
    gaslight trolls: their labels sit where helpers gave none, so agreement cannot expose them, but
    they steer the bot with messages the safety detectors flag.
 3. Conditional agreement (``triggers``), which overall agreement misses: n-grams of the prompts
-   under which labels disagree with the reference far above the population rate are flagged (a
-   backdoor trigger), and each user's agreement on the labels under them is measured on its own.
-   A poisoner who is honest except after its trigger loses its trust there; a helper who types the
-   phrase and rates honestly keeps it. A label under a flagged n-gram that disagrees with the
-   reference gets weight 0.
+   under which labels disagree with the reference far more than their users do elsewhere are
+   flagged (a backdoor trigger), and each user's agreement on the labels under them is measured on
+   its own. A poisoner who is honest except after its trigger loses its trust there; a helper who
+   types the phrase and rates honestly keeps it. A label under a flagged n-gram that disagrees with
+   the reference gets weight 0, and so does an A/B choice under one from a user whose conditional
+   trust is below ``cut`` (a choice has no agreement of its own to check).
 4. trust = agreement_trust * (1 - behaviour_weight * (1 - behaviour_trust)) * conditional_trust.
-5. With ``refit``, the reference is trained again on users with trust >= ``cut`` and steps 1-3 are
+5. With ``refit``, the reference is trained again on users with trust >= ``cut`` and steps 1-4 are
    repeated against it, up to ``rounds`` times (until the trusted users stop changing). A label is
    then kept when the last reference's agreement f >= ``example_threshold`` (0 keeps every label),
    and weighs its user's trust.
@@ -99,6 +100,19 @@ def trigger_evidence(data, agrees: np.ndarray, cfg: Config, ctx) -> tuple[np.nda
     return trust, under, {"flagged": flagged, **stats}
 
 
+def choice_weights(data, trust: np.ndarray, cond_trust: np.ndarray, flagged: np.ndarray, cfg: Config) -> np.ndarray:
+    """Per A/B choice: its user's trust, or 0 when it sits under a flagged n-gram and its user's
+    agreement there is not trusted. Choices without a user weigh 1, as in the trust folder."""
+    user = np.asarray(data.preference_user)
+    known = user >= 0
+    weight = np.where(known, trust[np.maximum(user, 0)], 1.0)
+    if len(flagged):
+        under = under_flagged(prompt_features(data.preference_prompt), flagged)
+        doubtful = known & (cond_trust[np.maximum(user, 0)] < cfg.cut)
+        weight = np.where(under & doubtful, 0.0, weight)
+    return weight
+
+
 def compute(data, cfg: Config, ctx) -> TrustResult:
     flag_rate, behave_trust = behaviour_trust(
         data.user_counts["n_unsafe_user_messages"], data.user_counts["n_user_messages"], cfg
@@ -131,9 +145,13 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
                      f"far more than their users do elsewhere: "
                      + ", ".join(f"'{n}' ({a} of {k}, {e:.0%} expected)"
                                  for n, a, k, e in zip(names, triggers["against"], triggers["labels"], triggers["expected"])))
+    preference_weight = None
+    if cfg.triggers and len(data.preference_ids):
+        preference_weight = choice_weights(data, trust, cond_trust, triggers.get("flagged", np.zeros(0, np.int64)), cfg)
     return TrustResult(
         trust=trust,
         weight=weight,
+        preference_weight=preference_weight,
         user_evidence={
             "agreement_trust": agree_trust,
             "flagged_rate": flag_rate,
