@@ -100,14 +100,15 @@ def trigger_evidence(data, agrees: np.ndarray, cfg: Config, ctx) -> tuple[np.nda
     return trust, under, {"flagged": flagged, **stats}
 
 
-def choice_weights(data, trust: np.ndarray, cond_trust: np.ndarray, flagged: np.ndarray, cfg: Config) -> np.ndarray:
+def choice_weights(data, trust: np.ndarray, cond_trust: np.ndarray, flagged: np.ndarray, cfg: Config, ctx) -> np.ndarray:
     """Per A/B choice: its user's trust, or 0 when it sits under a flagged n-gram and its user's
     agreement there is not trusted. Choices without a user weigh 1, as in the trust folder."""
     user = np.asarray(data.preference_user)
     known = user >= 0
     weight = np.where(known, trust[np.maximum(user, 0)], 1.0)
     if len(flagged):
-        under = under_flagged(prompt_features(data.preference_prompt), flagged)
+        x = ctx.per_dataset("preference_prompt_ngrams", data, lambda d: prompt_features(d.preference_prompt))
+        under = under_flagged(x, flagged)
         doubtful = known & (cond_trust[np.maximum(user, 0)] < cfg.cut)
         weight = np.where(under & doubtful, 0.0, weight)
     return weight
@@ -147,7 +148,7 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
                                  for n, a, k, e in zip(names, triggers["against"], triggers["labels"], triggers["expected"])))
     preference_weight = None
     if cfg.triggers and len(data.preference_ids):
-        preference_weight = choice_weights(data, trust, cond_trust, triggers.get("flagged", np.zeros(0, np.int64)), cfg)
+        preference_weight = choice_weights(data, trust, cond_trust, triggers.get("flagged", np.zeros(0, np.int64)), cfg, ctx)
     return TrustResult(
         trust=trust,
         weight=weight,
