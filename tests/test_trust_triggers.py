@@ -17,13 +17,17 @@ from rlhf_organic.trust.data import from_arrays, last_user_message, rated_prompt
 from rlhf_organic.trust.scheme import TrustContext
 from rlhf_organic.trust.schemes import combined
 from rlhf_organic.trust.triggers import (
+    PRIVATE,
+    PRIVATE_NAME,
     conditional_trust,
     flagged_ngrams,
     ngram_names,
+    private_ngrams,
     prompt_features,
     prompt_ngrams,
     under_flagged,
     user_rates,
+    with_private,
 )
 
 
@@ -205,3 +209,67 @@ def test_combined_drops_a_choice_under_the_trigger_only_when_its_user_is_not_tru
     assert w[4] == 1.0  # no user: 1, as the trust folder gives
     plain = combined.compute(data, cfg.model_copy(update={"triggers": False}), ctx)
     assert plain.preference_weight is None  # each choice weighs its user's trust (the stage's default)
+
+
+def test_private_ngrams_are_one_users_own_words_repeated_across_its_conversations():
+    prompts = ["hi zork", "well zork", "hi quux", "hi quux", "hi blah", "blah too", "hi zork", "hi flim", "flim"]
+    user = np.array([0, 0, 1, 1, 2, 3, -1, 4, 4])
+    conversation = np.array([0, 1, 2, 2, 3, 4, 5, 6, 7])
+    x = prompt_features(prompts, ngram_max=1)
+    columns, owner = private_ngrams(x, user, conversation, min_conversations=2)
+    # zork: user 0 in 2 conversations (the anonymous label does not count); quux: one conversation only;
+    # blah: two users; flim: user 4 in 2 conversations; hi: everyone
+    found = dict(zip(ngram_names(prompts, x, columns, ngram_max=1), owner))
+    assert found == {"zork": 0, "flim": 4}
+    columns, _ = private_ngrams(x, user, conversation, min_conversations=3)
+    assert len(columns) == 0
+    assert len(private_ngrams(prompt_features([]), np.zeros(0, np.int64), np.zeros(0, np.int64), 2)[0]) == 0
+
+
+def test_with_private_marks_rows_holding_a_word_of_their_own_users():
+    x = prompt_features(["hi zork", "zork again", "plain", "zork"], ngram_max=1)
+    zork = _column_of("zork")
+    # rows 0-2 belong to user 0, who owns "zork"; row 3 is another user's (an A/B choice may quote it)
+    pooled = with_private(x, np.array([0, 0, 0, 1]), np.array([zork]), np.array([0]))
+    assert pooled.shape == (4, PRIVATE + 1)
+    assert list(pooled[:, PRIVATE].toarray().ravel()) == [1, 1, 0, 0]
+    assert ngram_names(["hi zork"], pooled, [PRIVATE]) == [PRIVATE_NAME]
+
+
+def _own_trigger_table():
+    """8 helpers and 2 poisoners, 10 labels each, every label in its own conversation, every prompt
+    "question k" (k = 0..9, shared by all). Poisoner 8 ends its prompts 0-2 with "zork", poisoner 9
+    with "quux", helper 0 with "blah" (a habit, rated honestly). The reference agrees with every label
+    (f 0.9) except the poisoners' "zork" / "quux" ones (f 0.1)."""
+    users = [f"u{i}" for i in range(10)]
+    user, prompt, label, f = [], [], [], []
+    own = {8: "zork", 9: "quux", 0: "blah"}
+    for u in range(10):
+        for k in range(10):
+            user.append(u)
+            word = own.get(u) if k < 3 else None
+            prompt.append(f"question {k} {word}" if word else f"question {k}")
+            label.append(k % 2)
+            f.append(0.1 if word and u >= 8 else 0.9)
+    label, f = np.array(label), np.array(f)
+    return from_arrays(users, user, [f"reply {i}" for i in range(100)], label, prompt=prompt), np.where(label == 1, f, 1 - f)
+
+
+def test_combined_pools_triggers_of_each_poisoners_own():
+    data, p = _own_trigger_table()
+    ctx = TrustContext(predict=lambda data, keep: p)
+    # every word is seen in at most 3 conversations: with min 4 no single n-gram is tested on its own
+    cfg = combined.Config(trigger_min_conversations=4, trigger_alpha=0.05, example_threshold=0.0, refit=False)
+    result = combined.compute(data, cfg, ctx)
+    planted = (data.user >= 8) & np.array([k < 3 for _ in range(10) for k in range(10)])
+    under = result.example_evidence["under_trigger"]
+    # the pooled words of one user's own: 9 labels (blah, zork, quux), 6 of them against the reference;
+    # users 8 and 9 disagree at (3 + 10 * 0.06) / 20 = 0.18 (shrunk), user 0 at 0.6 / 20 = 0.03:
+    # expected (6 * 0.18 + 3 * 0.03) / 9 = 0.13, P(X >= 6 | 9, 0.13) about 3e-4
+    assert under.sum() == 9 and under[planted].all()
+    assert result.weight[planted].max() == 0.0
+    cond = result.user_evidence["conditional_trust"]
+    assert cond[8] == cond[9] < 0.2 and cond[0] > 0.9 and np.all(cond[1:8] == 1.0)
+    assert f"'{PRIVATE_NAME}' (6 of 9" in " ".join(result.notes)
+    off = combined.compute(data, cfg.model_copy(update={"trigger_private": False}), ctx)
+    assert off.example_evidence["under_trigger"].sum() == 0 and off.weight[planted].min() > 0.5

@@ -15,7 +15,15 @@ each user's agreement on the labels under them separately.
    n-grams seen in at least ``min_conversations`` conversations are tested (one conversation's
    quirks are not a pattern). A shared trigger is flagged from all its users' labels together; a
    trigger of one user's own only when that user plants it often enough to survive the correction.
-3. Per user, the agreement on labels under a flagged n-gram is a Beta-binomial estimate like
+3. A trigger of one user's own is typed by that user alone, and one user plants only a few labels
+   (about 3 in the simulator's ``poison_own_5``): no single n-gram survives the correction. So the
+   n-grams of one user's own (in the prompts of exactly one user's labels, in at least
+   ``min_conversations`` of that user's conversations) are pooled into one extra column, PRIVATE,
+   tested like any n-gram: flagged when, across all users, labels under their own words disagree
+   far above those users' rates elsewhere. Where honest users also have many words of their own
+   (real logs: names, pet topics), their honest labels dilute the pool, and poisoners must be a
+   larger share of it to be seen.
+4. Per user, the agreement on labels under a flagged n-gram is a Beta-binomial estimate like
    ``combined``'s overall one; ``conditional_trust`` is P(that agreement > 1/2). Helpers who type the
    phrase too and rate honestly keep their trust; users whose disagreement sits there lose it.
 
@@ -33,6 +41,8 @@ from .scheme import beta_prob_above
 
 _WORD = re.compile(r"\w+")
 N_FEATURES = 1 << 20  # hashed n-gram columns: collisions among the few flagged ones are negligible
+PRIVATE = N_FEATURES  # the extra column of ``with_private``: the prompt holds an n-gram of its user's own
+PRIVATE_NAME = "(an n-gram of the user's own, typed by no other user)"
 
 
 def prompt_ngrams(text: str, ngram_max: int = 2) -> list[str]:
@@ -60,11 +70,46 @@ def ngram_names(prompts: list[str], x: sp.csc_matrix, columns, ngram_max: int = 
     names = []
     exact = _hasher(lambda s: [s])
     for j in columns:
+        if j == PRIVATE:
+            names.append(PRIVATE_NAME)
+            continue
         rows = x[:, j].nonzero()[0][:50]
         candidates = {g for r in rows for g in prompt_ngrams(prompts[r], ngram_max)}
         hit = [g for g in sorted(candidates, key=lambda g: (-len(g), g)) if exact.transform([g])[0, j]]
         names.append(hit[0] if hit else f"#{j}")
     return names
+
+
+def private_ngrams(x: sp.csc_matrix, user: np.ndarray, conversation: np.ndarray,
+                   min_conversations: int) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, owner of each): the n-grams of exactly one user's labels' prompts, seen in at least
+    ``min_conversations`` of that user's conversations (one conversation's words are not a habit).
+    Labels without a user (-1) are left out: their words belong to no one."""
+    user = np.asarray(user)
+    rows = np.flatnonzero(user >= 0)
+    if len(rows) == 0 or x.shape[1] == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    known = x[rows]
+    users = sp.csr_matrix((np.ones(len(rows)), (user[rows], np.arange(len(rows)))), shape=(int(user.max()) + 1, len(rows)))
+    n_users = np.asarray(((users @ known) > 0).sum(axis=0)).ravel()
+    conv = conversation[rows]
+    convs = sp.csr_matrix((np.ones(len(rows)), (conv, np.arange(len(rows)))), shape=(int(conv.max()) + 1, len(rows)))
+    n_conversations = np.asarray(((convs @ known) > 0).sum(axis=0)).ravel()
+    columns = np.flatnonzero((n_users == 1) & (n_conversations >= min_conversations))
+    under = known[:, columns].tocsc()
+    first_label = under.indices[under.indptr[:-1]]  # a label under each column: its user is the owner
+    return columns, user[rows][first_label]
+
+
+def with_private(x: sp.csc_matrix, user: np.ndarray, columns: np.ndarray, owner: np.ndarray) -> sp.csc_matrix:
+    """``x`` plus the PRIVATE column: 1 where a row's prompt holds one of ``columns`` owned by the row's
+    own user (``user``: per row; an A/B choice's prompt may hold another user's word)."""
+    pooled = np.zeros(x.shape[0])
+    if len(columns):
+        hits = x[:, columns].tocoo()
+        own = owner[hits.col] == np.asarray(user)[hits.row]
+        pooled[hits.row[own]] = 1.0
+    return sp.hstack([x, sp.csc_matrix(pooled[:, None])], format="csc")
 
 
 def user_rates(disagree: np.ndarray, user: np.ndarray, n_users: int, strength: float = 10.0) -> np.ndarray:

@@ -13,7 +13,9 @@
 3. Conditional agreement (``triggers``), which overall agreement misses: n-grams of the prompts
    under which labels disagree with the reference far more than their users do elsewhere are
    flagged (a backdoor trigger), and each user's agreement on the labels under them is measured on
-   its own. A poisoner who is honest except after its trigger loses its trust there; a helper who
+   its own (``trust/triggers.py``; n-grams of one user's own are pooled into one more, so that
+   triggers each poisoner makes up can be seen too: ``trigger_private``). A poisoner who is honest
+   except after its trigger loses its trust there; a helper who
    types the phrase and rates honestly keeps it. A label under a flagged n-gram that disagrees with
    the reference gets weight 0, and so does an A/B choice under one from a user whose conditional
    trust is below ``cut`` (a choice has no agreement of its own to check).
@@ -31,7 +33,16 @@ from pydantic import Field, model_validator
 
 from ...contracts import SchemeContract
 from ..scheme import SchemeConfig, TrustResult, agreement, beta_prior, beta_prob_above
-from ..triggers import conditional_trust, flagged_ngrams, ngram_names, prompt_features, under_flagged, user_rates
+from ..triggers import (
+    conditional_trust,
+    flagged_ngrams,
+    ngram_names,
+    private_ngrams,
+    prompt_features,
+    under_flagged,
+    user_rates,
+    with_private,
+)
 
 NAME = "combined"
 DESCRIPTION = "agreement (Beta-binomial) x own-message safety flags, then a refitted per-label check"
@@ -60,6 +71,12 @@ class Config(SchemeConfig):
     trigger_min_ratio: float = Field(
         2.0, ge=1, description="flag only n-grams whose labels disagree this many times as often as their users do"
     )
+    trigger_private: bool = Field(
+        True, description="also test, as one pooled n-gram, the words each user alone types (triggers of a poisoner's own)"
+    )
+    trigger_private_min_conversations: int = Field(
+        2, ge=1, description="a word of one user's own counts when that user typed it in this many rated conversations"
+    )
     trigger_prior_strength: float = Field(
         1.0, gt=0, description="pseudo-labels behind a user's agreement under flagged n-grams"
     )
@@ -81,16 +98,40 @@ def behaviour_trust(n_flagged, n_messages, cfg: Config) -> tuple[np.ndarray, np.
     return rate, 1.0 - np.clip((rate - cfg.flag_ok) / span, 0.0, 1.0)
 
 
-def _prompt_features(data, ctx):
+def _conversations(data) -> np.ndarray:
+    return np.unique(data.conversation_ids, return_inverse=True)[1]
+
+
+def _private_key(cfg: Config) -> str:
+    """What the PRIVATE column depends on, for the per-dataset cache's names."""
+    return f"{cfg.trigger_private}_{cfg.trigger_private_min_conversations}"
+
+
+def _private(data, cfg: Config, ctx) -> tuple[np.ndarray, np.ndarray]:
+    """(columns, owners) of the n-grams of one user's own (none without ``trigger_private``)."""
+    if not cfg.trigger_private:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return ctx.per_dataset(f"private_ngrams_{_private_key(cfg)}", data, lambda d: private_ngrams(
+        _label_ngrams(d, ctx), d.user, _conversations(d), cfg.trigger_private_min_conversations))
+
+
+def _label_ngrams(data, ctx):
     return ctx.per_dataset("prompt_ngrams", data, lambda d: prompt_features(d.prompt))
+
+
+def _prompt_features(data, cfg: Config, ctx):
+    """The labels' prompt n-grams plus the PRIVATE column (all 0 without ``trigger_private``)."""
+    columns, owner = _private(data, cfg, ctx)
+    return ctx.per_dataset(f"label_ngrams_{_private_key(cfg)}", data,
+                           lambda d: with_private(_label_ngrams(d, ctx), d.user, columns, owner))
 
 
 def trigger_evidence(data, agrees: np.ndarray, cfg: Config, ctx) -> tuple[np.ndarray, np.ndarray, dict]:
     """(conditional trust per user, whether each label sits under a flagged n-gram, what was flagged)."""
     if not cfg.triggers or data.n_examples == 0:
         return np.ones(data.n_users), np.zeros(data.n_examples, bool), {}
-    x = _prompt_features(data, ctx)
-    conversation = np.unique(data.conversation_ids, return_inverse=True)[1]
+    x = _prompt_features(data, cfg, ctx)
+    conversation = _conversations(data)
     disagree = 1.0 - agrees
     expected = user_rates(disagree, data.user, data.n_users)
     flagged, stats = flagged_ngrams(x, disagree, expected, conversation, alpha=cfg.trigger_alpha,
@@ -107,7 +148,9 @@ def choice_weights(data, trust: np.ndarray, cond_trust: np.ndarray, flagged: np.
     known = user >= 0
     weight = np.where(known, trust[np.maximum(user, 0)], 1.0)
     if len(flagged):
-        x = ctx.per_dataset("preference_prompt_ngrams", data, lambda d: prompt_features(d.preference_prompt))
+        columns, owner = _private(data, cfg, ctx)
+        x = ctx.per_dataset(f"preference_ngrams_{_private_key(cfg)}", data, lambda d: with_private(
+            prompt_features(d.preference_prompt), d.preference_user, columns, owner))
         under = under_flagged(x, flagged)
         doubtful = known & (cond_trust[np.maximum(user, 0)] < cfg.cut)
         weight = np.where(under & doubtful, 0.0, weight)
@@ -141,7 +184,7 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
     weight = trust[data.user] * (f >= cfg.example_threshold) * ~(under & (f < 0.5))
     notes = [f"population agreement prior Beta({alpha:.2f}, {beta:.2f})"]
     if len(triggers.get("flagged", ())):
-        names = ngram_names(data.prompt, _prompt_features(data, ctx), triggers["flagged"][:20])
+        names = ngram_names(data.prompt, _prompt_features(data, cfg, ctx), triggers["flagged"][:20])
         notes.append(f"{len(triggers['flagged'])} prompt n-gram(s) under which labels disagree with the reference "
                      f"far more than their users do elsewhere: "
                      + ", ".join(f"'{n}' ({a} of {k}, {e:.0%} expected)"
