@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -91,3 +92,53 @@ def test_summary_json_of_ray_says_the_same_as_local(ray_local, logs, tmp_path):
     a.pop("seconds"), b.pop("seconds")
     assert a == b
     assert np.isfinite(a["lines"])
+
+
+@pytest.fixture(scope="module")
+def dataset(logs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ray_dataset") / "dataset"
+    ingest([str(logs)], out, progress=False, log=lambda _: None)
+    return out
+
+
+@pytest.mark.parametrize("scheme", ["combined", "per_user"])
+def test_ray_trust_gives_the_local_trust_and_weights(ray_local, dataset, tmp_path, scheme):
+    from rlhf_organic.trust.config import settings_from_cli
+    from rlhf_organic.trust.stage import compute_trust
+
+    local = settings_from_cli(scheme, [])
+    on_ray = local.model_copy(update={"engine": "ray"})
+    for name, settings in (("local", local), ("ray", on_ray)):
+        compute_trust(dataset, tmp_path / name, settings, seed=7, progress=False, log=lambda _: None)
+    for table, column in (("users", "trust"), ("examples", "weight"), ("preferences", "weight")):
+        a = pq.read_table(tmp_path / "local" / f"{table}.parquet")
+        b = pq.read_table(tmp_path / "ray" / f"{table}.parquet")
+        assert a.num_rows == b.num_rows > 0, table
+        floats = [f.name for f in a.schema if pa.types.is_floating(f.type)]
+        assert a.drop_columns(floats).equals(b.drop_columns(floats)), table  # ids, thumbs, counts: exactly
+        for name in floats:  # every float column (trust, weights, the evidence behind them) to 1e-9
+            np.testing.assert_allclose(b.column(name).to_numpy(zero_copy_only=False),
+                                       a.column(name).to_numpy(zero_copy_only=False), rtol=0, atol=1e-9, err_msg=name)
+        assert column in floats
+    a = pq.read_table(tmp_path / "local" / "users.parquet").column("trust").to_numpy()
+    assert a.min() < a.max()  # the scheme told users apart: the comparison is not of constants
+
+
+def test_ray_reference_draws_the_local_bounded_sample(ray_local):
+    """Past reference.max_train, each fold trains on the same seeded sample of rows on both engines."""
+    from rlhf_organic.trust.ray_reference import held_out_probabilities as on_ray
+    from rlhf_organic.trust.reference import ReferenceConfig, held_out_probabilities
+
+    rng = np.random.default_rng(0)
+    n, n_users = 6000, 300
+    words = np.array(["good", "great", "bad", "awful", "fine", "rude", "kind", "wrong", "right", "ok"])
+    label = rng.integers(0, 2, n).astype(np.int8)
+    texts = [" ".join(rng.choice(words[:5] if y else words[5:], 4)) + f" w{rng.integers(50)}" for y in label]
+    user = rng.integers(0, n_users, n)
+    cfg = ReferenceConfig(folds=3, max_train=1000)
+    weights = (rng.random(n) > 0.1).astype(np.float64)
+    local = held_out_probabilities(texts, label, user, n_users, cfg, seed=5, weights=weights)
+    ray_p = on_ray(texts, label, user, n_users, cfg, seed=5, weights=weights, batch_rows=1000)
+    np.testing.assert_allclose(ray_p, local, rtol=0, atol=1e-9)
+    changed = held_out_probabilities(texts, label, user, n_users, cfg, seed=6, weights=weights)
+    assert np.abs(changed - local).max() > 1e-6  # another seed draws another sample: the bound is active

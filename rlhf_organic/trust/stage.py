@@ -201,7 +201,12 @@ def compute_trust(
         f"of {data.n_users} users")
     bar = tqdm(desc=f"trust ({settings.scheme})", unit="fold", disable=None if progress is None else not progress)
     try:
-        ctx = TrustContext(settings.reference, seed=seed, progress=bar.update)
+        predict = None
+        if settings.engine == "ray":  # the same reference, its folds fitted and predicted on Ray
+            from .ray_reference import predictor
+
+            predict = predictor(settings.reference, seed, settings.ray_address, progress=bar.update)
+        ctx = TrustContext(settings.reference, seed=seed, progress=bar.update, predict=predict)
         result, cfg = run_scheme(data, settings, ctx, log)
     finally:
         bar.close()
@@ -217,6 +222,7 @@ def compute_trust(
     n_feedback = data.user_counts.get("n_feedback", data.per_user_count())
     metrics = {
         "scheme": settings.scheme,
+        "engine": settings.engine,
         "config": cfg,
         "reference": settings.reference.model_dump(),
         "seed": seed,
