@@ -142,3 +142,33 @@ def test_ray_reference_draws_the_local_bounded_sample(ray_local):
     np.testing.assert_allclose(ray_p, local, rtol=0, atol=1e-9)
     changed = held_out_probabilities(texts, label, user, n_users, cfg, seed=6, weights=weights)
     assert np.abs(changed - local).max() > 1e-6  # another seed draws another sample: the bound is active
+
+
+def test_cli_engine_ray_and_a_bad_address_is_a_clear_error(ray_local, logs, tmp_path):
+    from click.testing import CliRunner
+
+    from rlhf_organic.cli import main
+
+    runner = CliRunner()
+    ok = runner.invoke(main, ["ingest", str(logs), "--out", str(tmp_path / "ds"), "--engine", "ray", "-q"])
+    assert ok.exit_code == 0, ok.output
+    assert pq.read_table(tmp_path / "ds" / "examples.parquet").num_rows > 0
+    for command in (["ingest", str(logs), "--out", str(tmp_path / "no")],
+                    ["trust", str(tmp_path / "ds"), "--out", str(tmp_path / "no_trust")]):
+        bad = runner.invoke(main, [*command, "--engine", "ray", "--ray-address", "127.0.0.1:1", "-q"])
+        assert bad.exit_code != 0
+        assert "cannot connect to the Ray cluster at ray_address='127.0.0.1:1'" in bad.output, bad.output
+        assert not (tmp_path / "no").exists() and not (tmp_path / "no_trust").exists()
+
+
+def test_recipe_takes_the_engine_settings_and_refuses_an_unknown_engine(tmp_path):
+    from rlhf_organic.errors import RecipeError
+    from rlhf_organic.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\ndata: {engine: ray, ray_address: 'head:6379'}\ntrust: {engine: ray}\n")
+    recipe = load_recipe(path)
+    assert (recipe.data.engine, recipe.data.ray_address, recipe.trust.engine) == ("ray", "head:6379", "ray")
+    path.write_text("name: r\ndata: {engine: spark}\n")
+    with pytest.raises(RecipeError, match="data.engine"):
+        load_recipe(path)

@@ -196,6 +196,10 @@ def ingest(
     if fmt not in INPUT_FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(INPUT_FORMATS)}")
     scrub = privacy.scrubber() if privacy is not None else None  # a missing salt fails here, before any work
+    if engine == "ray":  # a wrong address or a missing Ray fails here, before any file is read
+        from . import ray_engine
+
+        ray_engine.connect(ray_address)
     out = Path(out)
     found = find_inputs(inputs)
     check_free(out, overwrite, [*found.folders, *found.files, *(Path(p) for p, _ in found.unreadable)])
@@ -215,8 +219,6 @@ def ingest(
     started = time.perf_counter()
     with atomic_dir(out, kind="dataset") as tmp:
         if engine == "ray":
-            from . import ray_engine
-
             summary = ray_engine.ingest_into(tmp, found, formats, strict, chunk_bytes, max_context, scrub, log, ray_address)
         else:
             summary = _ingest_into(tmp, found, formats, strict, chunk_bytes, max_context, progress, scrub, log)

@@ -19,6 +19,7 @@ system), and have rlhf-organic installed (docs/distributed.md).
 from __future__ import annotations
 
 import shutil
+import socket
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ from ..errors import InputError, UserError
 from . import tables
 from .schema import OUTPUT_TABLES
 
+_CONNECT_SECONDS = 10
 _PARTS = "_parts"  # under the output's temporary folder; removed once merged
 
 
@@ -41,6 +43,8 @@ def connect(address: str | None, num_cpus: int | None = None):
         import ray
     except ImportError:
         raise UserError("engine 'ray' needs Ray: pip install 'rlhf-organic[ray]' (or engine: local)") from None
+    if address:  # checked even with Ray initialised: a wrong address is wrong whatever runs here
+        _check_reachable(address)
     if ray.is_initialized():
         return ray
     try:
@@ -50,6 +54,23 @@ def connect(address: str | None, num_cpus: int | None = None):
         where = f"the Ray cluster at ray_address={address!r}" if address else "a local Ray"
         raise UserError(f"cannot connect to {where}: {exc}".rstrip()) from None
     return ray
+
+
+def _check_reachable(address: str) -> None:
+    """A UserError at once when nothing answers at a host:port address: ``ray.init`` would retry for
+    minutes, logging, before it gave up."""
+    if address in ("auto", "local"):  # ray.init resolves these itself, and says quickly when there is none
+        return
+    where = address.removeprefix("ray://")
+    host, sep, port = where.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"ray_address {address!r} is not host:port, ray://host:port, auto or local")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_SECONDS).close()
+    except OSError as exc:
+        raise UserError(f"cannot connect to the Ray cluster at ray_address={address!r}: nothing answers at "
+                        f"{host}:{port} ({exc.strerror or exc}); start one there (ray start --head) or fix the "
+                        "address") from None
 
 
 def _ray_get(ray, ref):

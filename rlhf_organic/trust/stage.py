@@ -191,6 +191,10 @@ def compute_trust(
     out = Path(out)
     check_free(out, overwrite, [dataset, ground_truth or settings.ground_truth])
     ground_truth = ground_truth or settings.ground_truth
+    if settings.engine == "ray":  # a wrong address or a missing Ray fails here, before the dataset is read
+        from ..data.ray_engine import connect
+
+        connect(settings.ray_address)
     started = time.perf_counter()
     judges_users = _judges_users(settings)
     data = load_feedback(dataset, anonymous=not judges_users)
