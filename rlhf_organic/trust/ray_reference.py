@@ -21,23 +21,19 @@ def _fit_fold(model: str, cfg, texts: list[str], labels: np.ndarray, weights: np
     return clf.fit(clf.features(texts), labels, weights)
 
 
-class _PredictFolds:
-    """Ray Data ``map_batches`` callable: P(thumbs up) of each row from the model of its fold."""
+def _predict_folds(batch: pa.Table, models: list) -> pa.Table:
+    """Ray Data ``map_batches`` function: P(thumbs up) of each row from the model of its fold.
 
-    def __init__(self, models_ref):
-        import ray
-
-        self.models = ray.get(models_ref)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        texts = batch.column("text").to_pylist()
-        fold = batch.column("fold").to_numpy()
-        p = np.full(len(texts), 0.5)
-        for k, clf in enumerate(self.models):
-            rows = np.flatnonzero(fold == k)
-            if clf is not None and len(rows):
-                p[rows] = clf.predict_proba(clf.features([texts[i] for i in rows]))
-        return pa.table({"row": batch.column("row"), "p": pa.array(p)})
+    Plain tasks, not an actor pool: an actor holds its CPU for the whole run, and with one worker CPU
+    the tasks that feed it would never be scheduled."""
+    texts = batch.column("text").to_pylist()
+    fold = batch.column("fold").to_numpy()
+    p = np.full(len(texts), 0.5)
+    for k, clf in enumerate(models):
+        rows = np.flatnonzero(fold == k)
+        if clf is not None and len(rows):
+            p[rows] = clf.predict_proba(clf.features([texts[i] for i in rows]))
+    return pa.table({"row": batch.column("row"), "p": pa.array(p)})
 
 
 def held_out_probabilities(
@@ -70,11 +66,11 @@ def held_out_probabilities(
 
     rows = pa.table({"row": pa.array(np.arange(len(labels), dtype=np.int64)), "text": pa.array(texts, pa.string()),
                      "fold": pa.array(fold.astype(np.int64))})
-    n_blocks = max(1, min(len(labels) // batch_rows + 1, 64))
+    # Blocks of batch_rows rows: each is one prediction task, spread over the cluster's CPUs.
+    blocks = [rows.slice(start, batch_rows) for start in range(0, len(labels), batch_rows)]
     predicted = (
-        ray.data.from_arrow(rows).repartition(n_blocks)
-        .map_batches(_PredictFolds, fn_constructor_args=(ray.put(models),), batch_format="pyarrow",
-                     batch_size=batch_rows, concurrency=(1, max(1, int(ray.cluster_resources().get("CPU", 1)))))
+        ray.data.from_arrow(blocks)
+        .map_batches(_predict_folds, fn_kwargs={"models": models}, batch_format="pyarrow", batch_size=None)
         .to_arrow_refs()
     )
     p = np.full(len(labels), 0.5)
