@@ -172,3 +172,33 @@ def test_recipe_takes_the_engine_settings_and_refuses_an_unknown_engine(tmp_path
     path.write_text("name: r\ndata: {engine: spark}\n")
     with pytest.raises(RecipeError, match="data.engine"):
         load_recipe(path)
+
+
+def test_ray_reference_runs_with_one_free_worker_cpu(ray_local):
+    """With one CPU free (bench/scale.py's 1-worker run) the predictions still run: an actor pool once
+    held that CPU and starved the tasks feeding it."""
+    import threading
+
+    from rlhf_organic.trust.ray_reference import held_out_probabilities as on_ray
+    from rlhf_organic.trust.reference import ReferenceConfig, held_out_probabilities
+
+    @ray.remote(num_cpus=1)
+    class Holder:  # takes one of the two CPUs for the length of the test
+        def ready(self) -> bool:
+            return True
+
+    holder = Holder.remote()
+    ray.get(holder.ready.remote())
+    rng = np.random.default_rng(1)
+    label = rng.integers(0, 2, 400).astype(np.int8)
+    texts = [("fine thanks" if y else "go away") + f" {i % 7}" for i, y in enumerate(label)]
+    user = rng.integers(0, 40, 400)
+    cfg = ReferenceConfig(folds=2)
+    answer: dict = {}
+    worker = threading.Thread(target=lambda: answer.update(p=on_ray(texts, label, user, 40, cfg, batch_rows=100)),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    ray.kill(holder)
+    assert "p" in answer, "the Ray reference did not finish with one worker CPU free"
+    np.testing.assert_allclose(answer["p"], held_out_probabilities(texts, label, user, 40, cfg), rtol=0, atol=1e-9)
