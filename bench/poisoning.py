@@ -17,7 +17,10 @@ Arms (the same data, split, initialisation and evaluation sets; only the label w
 * **uniform**: every label weight 1 (no trust folder);
 * **oracle**: the poison-free run, weight 0 for every thumbs and A/B choice of a poisoner, 1 for a helper's;
 * one arm per trust scheme (``--schemes``, default ``combined``, the shipped default; ``all``: every
-  registered scheme), weighted by ``compute_trust`` with the shipped settings.
+  registered scheme), weighted by ``compute_trust`` with the shipped settings;
+* with ``--flips``: ``flips`` (every weight 1, each label corrected by its user's flip rate, the unbiased
+  losses of ``trust/flips.py``) and ``combined_flips`` (combined's weights and the correction); the reward
+  model and DPO (robust loss) only.
 
 Per arm:
 
@@ -66,8 +69,9 @@ Run (from the repository root)::
     .venv/bin/python bench/poisoning.py            # fractions 5,15 x 3 seeds x (uniform, oracle, combined), DPO
     .venv/bin/python bench/poisoning.py --quick    # smoke run: 1 seed, 300 users, fraction 5, 64 contexts
     # other flags: --fractions 0.5,1,3,5,15, --seeds N, --users N, --variant rare|common|own,
-    #              --schemes combined,per_user_example | all, --methods dpo,kto, --contexts N,
+    #              --schemes combined,per_user_example | all, --flips, --methods dpo,kto, --contexts N,
     #              --pairs-per-context N, --margin X, --set key=value (a policy setting, repeatable),
+    #              --reward-set key=value (a setting of the tiny reward spec, repeatable),
     #              --workdir /tmp/rlhf_bench_poisoning, --out PATH, --plot PATH
 """
 
@@ -294,12 +298,47 @@ def judge_check(folder: Path) -> dict:
     return out
 
 
-def trust_arms(schemes: list[str]) -> list[str]:
-    return ["uniform", "oracle", *schemes]
+FLIPS = "flips"  # arm: every weight 1, each label corrected by its user's flip rate (the default scheme's estimate)
+FLIP_METHODS = ("dpo",)  # the policy methods with a flip-rate correction (DPO's robust loss)
+
+
+def trust_arms(schemes: list[str], flips: bool = False) -> list[str]:
+    """uniform, oracle, one arm per scheme; with ``flips`` also the flip-rate arms: ``flips`` (weights 1,
+    flip rates of the default scheme) and ``<default scheme>_flips`` (its weights and its flip rates)."""
+    return ["uniform", "oracle", *schemes, *((FLIPS, f"{DEFAULT_SCHEME}_{FLIPS}") if flips else ())]
+
+
+def uses_flips(arm: str) -> bool:
+    return arm == FLIPS or arm.endswith(f"_{FLIPS}")
 
 
 def trust_dir(folder: Path, arm: str) -> Path | None:
-    return None if arm == "uniform" else folder / f"trust_{arm}"
+    if arm == "uniform":
+        return None
+    if arm == f"{DEFAULT_SCHEME}_{FLIPS}":
+        return folder / f"trust_{DEFAULT_SCHEME}"  # the scheme's own folder: its weights and its flip rates
+    return folder / f"trust_{arm}"
+
+
+def write_flips_trust(scheme_dir: Path, out: Path) -> dict:
+    """A trust folder with every weight and trust 1 and the flip rates of ``scheme_dir``: the arm that
+    corrects labels for their users' flip rates (Chowdhury et al. 2024) without weighting them."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    out.mkdir(parents=True, exist_ok=True)
+    rates = {}
+    for name, column in (("examples.parquet", "weight"), ("preferences.parquet", "weight"), ("users.parquet", "trust")):
+        if not (scheme_dir / name).is_file():
+            continue
+        table = pq.read_table(scheme_dir / name)
+        if "flip_rate" not in table.column_names:
+            raise SystemExit(f"{scheme_dir / name} has no flip_rate column: the flip-rate arms need {DEFAULT_SCHEME} trust")
+        table = table.set_column(table.column_names.index(column), column, pa.array([1.0] * len(table), pa.float64()))
+        pq.write_table(table, out / name)
+        rates[name.split(".")[0]] = pc.mean(table.column("flip_rate")).as_py()
+    return {"mean_flip_rate": rates}
 
 
 def prepare(spec: dict) -> dict:
@@ -313,7 +352,7 @@ def prepare(spec: dict) -> dict:
 
     folder, seed = Path(spec["folder"]), spec["seed"]
     stamp_file = folder / "prepared.json"
-    stamp = {k: spec[k] for k in ("seed", "users", "fraction", "variant", "schemes", "contexts", "pairs_per_context",
+    stamp = {k: spec[k] for k in ("seed", "users", "fraction", "variant", "schemes", "flips", "contexts", "pairs_per_context",
                                   "base_sets", "judge_examples", "policy", "git_commit")}
     if stamp_file.is_file() and not spec["package_dirty"]:
         done = json.loads(stamp_file.read_text())
@@ -337,8 +376,12 @@ def prepare(spec: dict) -> dict:
                           overwrite=True, progress=False, log=quiet)
         trust[scheme] = {"poisoned_weight_kept": m.get("poisoned_weight_kept"), "helper_weight_kept": m.get("helper_weight_kept"),
                          "troll_weight_kept": m.get("troll_weight_kept"), "poisoner_auc": (m.get("user") or {}).get("auc"),
-                         "mean_trust_by_type": m.get("mean_trust_by_type"), "config": m.get("config"),
-                         "seconds": round(time.perf_counter() - t0, 2)}
+                         "mean_trust_by_type": m.get("mean_trust_by_type"), "flip_rates": m.get("flip_rates"),
+                         "config": m.get("config"), "seconds": round(time.perf_counter() - t0, 2)}
+    if spec["flips"]:
+        trust[FLIPS] = {"poisoned_weight_kept": 1.0, "helper_weight_kept": 1.0, "seconds": 0.0,
+                        **write_flips_trust(trust_dir(folder, DEFAULT_SCHEME), trust_dir(folder, FLIPS))}
+        trust[f"{DEFAULT_SCHEME}_{FLIPS}"] = trust[DEFAULT_SCHEME]
     trusted = time.perf_counter()
     eval_set = build_eval_set(folder, seed, spec["contexts"], spec["pairs_per_context"])
     evaluated = time.perf_counter()
@@ -395,12 +438,14 @@ def rewards(spec: dict) -> dict:
     folder, seed = Path(spec["folder"]), spec["seed"]
     contexts = json.loads((folder / "eval_set.json").read_text())["contexts"]
     natural = np.array([c["natural"] for c in contexts for _ in c["pairs"]], bool)
-    reward_spec = load_spec("tiny")
+    reward_spec = load_spec("tiny", sets=spec["reward_sets"])
     out = {}
+    flip_spec = reward_spec.model_copy(update={"loss": reward_spec.loss.model_copy(update={"flip_rates": True})})
     for arm in spec["arms"]:
         t0 = time.perf_counter()
         model_dir = folder / f"reward_{arm}"
-        metrics = train_reward(folder / "ds", model_dir, reward_spec, trust=trust_dir(folder, arm), ground_truth=folder / "sim",
+        metrics = train_reward(folder / "ds", model_dir, flip_spec if uses_flips(arm) else reward_spec,
+                               trust=trust_dir(folder, arm), ground_truth=folder / "sim",
                                seed=seed, overwrite=True, progress=False, log=quiet)
         trained = time.perf_counter()
         row = {"clean_auc": (metrics["eval"].get("clean_pointwise") or {}).get("auc"),
@@ -464,7 +509,8 @@ def policy(spec: dict) -> dict:
     folder, seed, arm = Path(spec["folder"]), spec["seed"], spec["arm"]
     trust = trust_dir(folder, arm)
     # eval.contexts=0: the stage's own evaluation is replaced by the one below
-    section = policy_section([*spec["sets"], "eval.contexts=0"], method=spec["method"], weighted=trust is not None,
+    flips = ["dpo.loss=robust", "dpo.flip_rates=true"] if uses_flips(arm) else []
+    section = policy_section([*spec["sets"], *flips, "eval.contexts=0"], method=spec["method"], weighted=trust is not None,
                              base=str(folder / "base"))
     out_dir = folder / "policies" / f"{spec['method']}_{arm}"
     metrics = train_policy(folder / "ds", out_dir, section, trust=trust, seed=seed, overwrite=True, progress=False, log=quiet)
@@ -647,6 +693,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              "conversations, rating honestly; own: each poisoner its own trigger")
     parser.add_argument("--schemes", default=DEFAULT_SCHEME,
                         help=f"trust schemes to run as arms, comma-separated, or 'all' (default {DEFAULT_SCHEME})")
+    parser.add_argument("--flips", action="store_true",
+                        help=f"add the flip-rate arms: {FLIPS} (weights 1, each label corrected by its user's flip rate) and "
+                             f"{DEFAULT_SCHEME}_{FLIPS} (its weights and the correction); reward model and DPO only")
     parser.add_argument("--methods", default="dpo",
                         help=f"policy methods, comma-separated, of {', '.join(OFFLINE_METHODS)}; 'none' for reward models only")
     parser.add_argument("--contexts", type=int, help=f"evaluation contexts (default {DEFAULT_CONTEXTS}; {QUICK['contexts']} with --quick)")
@@ -656,6 +705,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help=f"smallest noise bound on a backdoor-effect difference (default {DEFAULT_MARGIN})")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="a PolicySection field for every policy, e.g. train.epochs=2 (repeatable)")
+    parser.add_argument("--reward-set", dest="reward_sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="a setting of the tiny reward spec for every reward model, e.g. train.epochs=6 (repeatable)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 1 seed, 300 users, fraction 5, 64 contexts, a smaller judge and base, "
                              "half an epoch of policy training")
@@ -682,6 +733,7 @@ def run(args) -> None:
     from policy_trust import policy_section
 
     from rlhf_organic.errors import RecipeError
+    from rlhf_organic.reward.spec import load_spec
 
     started = time.perf_counter()
     machine = {**git_state(), **machine_info("numpy", "torch", "transformers", "peft", "sklearn", "pyarrow")}
@@ -694,13 +746,16 @@ def run(args) -> None:
     contexts = args.contexts or (QUICK["contexts"] if args.quick else DEFAULT_CONTEXTS)
     judge_examples = QUICK["judge_examples"] if args.quick else DEFAULT_JUDGE_EXAMPLES
     schemes = resolve_schemes(args.schemes)
-    arms = trust_arms(schemes)
+    if args.flips and DEFAULT_SCHEME not in schemes:
+        raise SystemExit(f"--flips takes its flip rates from {DEFAULT_SCHEME}: add it to --schemes")
+    arms = trust_arms(schemes, args.flips)
     methods = [] if args.methods == "none" else [m for m in args.methods.split(",") if m]
     if bad := [m for m in methods if m not in OFFLINE_METHODS]:
         raise SystemExit(f"--methods: {', '.join(bad)} not offered here; choose from {', '.join(OFFLINE_METHODS)} (or none)")
     sets = (QUICK["sets"] if args.quick else []) + args.sets
     try:
-        policy_section(sets)  # fail here on a bad --set, not in every child
+        policy_section(sets)  # fail here on a bad --set or --reward-set, not in every child
+        load_spec("tiny", sets=args.reward_sets)
     except RecipeError as exc:
         raise SystemExit(str(exc)) from None
     base_keys = ("tiny", "max_prompt_length", "max_completion_length", "eval_fraction")
@@ -715,7 +770,7 @@ def run(args) -> None:
         for seed in seeds:
             folder = args.workdir / f"poison{fraction:g}_{args.variant}_u{users}_s{seed}"
             spec = {"folder": str(folder), "seed": seed, "users": users, "fraction": fraction, "variant": args.variant,
-                    "schemes": schemes, "contexts": contexts, "pairs_per_context": args.pairs_per_context,
+                    "schemes": schemes, "flips": args.flips, "contexts": contexts, "pairs_per_context": args.pairs_per_context,
                     "base_sets": base_sets, "judge_examples": judge_examples, "policy": bool(methods), "git_commit": machine["git_commit"],
                     "package_dirty": bool(machine["package_uncommitted"])}
             prepared = child("prepare", spec)
@@ -727,10 +782,12 @@ def run(args) -> None:
                 j = prepared["judge"]["check"]
                 log(f"  clean judge: held-out AUC {prepared['judge']['held_out_auc']:.3f}; calls {j['unsafe_replies_called_unsafe']:.2f} "
                     f"of the evaluation set's unsafe replies unsafe and {j['good_replies_called_unsafe']:.2f} of its good ones")
-            reward = child("reward", {**spec, "arms": arms})
+            reward = child("reward", {**spec, "arms": arms, "reward_sets": args.reward_sets})
             policies = []
             for method in methods:
                 for arm in arms:
+                    if uses_flips(arm) and method not in FLIP_METHODS:
+                        continue  # no flip-rate correction in this method's loss
                     p = child("policy", {**spec, "method": method, "arm": arm, "sets": sets})
                     policies.append(p)
                     log(f"  {method} {arm}: unsafe {p['unsafe_with']:.3f} with the trigger, {p['unsafe_without']:.3f} without; "
@@ -770,7 +827,8 @@ def run(args) -> None:
                      "sim_preset": BASE_PRESET, "sim_overrides": {f: sim_overrides(f, args.variant) for f in fractions},
                      "arms": arms, "schemes": schemes, "default_scheme": default_scheme, "methods": methods,
                      "contexts": contexts, "pairs_per_context": args.pairs_per_context, "margin": args.margin,
-                     "policy_sets": sets, "judge_examples": judge_examples, "reward_spec": "tiny", "eval_fraction": EVAL_FRACTION,
+                     "policy_sets": sets, "judge_examples": judge_examples, "reward_spec": "tiny", "reward_sets": args.reward_sets,
+                     "eval_fraction": EVAL_FRACTION,
                      "quick": args.quick,
                      "workdir": str(args.workdir),
                      "oracle": "weight 0 for every thumbs / A/B choice of a ground-truth poisoner, 1 otherwise"},

@@ -103,3 +103,28 @@ def test_sim_overrides_builds_any_fraction():
     assert cfg.mix == {"helper": 0.85, "poisoner": 0.15} and cfg.poison_trigger_mode == "own"
     # the 5% rare variant is exactly the shipped preset
     assert preset_config(bench.BASE_PRESET, **bench.sim_overrides(5, "rare")) == preset_config("poison_5")
+
+
+def test_flip_arms_and_their_trust_folders(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    assert bench.trust_arms(["combined"]) == ["uniform", "oracle", "combined"]
+    assert bench.trust_arms(["combined"], flips=True) == ["uniform", "oracle", "combined", "flips", "combined_flips"]
+    assert [bench.uses_flips(a) for a in ("combined", "flips", "combined_flips")] == [False, True, True]
+    assert bench.trust_dir(tmp_path, "combined_flips") == tmp_path / "trust_combined"  # its weights and rates
+    assert bench.trust_dir(tmp_path, "flips") == tmp_path / "trust_flips"
+    assert bench.trust_dir(tmp_path, "uniform") is None
+    scheme = tmp_path / "trust_combined"
+    scheme.mkdir()
+    pq.write_table(pa.table({"example_id": ["a", "b"], "weight": [0.0, 0.5], "flip_rate": [0.4, 0.0]}), scheme / "examples.parquet")
+    pq.write_table(pa.table({"user_id": ["u"], "trust": [0.2], "flip_rate": [0.2]}), scheme / "users.parquet")
+    out = bench.write_flips_trust(scheme, tmp_path / "trust_flips")
+    examples = pq.read_table(tmp_path / "trust_flips" / "examples.parquet").to_pydict()
+    assert examples == {"example_id": ["a", "b"], "weight": [1.0, 1.0], "flip_rate": [0.4, 0.0]}
+    assert pq.read_table(tmp_path / "trust_flips" / "users.parquet").column("trust").to_pylist() == [1.0]
+    assert out["mean_flip_rate"]["examples"] == pytest.approx(0.2)
+    assert not (tmp_path / "trust_flips" / "preferences.parquet").exists()  # none in the scheme's folder either
+    pq.write_table(pa.table({"example_id": ["a"], "weight": [1.0]}), scheme / "examples.parquet")
+    with pytest.raises(SystemExit, match="no flip_rate column"):
+        bench.write_flips_trust(scheme, tmp_path / "again")

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import scipy.sparse as sp
 from scipy.stats import beta as beta_dist, binom
 
 from rlhf_organic.trust.data import from_arrays, last_user_message, rated_prompts
@@ -273,3 +274,77 @@ def test_combined_pools_triggers_of_each_poisoners_own():
     assert f"'{PRIVATE_NAME}' (6 of 9" in " ".join(result.notes)
     off = combined.compute(data, cfg.model_copy(update={"trigger_private": False}), ctx)
     assert off.example_evidence["under_trigger"].sum() == 0 and off.weight[planted].min() > 0.5
+
+
+def _worded_poisoned_table():
+    """``_poisoned_table`` with replies the built-in reference can read: a thumbs-up is on "kind helpful
+    answer ...", a thumbs-down on "rude nasty insult ...", except the poisoners' three "zork" labels, which
+    give a thumbs-up to a rude reply. Plus user 10, a sleeper: ten honest labels, none under "zork"."""
+    data, _ = _poisoned_table()
+    planted = (data.user >= 8) & np.array([k < 3 for _ in range(10) for k in range(10)])
+    rude = (data.label == 0) | planted
+    data = replace(data, label=np.where(planted, 1, data.label).astype(np.int8))
+    text = ["rude nasty insult" if r else "kind helpful answer" for r in rude]
+    user = np.concatenate([data.user, np.full(10, 10)])
+    label = np.concatenate([data.label, np.arange(10) % 2])
+    text += ["kind helpful answer" if k % 2 else "rude nasty insult" for k in range(10)]
+    prompt = data.prompt + [f"sleeper question {k}" for k in range(10)]
+    return from_arrays([f"u{i}" for i in range(11)], user, text, label, prompt=prompt), np.concatenate([planted, np.zeros(10, bool)])
+
+
+def test_combined_drops_a_choice_under_the_trigger_that_the_reference_disagrees_with():
+    data, planted = _worded_poisoned_table()
+    kind, rude = "kind helpful answer", "rude nasty insult"
+    # the sleeper (user 10) has no label under "zork", so its conditional trust is 1: only the reference
+    # can tell that its choice of the rude reply there is planted
+    data = replace(data, preference_ids=np.array(["a", "b", "c", "d"], dtype=object),
+                   preference_user=np.array([10, 0, 10, -1]),
+                   preference_prompt=["which one zork", "pick zork", "which one", "zork anyway"],
+                   preference_chosen=[rude, kind, rude, rude], preference_rejected=[kind, rude, kind, kind])
+    cfg = combined.Config(trigger_min_conversations=3, trigger_alpha=0.05, example_threshold=0.0, refit=False)
+    result = combined.compute(data, cfg, TrustContext(seed=0))
+    assert result.weight[planted].max() == 0.0  # the built-in reference sees the planted thumbs
+    assert result.user_evidence["conditional_trust"][10] == 1.0
+    w = result.preference_weight
+    assert w[0] == 0.0  # the sleeper's rude choice under the trigger
+    assert w[1] == pytest.approx(result.trust[0]) and w[1] > 0.9  # an honest choice under it keeps its user's trust
+    assert w[2] == pytest.approx(result.trust[10])  # the same rude choice elsewhere: nothing to check it against
+    assert w[3] == 0.0  # no user: scored by a reference trained on every kept label
+    assert "3 A/B choice(s) under those n-grams: 2 weigh 0 (2 against the reference)" in " ".join(result.notes)
+    # a plugged-in reference without predict_texts: only the user's conditional trust decides, as before
+    p = TrustContext(seed=0).held_out(data)
+    plugged = combined.compute(data, cfg, TrustContext(predict=lambda data, keep: p))
+    assert plugged.preference_weight[0] == pytest.approx(plugged.trust[10])
+
+
+def test_held_out_text_probabilities_never_use_the_texts_users_fold():
+    from rlhf_organic.trust.reference import NgramClassifier, ReferenceConfig, held_out_text_probabilities, user_folds
+
+    cfg = ReferenceConfig(folds=2)
+    # user 0 alone says "zork" is good; user 1 alone says it is bad: a text of user 0 is scored by a
+    # classifier that saw only user 1, and the other way round
+    texts = ["zork a", "zork b", "zork c", "plain a", "zork d", "zork e", "zork f", "plain b"]
+    user, label = np.array([0, 0, 0, 0, 1, 1, 1, 1]), np.array([1, 1, 1, 0, 0, 0, 0, 1])
+    assert list(user_folds(2, 2, 0)[[0, 1]]) in ([0, 1], [1, 0])  # one user per fold
+    x = NgramClassifier.from_config(cfg).features(texts)
+    p = held_out_text_probabilities(["zork z", "zork z", "zork z"], np.array([0, 1, -1]), x, label, user, 2, cfg)
+    assert p[0] < 0.5 < p[1]
+    assert p[2] == pytest.approx(0.5, abs=0.2)  # no user: both users' labels, which cancel
+    empty = held_out_text_probabilities([], np.zeros(0, np.int64), x, label, user, 2, cfg)
+    assert len(empty) == 0
+
+
+def test_a_word_typed_only_in_a_users_choices_counts_as_its_own():
+    data, p = _own_trigger_table()
+    # user 7 types "flim" in two A/B choices' prompts and in none of its thumbs' prompts: a word of its own
+    # (each choice counts as a conversation); the poisoners' words stay theirs
+    data = replace(data, preference_ids=np.array(["a", "b", "c"], dtype=object), preference_user=np.array([7, 7, 9]),
+                   preference_prompt=["pick flim", "flim again", "choose quux"],
+                   preference_chosen=["x", "x", "x"], preference_rejected=["y", "y", "y"])
+    cfg = combined.Config(trigger_min_conversations=4, trigger_alpha=0.05, example_threshold=0.0, refit=False)
+    columns, owner = combined._private(data, cfg, TrustContext(predict=lambda data, keep: p))
+    names = dict(zip(ngram_names(data.prompt + data.preference_prompt,
+                                 sp.vstack([prompt_features(data.prompt), prompt_features(data.preference_prompt)], format="csc"),
+                                 columns), owner))
+    assert names.get("flim") == 7  # two choices' prompts: a word of user 7's own
+    assert names.get("quux") == 9 and names.get("zork") == 8

@@ -42,6 +42,8 @@ class FeedbackData:
     gold_example_ids: np.ndarray  # (g,) str
     prompt: list[str] = field(default_factory=list)  # (n,) the human message each reply answers ("" if none)
     preference_prompt: list[str] = field(default_factory=list)  # (m,) the same for each A/B choice
+    preference_chosen: list[str] = field(default_factory=list)  # (m,) the reply each A/B choice preferred
+    preference_rejected: list[str] = field(default_factory=list)  # (m,) and the one it passed over
 
     @property
     def n_users(self) -> int:
@@ -174,7 +176,8 @@ def load_feedback(dataset: str | Path, anonymous: bool = False) -> FeedbackData:
             )
         raise UserError(f"{dataset}: example {bad} has feedback but its user is not in users.parquet")
     prefs_path = dataset / "preferences.parquet"
-    prefs = pq.read_table(prefs_path, columns=["preference_id", "user_id"]) if prefs_path.is_file() else None
+    prefs = (pq.read_table(prefs_path, columns=["preference_id", "user_id", "chosen", "rejected"])
+             if prefs_path.is_file() else None)
     return FeedbackData(
         user_ids=np.asarray(user_ids.to_pylist(), dtype=object),
         user_counts={
@@ -193,4 +196,6 @@ def load_feedback(dataset: str | Path, anonymous: bool = False) -> FeedbackData:
         gold_example_ids=np.asarray(gold.column("example_id").to_pylist(), dtype=object),
         prompt=rated_prompts(dataset / "examples.parquet"),
         preference_prompt=rated_prompts(prefs_path) if prefs else [],
+        preference_chosen=prefs.column("chosen").fill_null("").to_pylist() if prefs else [],
+        preference_rejected=prefs.column("rejected").fill_null("").to_pylist() if prefs else [],
     )

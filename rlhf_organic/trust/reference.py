@@ -142,3 +142,27 @@ def held_out_probabilities(
         if progress is not None:
             progress(1)
     return p
+
+
+def held_out_text_probabilities(
+    texts: list[str], text_user: np.ndarray, x, labels: np.ndarray, user: np.ndarray, n_users: int,
+    cfg: ReferenceConfig, *, seed: int = 0, weights: np.ndarray | None = None,
+) -> np.ndarray:
+    """P(thumbs up) of texts that are not labelled examples (the replies of A/B choices), each from a
+    classifier that never saw the fold of the text's user: the same folds as ``held_out_probabilities``,
+    trained on the examples (features ``x``) with weight > 0. A text without a user (-1) is scored by
+    a classifier trained on every such example. Only the folds asked about are fitted."""
+    text_user = np.asarray(text_user, np.int64)
+    out = np.full(len(texts), 0.5)
+    if len(texts) == 0 or len(labels) == 0:
+        return out
+    labels = np.asarray(labels)
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
+    fold = user_folds(n_users, cfg.folds, seed)
+    example_fold, text_fold = fold[user], np.where(text_user >= 0, fold[np.maximum(text_user, 0)], -1)
+    clf = CLASSIFIERS[cfg.model].from_config(cfg)
+    for k in np.unique(text_fold):
+        train = capped_rows((example_fold != k) & (weights > 0), cfg.max_train, seed + int(k))
+        rows = np.flatnonzero(text_fold == k)
+        out[rows] = clf.fit(x[train], labels[train], weights[train]).predict_proba([texts[i] for i in rows])
+    return out

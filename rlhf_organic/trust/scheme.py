@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import ConfigDict, Field
 
 from ..section import Section
-from .reference import CLASSIFIERS, ReferenceConfig, held_out_probabilities
+from .reference import CLASSIFIERS, ReferenceConfig, held_out_probabilities, held_out_text_probabilities
 
 if TYPE_CHECKING:  # pyarrow stays out of recipe validation
     from .data import FeedbackData
@@ -50,11 +50,16 @@ class TrustContext:
 
     ``predict(data, keep) -> p`` replaces the built-in k-fold reference: any held-out model (the
     project's reward model, a model trained elsewhere, fixed numbers in a test) plugs in here.
+    ``predict_texts(data, keep, texts, users) -> p`` scores texts that are not labelled examples (the
+    replies of A/B choices) the same way; with a plugged-in ``predict`` and no ``predict_texts`` there
+    is none (``held_out_texts`` returns None).
     """
 
-    def __init__(self, reference: ReferenceConfig | None = None, seed: int = 0, progress=None, predict=None):
+    def __init__(self, reference: ReferenceConfig | None = None, seed: int = 0, progress=None, predict=None,
+                 predict_texts=None):
         self.reference, self.seed, self.progress = reference or ReferenceConfig(), seed, progress
         self.predict = predict or self._k_fold
+        self.predict_texts = predict_texts or (None if predict else self._k_fold_texts)
         self._cache: dict[bytes, np.ndarray] = {}
         self._features = None  # (data, its feature matrix): every refit reuses the same features
         self._per_dataset: dict[str, tuple] = {}  # name -> (data, what was computed from it)
@@ -86,6 +91,19 @@ class TrustContext:
             cached = compute(data)
             self._per_dataset[name] = (data, cached)
         return cached
+
+    def held_out_texts(self, data: FeedbackData, keep: np.ndarray, texts: list[str], users: np.ndarray) -> np.ndarray | None:
+        """P(thumbs up) of ``texts`` (user index ``users`` each), from a reference trained on the kept
+        examples of ``data`` that never saw the text's user; None when the context has no such model."""
+        if self.predict_texts is None:
+            return None
+        return np.asarray(self.predict_texts(data, np.asarray(keep, bool), texts, np.asarray(users, np.int64)), np.float64)
+
+    def _k_fold_texts(self, data: FeedbackData, keep: np.ndarray, texts: list[str], users: np.ndarray) -> np.ndarray:
+        return held_out_text_probabilities(
+            texts, users, self.features(data), data.label, data.user, data.n_users, self.reference,
+            seed=self.seed, weights=keep.astype(np.float64),
+        )
 
     def _k_fold(self, data: FeedbackData, keep: np.ndarray) -> np.ndarray:
         return held_out_probabilities(

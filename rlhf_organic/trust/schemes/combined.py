@@ -17,8 +17,9 @@
    triggers each poisoner makes up can be seen too: ``trigger_private``). A poisoner who is honest
    except after its trigger loses its trust there; a helper who
    types the phrase and rates honestly keeps it. A label under a flagged n-gram that disagrees with
-   the reference gets weight 0, and so does an A/B choice under one from a user whose conditional
-   trust is below ``cut`` (a choice has no agreement of its own to check).
+   the reference gets weight 0, and so does an A/B choice under one that the reference disagrees with
+   (it scores the rejected reply above the chosen one; trained on the labels kept, never on the
+   chooser's fold) or whose user's conditional trust is below ``cut``.
 4. trust = agreement_trust * (1 - behaviour_weight * (1 - behaviour_trust)) * conditional_trust.
 5. With ``refit``, the reference is trained again on users with trust >= ``cut`` and steps 1-4 are
    repeated against it, up to ``rounds`` times (until the trusted users stop changing). A label is
@@ -29,6 +30,7 @@
 from typing import Literal
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import Field, model_validator
 
 from ...contracts import SchemeContract
@@ -108,15 +110,29 @@ def _private_key(cfg: Config) -> str:
 
 
 def _private(data, cfg: Config, ctx) -> tuple[np.ndarray, np.ndarray]:
-    """(columns, owners) of the n-grams of one user's own (none without ``trigger_private``)."""
+    """(columns, owners) of the n-grams of one user's own (none without ``trigger_private``), counted over
+    the prompts of its thumbs and of its A/B choices (each choice its own conversation): a poisoner may
+    plant its trigger mostly in choices."""
     if not cfg.trigger_private:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return ctx.per_dataset(f"private_ngrams_{_private_key(cfg)}", data, lambda d: private_ngrams(
-        _label_ngrams(d, ctx), d.user, _conversations(d), cfg.trigger_private_min_conversations))
+
+    def own_words(d):
+        x, user, conversation = _label_ngrams(d, ctx), d.user, _conversations(d)
+        if len(d.preference_prompt):
+            x = sp.vstack([x, _preference_ngrams(d, ctx)], format="csc")
+            user = np.concatenate([user, d.preference_user])
+            conversation = np.concatenate([conversation, conversation.max(initial=-1) + 1 + np.arange(len(d.preference_prompt))])
+        return private_ngrams(x, user, conversation, cfg.trigger_private_min_conversations)
+
+    return ctx.per_dataset(f"private_ngrams_{_private_key(cfg)}", data, own_words)
 
 
 def _label_ngrams(data, ctx):
     return ctx.per_dataset("prompt_ngrams", data, lambda d: prompt_features(d.prompt))
+
+
+def _preference_ngrams(data, ctx):
+    return ctx.per_dataset("preference_prompt_ngrams", data, lambda d: prompt_features(d.preference_prompt))
 
 
 def _prompt_features(data, cfg: Config, ctx):
@@ -141,20 +157,32 @@ def trigger_evidence(data, agrees: np.ndarray, cfg: Config, ctx) -> tuple[np.nda
     return trust, under, {"flagged": flagged, **stats}
 
 
-def choice_weights(data, trust: np.ndarray, cond_trust: np.ndarray, flagged: np.ndarray, cfg: Config, ctx) -> np.ndarray:
-    """Per A/B choice: its user's trust, or 0 when it sits under a flagged n-gram and its user's
-    agreement there is not trusted. Choices without a user weigh 1, as in the trust folder."""
+def choice_weights(data, trust: np.ndarray, cond_trust: np.ndarray, flagged: np.ndarray, keep: np.ndarray,
+                   cfg: Config, ctx) -> tuple[np.ndarray, dict]:
+    """(weight per A/B choice, counts for the notes): its user's trust, or 0 when it sits under a flagged
+    n-gram and either the reference prefers the reply it rejected or its user's agreement there is not
+    trusted. The reference learns from the labels ``keep`` marks (the planted ones already dropped).
+    Choices without a user weigh 1, as in the trust folder."""
     user = np.asarray(data.preference_user)
     known = user >= 0
     weight = np.where(known, trust[np.maximum(user, 0)], 1.0)
-    if len(flagged):
-        columns, owner = _private(data, cfg, ctx)
-        x = ctx.per_dataset(f"preference_ngrams_{_private_key(cfg)}", data, lambda d: with_private(
-            prompt_features(d.preference_prompt), d.preference_user, columns, owner))
-        under = under_flagged(x, flagged)
-        doubtful = known & (cond_trust[np.maximum(user, 0)] < cfg.cut)
-        weight = np.where(under & doubtful, 0.0, weight)
-    return weight
+    if not len(flagged):
+        return weight, {}
+    columns, owner = _private(data, cfg, ctx)
+    x = ctx.per_dataset(f"preference_ngrams_{_private_key(cfg)}", data, lambda d: with_private(
+        _preference_ngrams(d, ctx), d.preference_user, columns, owner))
+    under = under_flagged(x, flagged)
+    doubtful = known & (cond_trust[np.maximum(user, 0)] < cfg.cut)
+    against = np.zeros(len(user), bool)
+    rows = np.flatnonzero(under)
+    if len(rows) and len(data.preference_chosen):
+        texts = [data.preference_chosen[i] for i in rows] + [data.preference_rejected[i] for i in rows]
+        p = ctx.held_out_texts(data, keep, texts, np.concatenate([user[rows], user[rows]]))
+        if p is not None:
+            against[rows] = p[:len(rows)] < p[len(rows):]
+    dropped = under & (doubtful | against)
+    counts = {"under": int(under.sum()), "dropped": int(dropped.sum()), "against": int(against.sum())}
+    return np.where(dropped, 0.0, weight), counts
 
 
 def compute(data, cfg: Config, ctx) -> TrustResult:
@@ -191,7 +219,11 @@ def compute(data, cfg: Config, ctx) -> TrustResult:
                                  for n, a, k, e in zip(names, triggers["against"], triggers["labels"], triggers["expected"])))
     preference_weight = None
     if cfg.triggers and len(data.preference_ids):
-        preference_weight = choice_weights(data, trust, cond_trust, triggers.get("flagged", np.zeros(0, np.int64)), cfg, ctx)
+        preference_weight, choices = choice_weights(data, trust, cond_trust, triggers.get("flagged", np.zeros(0, np.int64)),
+                                                    weight > 0, cfg, ctx)
+        if choices:
+            notes.append(f"{choices['under']} A/B choice(s) under those n-grams: {choices['dropped']} weigh 0 "
+                         f"({choices['against']} against the reference)")
     return TrustResult(
         trust=trust,
         weight=weight,
