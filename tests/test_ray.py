@@ -143,6 +143,17 @@ def test_ray_reference_draws_the_local_bounded_sample(ray_local):
     changed = held_out_probabilities(texts, label, user, n_users, cfg, seed=6, weights=weights)
     assert np.abs(changed - local).max() > 1e-6  # another seed draws another sample: the bound is active
 
+    from rlhf_organic.trust.ray_reference import held_out_text_probabilities as texts_on_ray
+    from rlhf_organic.trust.reference import NgramClassifier, held_out_text_probabilities
+
+    # the replies of A/B choices: scored by the fold model that never saw their user (-1: no user)
+    replies = [" ".join(rng.choice(words, 3)) for _ in range(200)]
+    reply_user = rng.integers(-1, n_users, 200)
+    x = NgramClassifier.from_config(cfg).features(texts)
+    local = held_out_text_probabilities(replies, reply_user, x, label, user, n_users, cfg, seed=5, weights=weights)
+    ray_p = texts_on_ray(replies, reply_user, label, texts, user, n_users, cfg, seed=5, weights=weights)
+    np.testing.assert_allclose(ray_p, local, rtol=0, atol=1e-9)
+
 
 def test_cli_engine_ray_and_a_bad_address_is_a_clear_error(ray_local, logs, tmp_path):
     from click.testing import CliRunner

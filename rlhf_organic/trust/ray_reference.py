@@ -80,9 +80,47 @@ def held_out_probabilities(
     return p
 
 
+def _fit_and_predict(model: str, cfg: ReferenceConfig, texts: list[str], labels: np.ndarray, weights: np.ndarray,
+                     to_score: list[str]) -> np.ndarray:
+    clf = _fit_fold(model, cfg, texts, labels, weights)
+    return clf.predict_proba(clf.features(to_score))
+
+
+def held_out_text_probabilities(
+    texts: list[str], text_user: np.ndarray, labels: np.ndarray, example_texts: list[str], user: np.ndarray,
+    n_users: int, cfg: ReferenceConfig, *, seed: int = 0, weights: np.ndarray | None = None, address: str | None = None,
+) -> np.ndarray:
+    """``trust.reference.held_out_text_probabilities`` on Ray (the replies of A/B choices): per fold asked
+    about, one task fits on the same bounded, seeded sample of the examples and scores that fold's texts."""
+    text_user = np.asarray(text_user, np.int64)
+    out = np.full(len(texts), 0.5)
+    if len(texts) == 0 or len(labels) == 0:
+        return out
+    ray = connect(address)
+    labels = np.asarray(labels)
+    weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
+    fold = user_folds(n_users, cfg.folds, seed)
+    example_fold, text_fold = fold[user], np.where(text_user >= 0, fold[np.maximum(text_user, 0)], -1)
+    task = ray.remote(num_cpus=1)(_fit_and_predict)
+    pending = []
+    for k in np.unique(text_fold):
+        train = capped_rows((example_fold != k) & (weights > 0), cfg.max_train, seed + int(k))
+        rows = np.flatnonzero(text_fold == k)
+        pending.append((rows, task.remote(cfg.model, cfg, [example_texts[i] for i in train], labels[train],
+                                          weights[train], [texts[i] for i in rows])))
+    for rows, ref in pending:
+        out[rows] = ray.get(ref)
+    return out
+
+
 def predictor(cfg: ReferenceConfig, seed: int, address: str | None, progress=None):
-    """A ``TrustContext(predict=...)``: the k-fold reference of ``trust.reference`` computed on Ray."""
+    """``(predict, predict_texts)`` for ``TrustContext``: the k-fold reference of ``trust.reference``, and its
+    scores of texts that are not labelled examples, computed on Ray."""
     def predict(data, keep: np.ndarray) -> np.ndarray:
         return held_out_probabilities(data.text, data.label, data.user, data.n_users, cfg, seed=seed,
                                       weights=np.asarray(keep, np.float64), progress=progress, address=address)
-    return predict
+
+    def predict_texts(data, keep: np.ndarray, texts: list[str], users: np.ndarray) -> np.ndarray:
+        return held_out_text_probabilities(texts, users, data.label, data.text, data.user, data.n_users, cfg, seed=seed,
+                                           weights=np.asarray(keep, np.float64), address=address)
+    return predict, predict_texts

@@ -205,12 +205,12 @@ def compute_trust(
         f"of {data.n_users} users")
     bar = tqdm(desc=f"trust ({settings.scheme})", unit="fold", disable=None if progress is None else not progress)
     try:
-        predict = None
+        predict = predict_texts = None
         if settings.engine == "ray":  # the same reference, its folds fitted and predicted on Ray
             from .ray_reference import predictor
 
-            predict = predictor(settings.reference, seed, settings.ray_address, progress=bar.update)
-        ctx = TrustContext(settings.reference, seed=seed, progress=bar.update, predict=predict)
+            predict, predict_texts = predictor(settings.reference, seed, settings.ray_address, progress=bar.update)
+        ctx = TrustContext(settings.reference, seed=seed, progress=bar.update, predict=predict, predict_texts=predict_texts)
         result, cfg = run_scheme(data, settings, ctx, log)
     finally:
         bar.close()
