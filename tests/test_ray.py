@@ -213,3 +213,18 @@ def test_ray_reference_runs_with_one_free_worker_cpu(ray_local):
     ray.kill(holder)
     assert "p" in answer, "the Ray reference did not finish with one worker CPU free"
     np.testing.assert_allclose(answer["p"], held_out_probabilities(texts, label, user, 40, cfg), rtol=0, atol=1e-9)
+
+
+def test_where_a_stage_runs_is_not_part_of_its_fingerprint(tmp_path):
+    """A run moved to Ray reuses its finished ingest and trust stages: the output is the same."""
+    from rlhf_organic.pipeline import plan_stages
+    from rlhf_organic.recipe import load_recipe
+
+    settings = {}
+    for engine, text in (("local", "name: r\n"),
+                         ("ray", "name: r\ndata: {engine: ray}\ntrust: {engine: ray, ray_address: 'head:6379'}\n")):
+        path = tmp_path / f"{engine}.yaml"
+        path.write_text(text)
+        stages = plan_stages(load_recipe(path), tmp_path / engine, log=lambda _: None)
+        settings[engine] = {s.name: s.settings for s in stages if s.name in ("ingest", "trust")}
+    assert settings["local"] == settings["ray"] and set(settings["local"]) == {"ingest", "trust"}
