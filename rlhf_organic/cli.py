@@ -15,6 +15,7 @@ from . import __version__
 from .data import INPUT_FORMATS
 from .distributed import is_main
 from .errors import UserError
+from .section import ENGINE_HELP, ENGINES, RAY_ADDRESS_HELP
 
 
 class _Group(click.Group):
@@ -217,8 +218,10 @@ def schema() -> None:
     help="blank these fields: source_file, source_line, message_id, dislike_reason, dislike_feedback_text, "
     "safety_failure, reward, gold, rejects_excerpt (docs/safety.md)",
 )
+@click.option("--engine", default="local", show_default=True, type=click.Choice(ENGINES), help=ENGINE_HELP)
+@click.option("--ray-address", metavar="ADDRESS", help=RAY_ADDRESS_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def ingest(inputs, out, fmt, strict, overwrite, chunk_mb, max_context, hash_ids, drop, quiet) -> None:
+def ingest(inputs, out, fmt, strict, overwrite, chunk_mb, max_context, hash_ids, drop, engine, ray_address, quiet) -> None:
     """Ingest organic logs (files, folders, globs; plain or gzip) into a Parquet dataset."""
     from .data.ingest import ingest as run_ingest
     from .data.privacy import PrivacySection
@@ -231,6 +234,7 @@ def ingest(inputs, out, fmt, strict, overwrite, chunk_mb, max_context, hash_ids,
     run_ingest(
         inputs, out, fmt=fmt, strict=strict, overwrite=overwrite, chunk_bytes=chunk_mb << 20,
         max_context=max_context, progress=_progress(quiet), log=_log, privacy=privacy,
+        engine=engine, ray_address=ray_address,
     )
 
 
@@ -300,8 +304,11 @@ def simulate(preset, users, seed, out, settings, list_presets, overwrite, quiet)
 @click.option("--seed", default=0, show_default=True, type=int, help="seed of the k-fold split")
 @click.option("--list-schemes", is_flag=True, help="list the schemes and their settings, then exit")
 @click.option("--overwrite", is_flag=True, help="replace an existing trust folder")
+@click.option("--engine", default="local", show_default=True, type=click.Choice(ENGINES), help=ENGINE_HELP)
+@click.option("--ray-address", metavar="ADDRESS", help=RAY_ADDRESS_HELP)
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def trust(dataset, scheme, settings, out, ground_truth, seed, list_schemes, overwrite, quiet) -> None:
+def trust(dataset, scheme, settings, out, ground_truth, seed, list_schemes, overwrite, engine, ray_address,
+          quiet) -> None:
     """Score how much to believe each user of an ingested DATASET."""
     from .trust.config import TrustSection, settings_from_cli
     from .trust.schemes import SCHEMES
@@ -322,6 +329,8 @@ def trust(dataset, scheme, settings, out, ground_truth, seed, list_schemes, over
     from .trust.stage import compute_trust, format_metrics
 
     resolved = settings_from_cli(scheme, list(settings))
+    if engine != "local" or ray_address:  # the options win over --set engine=...; both are checked values
+        resolved = resolved.model_copy(update={"engine": engine, "ray_address": ray_address})
     metrics = compute_trust(
         dataset, out, resolved, seed=seed, ground_truth=ground_truth, overwrite=overwrite,
         progress=_progress(quiet), log=_log,

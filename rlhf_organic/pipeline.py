@@ -82,7 +82,8 @@ def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log:
         from .data.inspect import inspect_dataset
 
         run_ingest(inputs, folder, fmt=data.format, strict=data.strict, chunk_bytes=data.chunk_mb << 20,
-                   max_context=data.max_context, progress=progress, log=log, privacy=data.privacy)
+                   max_context=data.max_context, progress=progress, log=log, privacy=data.privacy,
+                   engine=data.engine, ray_address=data.ray_address)
         return inspect_dataset(folder, how_to_show="output.show_user_text")  # the marker: reason labels only
 
     privacy = data.privacy.settings()  # {} when off; a missing salt fails here, before any stage runs
@@ -95,8 +96,9 @@ def plan_stages(recipe: Recipe, out: Path, *, progress: bool | None = None, log:
         return compute_trust(out / "dataset", folder, recipe.trust, seed=seed, ground_truth=ground_truth,
                              progress=progress, log=log)
 
+    where = {"engine", "ray_address"}  # where trust runs does not change what it writes: not part of its fingerprint
     stages.append(Stage("trust", "trust", ("ingest", *simulated),
-                        {"trust": recipe.trust.model_dump(mode="json"), "seed": seed, **truth_settings}, trust))
+                        {"trust": recipe.trust.model_dump(mode="json", exclude=where), "seed": seed, **truth_settings}, trust))
 
     if recipe.reward is not None:
         spec = recipe.reward.resolve()

@@ -27,7 +27,7 @@ from .policy.config import PolicySection
 from .policy.methods import METHODS
 from .reward.config import SPEC_CHECKED_BY_CALLER, RewardSection
 from .reward.spec import spec_problems
-from .section import Section
+from .section import ENGINE_HELP, RAY_ADDRESS_HELP, Engine, Section
 from .settings import apply_overrides, key_lines, locator, parse_overrides, typed_overrides, validation_problems
 from .simulator.simulate import PRESETS, SimConfig, preset_config
 from .trust.config import TrustSection
@@ -75,6 +75,8 @@ class DataSection(Section):
     max_context: int = Field(256, ge=1, description="most recent earlier messages kept in an example's context")
     privacy: PrivacySection = Field(default_factory=PrivacySection, description="ids to hash and fields to drop at "
                                     "ingest (docs/safety.md)")
+    engine: Engine = Field("local", description="where ingest runs; " + ENGINE_HELP)
+    ray_address: str | None = Field(None, description=RAY_ADDRESS_HELP)
 
     @model_validator(mode="after")
     def _inputs_for_files(self) -> DataSection:

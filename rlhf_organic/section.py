@@ -19,3 +19,9 @@ PRECISION_HELP = ("compute precision: fp32; bf16: bfloat16 autocast with float32
                   "fp32 otherwise")
 Precision = Literal["auto", "fp32", "bf16"]
 MicroBatchSize = Annotated[int, Field(ge=1)] | Literal["auto"] | None
+
+# Where ingest and trust run: this process, or a Ray cluster (docs/distributed.md); the same output either way.
+ENGINES = ("local", "ray")
+Engine = Literal["local", "ray"]
+ENGINE_HELP = "local: this process; ray: Ray tasks on the cluster at ray_address (none: a Ray started on this machine)"
+RAY_ADDRESS_HELP = "Ray cluster to connect to with engine ray (ray://head:10001, head:6379 or auto); none: start one here"

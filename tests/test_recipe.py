@@ -28,7 +28,7 @@ def test_unknown_key_lists_valid_keys_and_suggests_nearest(tmp_path):
         load_recipe(path)
     msg = str(err.value)
     assert f"{path}:4: data.formt: unknown key 'formt' (did you mean 'format'?)" in msg
-    assert "valid keys: chunk_mb, format, inputs, max_context, privacy, simulate, source, strict" in msg
+    assert "valid keys: chunk_mb, engine, format, inputs, max_context, privacy, ray_address, simulate, source, strict" in msg
 
 
 def test_unknown_section(tmp_path):

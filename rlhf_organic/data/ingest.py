@@ -16,6 +16,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -26,6 +27,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_dir, check_free
 from ..errors import InputError, UserError
+from ..section import ENGINES
 from . import INPUT_FORMATS, tables
 from .readers import READERS, Parsed, Reject, detect
 from .readers.common import BadRecord, load_object
@@ -177,6 +179,8 @@ def ingest(
     progress: bool | None = None,
     log: Callable[[str], None] = print,
     privacy=None,
+    engine: str = "local",
+    ray_address: str | None = None,
 ) -> dict:
     """Ingest ``inputs`` into the dataset folder ``out``; returns the summary (also saved as summary.json).
 
@@ -184,10 +188,18 @@ def ingest(
     nothing is written. Example contexts keep at most ``max_context`` earlier messages (the messages
     table keeps them all). ``progress=None`` shows a progress bar only on a terminal. ``privacy``: a
     ``privacy.PrivacySection`` (ids to hash, fields to drop), applied to every record as it is read.
+    ``engine``: ``local`` (this process) or ``ray`` (one Ray task per input file, on the cluster at
+    ``ray_address`` or a Ray of this machine's; ``ray_engine``): the same dataset and summary either way.
     """
+    if engine not in ENGINES:
+        raise UserError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if fmt not in INPUT_FORMATS:
         raise UserError(f"unknown format {fmt!r}; choose one of {', '.join(INPUT_FORMATS)}")
     scrub = privacy.scrubber() if privacy is not None else None  # a missing salt fails here, before any work
+    if engine == "ray":  # a wrong address or a missing Ray fails here, before any file is read
+        from . import ray_engine
+
+        ray_engine.connect(ray_address)
     out = Path(out)
     found = find_inputs(inputs)
     check_free(out, overwrite, [*found.folders, *found.files, *(Path(p) for p, _ in found.unreadable)])
@@ -206,7 +218,10 @@ def ingest(
 
     started = time.perf_counter()
     with atomic_dir(out, kind="dataset") as tmp:
-        summary = _ingest_into(tmp, found, formats, strict, chunk_bytes, max_context, progress, scrub, log)
+        if engine == "ray":
+            summary = ray_engine.ingest_into(tmp, found, formats, strict, chunk_bytes, max_context, scrub, log, ray_address)
+        else:
+            summary = _ingest_into(tmp, found, formats, strict, chunk_bytes, max_context, progress, scrub, log)
         summary["seconds"] = round(time.perf_counter() - started, 3)
         if scrub is not None:  # the dataset says what was hashed and dropped (never the salt)
             summary["privacy"] = {"hash_ids": sorted(scrub.hash_ids), "drop": sorted(scrub.drop)}
@@ -250,6 +265,49 @@ def _ingest_into(tmp: Path, found, formats, strict, chunk_bytes, max_context, pr
     unopened = 0
     sink = _Sink(tmp, max_context)
     rejects_file = open(tmp / "rejects.jsonl", "wb")
+    total = sum(_size(p) for p in files)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=None if progress is None else not progress)
+    try:
+        for path in files:
+            result = ingest_file(path, formats[path], chunk_bytes, sink, rejects_file, counts, reasons,
+                                 strict=strict, scrub=scrub, on_progress=bar.update, log=log)
+            unopened += result.unopened
+            unreadable += result.unreadable
+            skipped += result.skipped
+            if result.not_read:
+                not_read.add(path)
+    finally:
+        bar.close()
+        sink.close()
+        rejects_file.close()
+    counts.update(sink.counts)
+    return finish(tmp, files, formats, counts, reasons, sink.users(), unreadable, skipped, not_read, unopened)
+
+
+@dataclass
+class FileOutcome:
+    """What reading one input file left to account for, beyond the counts: whether it could be opened,
+    and the unreadable / skipped entries of the summary that name it."""
+
+    unopened: bool = False
+    not_read: bool = False  # could not be opened, or holds no line: not an input of the dataset
+    unreadable: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+
+def ingest_file(
+    path: Path, fmt: str | None, chunk_bytes: int, sink: _Sink, rejects_file, counts: Counter, reasons: Counter,
+    *, strict: bool, scrub=None, on_progress=None, log: Callable[[str], None] = print,
+) -> FileOutcome:
+    """Read, parse and derive one input file into ``sink``; its bad lines go to ``rejects_file``.
+
+    Both engines run exactly this per file (``ray_engine`` in a task, with a sink and rejects file of
+    the task's own), so a line's fate and its accounting never depend on the engine.
+    """
+    name = display_name(path)
+    reader = READERS.get(fmt) if fmt is not None else None  # None: detection found no line (empty, or unreadable)
+    lines_before, failed = counts["lines"], False
+    outcome = FileOutcome()
 
     def reject(item: Reject) -> None:
         if strict:
@@ -257,49 +315,40 @@ def _ingest_into(tmp: Path, found, formats, strict, chunk_bytes, max_context, pr
         rejects_file.write(orjson.dumps(scrub.reject(item.as_dict()) if scrub else item.as_dict()) + b"\n")
         reasons[_reason_kind(item.reason)] += 1
 
-    total = sum(_size(p) for p in files)
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc="ingest", disable=None if progress is None else not progress)
-    try:
-        for path in files:
-            name = display_name(path)
-            reader = READERS.get(formats[path])  # None: detection found no line (empty, or unreadable)
-            lines_before, failed = counts["lines"], False
-            for chunk in iter_chunks(path, chunk_bytes, display=name, on_progress=bar.update):
-                if isinstance(chunk, ReadFailure):
-                    failed = True
-                    counts["read_errors"] += 1
-                    if not chunk.opened:  # one unreadable file is named and the others are ingested
-                        unreadable.append({"path": name, "reason": chunk.reason})
-                        not_read.add(path)
-                        unopened += 1
-                        log(f"{name}: {chunk.reason}")
-                    reject(Reject(chunk.file, chunk.line, chunk.reason))
-                    continue
-                nonblank = sum(1 for line in chunk.lines if line.strip())
-                counts["lines"] += nonblank
-                if reader is None:
-                    if nonblank:
-                        raise UserError(f"{name} changed while it was being ingested (it was empty); ingest again")
-                    continue
-                parsed = reader.parse(chunk)
-                for item in parsed.rejects:
-                    counts["rejected"] += 1
-                    reject(item)
-                sink.submit(scrub.parsed(parsed) if scrub else parsed, formats[path])
-            if not failed and counts["lines"] == lines_before:  # named, so that "nothing rejected" is not all it says
-                why = "empty: no line with anything on it"  # the same whether plain, gzip or blank lines
-                skipped.append({"path": name, "reason": why})
-                not_read.add(path)
-                log(f"{name}: {why}; nothing to ingest from it")
-    finally:
-        bar.close()
-        sink.close()
-        rejects_file.close()
+    for chunk in iter_chunks(path, chunk_bytes, display=name, on_progress=on_progress):
+        if isinstance(chunk, ReadFailure):
+            failed = True
+            counts["read_errors"] += 1
+            if not chunk.opened:  # one unreadable file is named and the others are ingested
+                outcome.unreadable.append({"path": name, "reason": chunk.reason})
+                outcome.not_read = outcome.unopened = True
+                log(f"{name}: {chunk.reason}")
+            reject(Reject(chunk.file, chunk.line, chunk.reason))
+            continue
+        nonblank = sum(1 for line in chunk.lines if line.strip())
+        counts["lines"] += nonblank
+        if reader is None:
+            if nonblank:
+                raise UserError(f"{name} changed while it was being ingested (it was empty); ingest again")
+            continue
+        parsed = reader.parse(chunk)
+        for item in parsed.rejects:
+            counts["rejected"] += 1
+            reject(item)
+        sink.submit(scrub.parsed(parsed) if scrub else parsed, fmt)
+    if not failed and counts["lines"] == lines_before:  # named, so that "nothing rejected" is not all it says
+        why = "empty: no line with anything on it"  # the same whether plain, gzip or blank lines
+        outcome.skipped.append({"path": name, "reason": why})
+        outcome.not_read = True
+        log(f"{name}: {why}; nothing to ingest from it")
+    return outcome
+
+
+def finish(tmp: Path, files, formats, counts: Counter, reasons: Counter, users: pa.Table,
+           unreadable: list[dict], skipped: list[dict], not_read: set[Path], unopened: int) -> dict:
+    """Write users.parquet, check the accounting rule and return the summary: the end both engines share."""
     if unopened == len(files):  # some unreadable files are accounted for; all of them is nothing to ingest
         raise UserError(_nothing([(u["path"], u["reason"]) for u in unreadable], []))
-
-    counts.update(sink.counts)
-    users = sink.users()
     pq.write_table(users, tmp / "users.parquet", compression="zstd")
     counts["users"] = users.num_rows
     records = counts["conversations"] + counts["preferences"]

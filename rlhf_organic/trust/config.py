@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, create_model
 
 from ..contracts import set_fields
-from ..section import Section
+from ..section import ENGINE_HELP, RAY_ADDRESS_HELP, Engine, Section
 from ..settings import apply_overrides, parse_overrides, typed_overrides, validate_settings
 from .reference import ReferenceConfig
 from .scheme import SchemeConfig
@@ -34,6 +34,8 @@ class _TrustSettings(Section):
     ground_truth: str | None = Field(
         None, description="ground_truth.parquet (user_id, is_troll) to evaluate against; simulated runs use theirs"
     )
+    engine: Engine = Field("local", description="where the k-fold reference runs; " + ENGINE_HELP)
+    ray_address: str | None = Field(None, description=RAY_ADDRESS_HELP)
 
     def scheme_config(self) -> SchemeConfig:
         return getattr(self, self.scheme)

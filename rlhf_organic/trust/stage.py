@@ -191,6 +191,10 @@ def compute_trust(
     out = Path(out)
     check_free(out, overwrite, [dataset, ground_truth or settings.ground_truth])
     ground_truth = ground_truth or settings.ground_truth
+    if settings.engine == "ray":  # a wrong address or a missing Ray fails here, before the dataset is read
+        from ..data.ray_engine import connect
+
+        connect(settings.ray_address)
     started = time.perf_counter()
     judges_users = _judges_users(settings)
     data = load_feedback(dataset, anonymous=not judges_users)
@@ -201,7 +205,12 @@ def compute_trust(
         f"of {data.n_users} users")
     bar = tqdm(desc=f"trust ({settings.scheme})", unit="fold", disable=None if progress is None else not progress)
     try:
-        ctx = TrustContext(settings.reference, seed=seed, progress=bar.update)
+        predict = predict_texts = None
+        if settings.engine == "ray":  # the same reference, its folds fitted and predicted on Ray
+            from .ray_reference import predictor
+
+            predict, predict_texts = predictor(settings.reference, seed, settings.ray_address, progress=bar.update)
+        ctx = TrustContext(settings.reference, seed=seed, progress=bar.update, predict=predict, predict_texts=predict_texts)
         result, cfg = run_scheme(data, settings, ctx, log)
     finally:
         bar.close()
@@ -217,6 +226,7 @@ def compute_trust(
     n_feedback = data.user_counts.get("n_feedback", data.per_user_count())
     metrics = {
         "scheme": settings.scheme,
+        "engine": settings.engine,
         "config": cfg,
         "reference": settings.reference.model_dump(),
         "seed": seed,
