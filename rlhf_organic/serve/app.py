@@ -26,7 +26,7 @@ from pathlib import Path
 
 import orjson
 from starlette.applications import Starlette
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -243,7 +243,7 @@ async def _reply_stream(server: Server, chat, human: dict, mode: str):
         for slot, adapter in sides:
             yield _line({"type": "start", "slot": slot})
             pieces = []
-            async for piece in iterate_in_threadpool(replier.stream(context, adapter=adapter)):
+            async for piece in replier.stream(context, adapter=adapter):
                 pieces.append(piece)
                 yield _line({"type": "delta", "slot": slot, "text": piece})
             candidates.append(Candidate(new_id(), "".join(pieces).strip(), replier.served_by(adapter)))

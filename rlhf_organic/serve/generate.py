@@ -1,8 +1,9 @@
 """Reply generation for the chat server: one model in memory, one generation at a time, streamed.
 
 ``Replier`` holds a causal LM (a plain base, or a base with a policy adapter from ``policy train``)
-and streams a reply token by token: ``model.generate`` runs in a worker thread and hands text to a
-``TextIteratorStreamer``, so the server's event loop never waits on the model. One lock orders the
+and streams a reply token by token: ``model.generate`` runs in a worker thread and hands text to an
+``AsyncTextIteratorStreamer``, so neither the server's event loop nor its thread pool (which the log
+writes use) waits on the model: fifty readers waiting for their turn hold no thread. One lock orders the
 generations: one model on one device gains nothing from running two at once, and a swap of the adapter
 (``swap``) must not happen in the middle of a reply.
 
@@ -13,9 +14,10 @@ adapter named by ``policy``, loaded at start or swapped in later, ``version`` co
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,11 +63,11 @@ class Replier:
         return {"adapter": adapter, "policy": self.policy if adapter == "policy" else None, "version": self.version,
                 "base": self.base, "temperature": s.temperature, "top_p": s.top_p, "max_new_tokens": s.max_new_tokens}
 
-    def stream(self, context: list[dict], *, adapter: str = "policy") -> Iterator[str]:
-        """Yield the reply to ``context`` (``{"role", "content"}`` turns) piece by piece.
+    async def stream(self, context: list[dict], *, adapter: str = "policy") -> AsyncIterator[str]:
+        """Yield the reply to ``context`` (``{"role", "content"}`` turns) piece by piece (call from the event loop).
 
         ``adapter``: ``"policy"``, or ``"base"`` for the base with the policy adapter disabled."""
-        from transformers import TextIteratorStreamer
+        from transformers import AsyncTextIteratorStreamer
 
         from ..policy.model import encode_prompts
 
@@ -73,7 +75,7 @@ class Replier:
             raise UserError("no policy adapter is loaded: the base is all there is to sample")
         s = self.sampling
         prompt = encode_prompts(self.tokenizer, [context], s.max_prompt_tokens)[0]
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        streamer = AsyncTextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         cancel = _Cancelled()
         failure: list[BaseException] = []
 
@@ -104,12 +106,12 @@ class Replier:
         worker = threading.Thread(target=run, name="rlhf-organic-generate", daemon=True)
         worker.start()
         try:
-            for piece in streamer:
+            async for piece in streamer:
                 if piece:
                     yield piece
         finally:
             cancel.event.set()  # the reader stopped early (client gone): end the generation too
-        worker.join()
+        await asyncio.to_thread(worker.join)  # it has ended the stream: only its last steps remain
         if failure:
             raise failure[0]
 
