@@ -54,6 +54,7 @@ def _thumb_down(turn, reason: str, explanation: str) -> None:
 def _thumb_up(turn) -> None:
     turn.locator("button[data-fb='up']").click()
     turn.locator("button[data-fb='up'][aria-pressed='true']").wait_for()
+    assert turn.locator("fieldset").is_hidden()  # the reasons show with a thumbs-down only
 
 
 def _choose(page, side: str):

@@ -56,8 +56,8 @@ function addTurn(who, text) {
 }
 
 function feedbackControls(messageId) {
-  const up = el("button", { type: "button", text: "👍", ariaLabel: "Good reply", ariaPressed: "false", data: { fb: "up" } });
-  const down = el("button", { type: "button", text: "👎", ariaLabel: "Bad reply", ariaPressed: "false", data: { fb: "down" } });
+  const up = el("button", { type: "button", text: "▲ Good", ariaLabel: "Good reply", ariaPressed: "false", data: { fb: "up" } });
+  const down = el("button", { type: "button", text: "▼ Bad", ariaLabel: "Bad reply", ariaPressed: "false", data: { fb: "down" } });
   const why = el("fieldset", { hidden: true }, [el("legend", { text: "What was wrong?" })]);
   const box = el("div", { className: "feedback" }, [up, down, why]);
   const send = async (payload) => {
