@@ -1,4 +1,5 @@
-"""``rlhf-organic serve`` as a user runs it: a real process listening on loopback, stopped with SIGTERM."""
+"""``rlhf-organic serve`` as a user runs it: a real process listening on loopback, killed (SIGKILL, no
+chance to flush anything) right after its last acknowledged event: every acknowledged event is on disk."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_command_chats_and_stops_cleanly(tmp_path):
+def test_serve_command_keeps_every_acknowledged_event_when_killed(tmp_path):
     base, log, port = tiny_base(tmp_path / "base"), tmp_path / "log", _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "rlhf_organic", "serve", str(base), "--log", str(log), "--port", str(port),
@@ -48,14 +49,17 @@ def test_serve_command_chats_and_stops_cleanly(tmp_path):
             reply = next(e for e in map(json.loads, lines) if e["type"] == "reply")
             thumb = client.post(f"/api/chat/{chat}/feedback", json={"message_id": reply["message_id"], "thumbs": "up"})
             assert thumb.json() == {"ok": True}
+            lines = client.post(f"/api/chat/{chat}/message", json={"text": "two please", "mode": "ab"}).text.splitlines()
+            pair = next(e for e in map(json.loads, lines) if e["type"] == "ab")
+            assert client.post(f"/api/chat/{chat}/choose", json={"ab_id": pair["ab_id"], "choice": "b"}).status_code == 200
     finally:
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGKILL)
         output = proc.communicate(timeout=30)[0]
-    # uvicorn shuts down gracefully, then re-raises the signal it caught (so the exit status says SIGTERM)
-    assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in output, output
     assert "logging to" in output and "127.0.0.1:" not in output.split("logging to")[1]  # no client address printed
-    record = json.loads(next((log / "data" / "chats").iterdir()).read_text())
-    assert record["message_history"][1]["isLiked"] is True
+    result = CliRunner().invoke(main, ["ingest", str(log / "data"), "--out", str(tmp_path / "ds"), "-q"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "ds" / "summary.json").read_text())
+    assert (summary["conversations"], summary["thumbs_up"], summary["preferences"], summary["rejected"]) == (1, 1, 1, 0)
 
 
 def test_serve_refuses_a_folder_it_did_not_write(tmp_path):

@@ -231,7 +231,7 @@ def _line(obj: dict) -> bytes:
 async def _reply_stream(server: Server, chat, human: dict, mode: str):
     """The streamed answer to one human turn: JSON lines, each a complete event the page can act on."""
     yield _line({"type": "human", "message_id": human["human_message_id"], "text": human["text"]})
-    replier, context = server.replier, chat.context()
+    replier, context = server.replier, await run_in_threadpool(server.store.context, chat)
     if mode == "single":
         sides = [("reply", "policy")]
     elif replier.has_policy:  # policy against base, in random order so that position says nothing

@@ -96,6 +96,11 @@ class ChatStore:
             raise InputRejected("no such conversation (it may have expired): start a new one", status=404)
         return chat
 
+    def context(self, chat: Chat) -> list[dict]:
+        """The chat's turns for generation, read under its lock (a feedback thread may be appending)."""
+        with chat.lock:
+            return chat.context()
+
     def _save(self, chat: Chat) -> None:
         self.log.save_conversation(chat.record())
 

@@ -103,7 +103,9 @@ class AppendLog:
 
 
 class ChatLog:
-    """The writers of one log folder. Thread-safe: the server calls them from worker threads."""
+    """The writers of one log folder, called from the server's worker threads. The appends are thread-safe;
+    the writes of one conversation are ordered by the caller (``ChatStore`` holds the conversation's lock),
+    and two at once could not tear a file anyway: each goes through its own temporary file and a rename."""
 
     def __init__(self, folder: str | os.PathLike):
         self.folder = Path(folder)
@@ -114,9 +116,6 @@ class ChatLog:
         (self.folder / "run").mkdir(parents=True, exist_ok=True)
         self.preferences = AppendLog(self.folder / PREFERENCES)
         self.served = AppendLog(self.folder / SERVED)
-        # one lock per conversation file: two replacements of one file must not interleave
-        self._chat_locks: dict[str, threading.Lock] = {}
-        self._locks_lock = threading.Lock()
 
     def chat_path(self, chat_id: str) -> Path:
         if not ID_PATTERN.fullmatch(chat_id):
@@ -125,13 +124,8 @@ class ChatLog:
 
     def save_conversation(self, conversation: dict) -> None:
         """Write (or replace) one BB3x conversation: ``{"user_pseudo_id", "chat_id", "message_history", ...}``."""
-        chat_id = conversation["chat_id"]
-        path = self.chat_path(chat_id)
-        with self._locks_lock:
-            lock = self._chat_locks.setdefault(chat_id, threading.Lock())
-        data = orjson.dumps(conversation) + b"\n"
-        with lock:
-            write_durable(path, data)
+        path = self.chat_path(conversation["chat_id"])
+        write_durable(path, orjson.dumps(conversation) + b"\n")
 
     def add_preference(self, row: dict) -> None:
         """Append one A/B choice: ``{"id", "user_id", "prompt": [messages], "chosen", "rejected", ...}``."""
