@@ -35,15 +35,16 @@ class Sampling:
 
 
 class _Cancelled:
-    """A stopping criterion that ends a generation whose reader went away."""
+    """A stopping criterion that ends a generation whose reader went away, or every one when the server stops."""
 
-    def __init__(self) -> None:
-        self.event = threading.Event()
+    def __init__(self, closing: threading.Event) -> None:
+        self.event, self.closing = threading.Event(), closing
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+        stop = self.event.is_set() or self.closing.is_set()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 class Replier:
@@ -53,6 +54,11 @@ class Replier:
         self.version = 0  # adapters swapped in since start
         self.log = log
         self._lock = threading.Lock()
+        self._closing = threading.Event()
+
+    def close(self) -> None:
+        """End the generations under way at their next token (the server is stopping)."""
+        self._closing.set()
 
     @property
     def has_policy(self) -> bool:
@@ -76,7 +82,7 @@ class Replier:
         s = self.sampling
         prompt = encode_prompts(self.tokenizer, [context], s.max_prompt_tokens)[0]
         streamer = AsyncTextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        cancel = _Cancelled()
+        cancel = _Cancelled(self._closing)
         failure: list[BaseException] = []
 
         def run() -> None:

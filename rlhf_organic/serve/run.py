@@ -62,6 +62,7 @@ class Background:
 
     def stop(self) -> None:
         self.uvicorn_server.should_exit = True  # type: ignore[attr-defined]
+        self.server.replier.close()  # generations for readers that are gone end now, not after max_new_tokens
         self.thread.join(timeout=30)
 
 
