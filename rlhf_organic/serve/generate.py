@@ -91,6 +91,9 @@ class Replier:
 
             try:
                 with self._lock, torch.no_grad():
+                    if self._closing.is_set():  # the server stopped while this one waited its turn
+                        streamer.end()
+                        return
                     device = next(self.model.parameters()).device
                     ids = torch.tensor([prompt], device=device)
                     kwargs = dict(max_new_tokens=s.max_new_tokens, min_new_tokens=1, streamer=streamer,
