@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--turns", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--cpu-threads", type=int, help="torch CPU threads for generation (default: torch's)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds the users have in all")
     parser.add_argument("--out", help="folder for the log and dataset (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
         model = str(save_tiny(root / "base", ["hello there, how are you?", "I like books and tea."] * 50, vocab_size=300,
                               hidden=32, layers=1, heads=2))
-    replier = load_replier(model, Sampling(max_new_tokens=args.max_new_tokens), log=lambda message: None)
+    replier = load_replier(model, Sampling(max_new_tokens=args.max_new_tokens, cpu_threads=args.cpu_threads), log=lambda message: None)
     server = Server(replier, open_log_folder(root / "log"), new_users_per_minute=10 * args.users)
     running = serve_in_background(server)
     try:

@@ -392,6 +392,8 @@ def reward_score(model, data, out, batch_size, overwrite, trust_remote_code, qui
 @click.option("--max-new-tokens", default=128, show_default=True, type=click.IntRange(1))
 @click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(0), callback=_finite)
 @click.option("--top-p", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True), callback=_finite)
+@click.option("--cpu-threads", type=click.IntRange(1), help="torch CPU threads for generation (default: one per core; "
+              "1 is often faster on a CPU shared with other work)")
 @click.option("--messages-per-minute", default=20.0, show_default=True, type=click.FloatRange(0, min_open=True),
               callback=_finite, help="per user")
 @click.option("--feedback-per-minute", default=120.0, show_default=True, type=click.FloatRange(0, min_open=True),
@@ -400,7 +402,7 @@ def reward_score(model, data, out, batch_size, overwrite, trust_remote_code, qui
               callback=_finite, help="new ids per client address (kept in memory only)")
 @click.option("--trust-remote-code", is_flag=True,
               help="allow a base model that ships its own Python code (runs that code; off by default)")
-def serve(policy_or_base, log_dir, host, port, max_new_tokens, temperature, top_p, messages_per_minute,
+def serve(policy_or_base, log_dir, host, port, max_new_tokens, temperature, top_p, cpu_threads, messages_per_minute,
           feedback_per_minute, new_users_per_minute, trust_remote_code) -> None:
     """Serve POLICY_OR_BASE (a policy folder or a base model) as a chat page that logs feedback (docs/serve.md)."""
     from .models.loading import remote_code_switch
@@ -408,7 +410,7 @@ def serve(policy_or_base, log_dir, host, port, max_new_tokens, temperature, top_
     from .serve.limits import Limits
     from .serve.run import make_server, serve_forever
 
-    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, cpu_threads=cpu_threads)
     limits = Limits(messages_per_minute=messages_per_minute, feedback_per_minute=feedback_per_minute)
     with remote_code_switch("pass --trust-remote-code"):
         server = make_server(policy_or_base, log_dir, sampling=sampling, limits=limits,
