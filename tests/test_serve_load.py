@@ -13,7 +13,13 @@ import serve_load  # noqa: E402
 
 
 def test_fifty_concurrent_users_lose_no_event(tmp_path, capsys):
-    status = serve_load.main(["--users", "50", "--turns", "2", "--max-new-tokens", "4", "--cpu-threads", "1", "--out", str(tmp_path)])
+    import torch
+
+    threads = torch.get_num_threads()  # --cpu-threads sets torch's process-wide count: give it back after
+    try:
+        status = serve_load.main(["--users", "50", "--turns", "2", "--max-new-tokens", "4", "--cpu-threads", "1", "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)
     report = json.loads(capsys.readouterr().out)
     with capsys.disabled():
         print(f"\nserve load: 50 users, {report['seconds']} s; feedback p95 {report['feedback_ms']['p95']} ms, "

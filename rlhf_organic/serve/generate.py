@@ -35,7 +35,8 @@ class Sampling:
     max_prompt_tokens: int = 1024  # the oldest turns are cut first (sequences.cut_left)
     # torch's CPU threads for generation (None: torch's default, one per core). On a CPU shared with other
     # work, 1 can be much faster: SmolLM2, 8 tokens on 2 busy cores, 0.6 s with 1 thread, 9 s with 2
-    # (measured; the threads wait for each other at every operation when one is descheduled).
+    # (measured; the threads wait for each other at every operation when one is descheduled). torch's count
+    # is process-wide: it applies to whatever else the process runs.
     cpu_threads: int | None = None
 
 
