@@ -434,8 +434,9 @@ def serve(policy_or_base, log_dir, host, port, max_new_tokens, temperature, top_
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--max-new-tokens", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--cpu-threads", type=click.IntRange(1), help="torch CPU threads for generation (as for serve)")
 def loop(policy_or_base, log_dir, work, events, rounds, method, scheme, trust_set, reward_set, policy_set, host, port,
-         max_new_tokens) -> None:
+         max_new_tokens, cpu_threads) -> None:
     """Serve POLICY_OR_BASE, and after every EVENTS feedback events train on the log and swap the new adapter in."""
     from .serve.generate import Sampling
     from .serve.limits import Limits
@@ -444,7 +445,8 @@ def loop(policy_or_base, log_dir, work, events, rounds, method, scheme, trust_se
 
     settings = LoopSettings(events=events, rounds=rounds, method=method, trust_scheme=scheme, trust_sets=list(trust_set),
                             reward_sets=list(reward_set), policy_sets=list(policy_set))
-    server = make_server(policy_or_base, log_dir, sampling=Sampling(max_new_tokens=max_new_tokens), limits=Limits(), log=_log)
+    server = make_server(policy_or_base, log_dir, sampling=Sampling(max_new_tokens=max_new_tokens, cpu_threads=cpu_threads),
+                         limits=Limits(), log=_log)
     running = serve_in_background(server, host, port)
     _log(f"[loop] serving {policy_or_base} on {running.url}/ ; logging to {log_dir}")
     try:
