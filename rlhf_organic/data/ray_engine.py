@@ -1,7 +1,7 @@
 """``engine: ray``: ingest and the trust reference past one machine, on Ray, with the local code inside.
 
 Nothing here parses, derives or scores on its own: every Ray task runs the very functions the local
-engine runs (``ingest.ingest_file`` per input file, ``NgramClassifier`` per fold), so a line's fate, its
+engine runs (``per_file.ingest_file`` per input file, ``NgramClassifier`` per fold), so a line's fate, its
 reject message and every weight are the same whichever engine ran. What this module adds is the
 splitting and the merging, both in a fixed order, so the output does not depend on which task finished
 first:
@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError, UserError
 from . import tables
+from .per_file import SUMMARY_COUNTS, Sink, finish, ingest_file
 from .schema import OUTPUT_TABLES
 
 _CONNECT_SECONDS = 10
@@ -87,14 +88,13 @@ def _ray_get(ray, ref):
 def _ingest_one(index: int, path: Path, fmt: str | None, parts: Path, strict: bool, chunk_bytes: int,
                 max_context: int, scrub) -> dict[str, Any]:
     """One input file, in a Ray task: the local engine's per-file ingest into a folder of its own."""
-    from .ingest import _Sink, ingest_file
 
     folder = parts / f"{index:06d}"
     folder.mkdir(parents=True)
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     messages: list[str] = []  # logged by the driver, in input order
-    sink = _Sink(folder, max_context)
+    sink = Sink(folder, max_context)
     with open(folder / "rejects.jsonl", "wb") as rejects:
         try:
             outcome = ingest_file(path, fmt, chunk_bytes, sink, rejects, counts, reasons,
@@ -108,8 +108,6 @@ def _ingest_one(index: int, path: Path, fmt: str | None, parts: Path, strict: bo
 def ingest_into(tmp: Path, found, formats: dict, strict: bool, chunk_bytes: int, max_context: int, scrub,
                 log: Callable[[str], None], address: str | None) -> dict:
     """``ingest._ingest_into`` on Ray: the same folder contents, the same summary."""
-    from .ingest import SUMMARY_COUNTS, finish
-
     ray = connect(address)
     task = ray.remote(num_cpus=1, max_retries=0)(_ingest_one)  # a retry would find its folder written
     parts = tmp / _PARTS
