@@ -135,3 +135,110 @@ def test_empty_and_all_masked_rows_give_zero_not_nan():
     empty = _leaf([[]])
     loss, _ = clipped_token_loss(empty, torch.zeros(1, 0), torch.ones(1), torch.zeros(1, 0), weights=torch.zeros(1), total=0.0)
     assert float(loss.detach()) == 0 and not loss.isnan()
+
+
+# ---- the methods on the tiny model (the fixture and helpers of test_policy) --------------------------
+
+import numpy as np  # noqa: E402
+from test_policy import _run, _section, sim  # noqa: E402, F401 - the module-scoped tiny dataset, base, reward model, judge
+
+from rlhf_organic.policy.methods import METHODS  # noqa: E402
+
+# two rounds of 2 contexts x 2 replies, all 4 replies in one step: exactly two optimizer steps
+GROUP = {"rounds": 2, "contexts_per_round": 2, "k": 2, "minibatch_size": 4, "max_new_tokens": 8}
+ONLINE = {"rloo": {"rloo": GROUP}, "grpo": {"grpo": GROUP}}
+
+
+@pytest.mark.parametrize("method", ["rloo", "grpo"])
+def test_two_steps_move_only_the_policy_lora_and_record_each_round(sim, method):  # noqa: F811
+    policy, run = _run(sim, _section(sim, method, **ONLINE[method]))
+    before = {n: p.detach().clone() for n, p in policy.peft.named_parameters()}
+    result = METHODS[method].train(run)
+    assert len(result["history"]) == 2 and all(np.isfinite(h["loss"]) for h in result["history"])
+    changed = {n for n, p in policy.peft.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n and ".default." in n for n in changed)
+    assert [r["round"] for r in result["rounds"]] == [1, 2] and result["items"] == 8
+    for record in result["rounds"]:
+        assert 1 <= record["reply_tokens"] <= 8 and np.isfinite(record["score"]) and np.isfinite(record["reward"])
+    assert policy.value_head is None  # the group is the baseline: no critic
+
+
+@pytest.mark.parametrize("method", ["rloo", "grpo"])
+def test_micro_batches_train_what_whole_steps_train(sim, monkeypatch, method):  # noqa: F811
+    """train.micro_batch_size 1: single-reply passes give the whole step's loss and gradient (token means and
+    trust weights over the whole step)."""
+    clip = torch.nn.utils.clip_grad_norm_
+    trained = []
+    for micro in (None, 1):
+        grads: list = []
+
+        def recording(params, *args, grads=grads, **kwargs):
+            params = list(params)
+            grads.append([torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params])
+            return clip(params, *args, **kwargs)
+
+        monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", recording)
+        section = _section(sim, method, **{method: {**GROUP, "trust": "both"}})
+        section = section.model_copy(update={"train": section.train.model_copy(update={"micro_batch_size": micro})})
+        policy, run = _run(sim, section)
+        trained.append((METHODS[method].train(run)["history"], grads))
+    (whole_history, whole_grads), (split_history, split_grads) = trained
+    assert [h["loss"] for h in split_history] == pytest.approx([h["loss"] for h in whole_history], rel=1e-4, abs=1e-6)
+    scale = max(float(g.abs().max()) for g in whole_grads[0])
+    assert scale > 0
+    for a, b in zip(split_grads[0], whole_grads[0]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * scale)
+
+
+def test_first_step_on_fresh_samples_has_ratio_one_and_kl_zero(sim):  # noqa: F811
+    """Two epochs in minibatches: the sampling policy's log-probs are computed apart from training's, and
+    must be the same numbers (ratio 1, nothing clipped), and a fresh adapter is the reference (KL 0)."""
+    section = _section(sim, "grpo", grpo={**GROUP, "rounds": 1, "epochs": 2, "minibatch_size": 2})
+    policy, run = _run(sim, section)
+    result = METHODS["grpo"].train(run)
+    first = result["history"][0]
+    assert first["ratio"] == pytest.approx(1.0, abs=1e-6) and first["clipfrac"] == 0
+    assert first["kl"] == pytest.approx(0.0, abs=1e-6) and result["rounds"][0]["kl_to_reference"] == pytest.approx(0.0, abs=1e-5)
+    assert len(result["history"]) == 4 and result["history"][-1]["ratio"] != pytest.approx(1.0, abs=1e-6)
+
+
+def test_trust_draws_contexts_or_weighs_their_loss(sim):  # noqa: F811
+    from rlhf_organic.policy.methods.groups import pick_contexts
+
+    policy, run = _run(sim, _section(sim, "rloo", rloo=GROUP))
+    trust = np.array([0.0, 0.5, 0.0, 1.0])
+    picked, weights = pick_contexts(run, trust, 40, "draw")
+    assert set(picked) == {1, 3} and (weights == 1).all()
+    assert np.mean(picked == 3) > 0.5  # twice as trusted, drawn about twice as often
+    picked, weights = pick_contexts(run, trust, 40, "weight")
+    assert set(picked) == {1, 3} and (weights == trust[picked]).all()
+    # through a run: the replies' weights are their users' trust, and reach the objective's totals
+    users = sorted(set(run.data.point["user_id"]) | set(run.data.pairs["user_id"]))
+    run.user_weight = {u: (0.25 if i % 2 else 1.0) for i, u in enumerate(users)}
+    section = _section(sim, "rloo", rloo={**GROUP, "trust": "weight"})
+    run.section = section
+    result = METHODS["rloo"].train(run)
+    assert all(r["weight"] in (0.25, 0.625, 1.0) for r in result["rounds"])
+    assert result["weight_sum"] == pytest.approx(sum(r["weight"] for r in result["rounds"]) * 4)
+
+
+def test_length_penalty_and_kl_enter_rloo_reward(sim):  # noqa: F811
+    section = _section(sim, "rloo", rloo={**GROUP, "rounds": 1, "kl_coef": 0.0, "length_cap": 0, "length_coef": 1.0})
+    policy, run = _run(sim, section)
+    record = METHODS["rloo"].train(run)["rounds"][0]
+    assert record["kl_to_reference"] is None  # kl_coef 0: no reference pass at all
+    # cap 0, coef 1: each reply loses 1 per token, so the mean reward is the mean score less the mean length
+    assert record["reward"] == pytest.approx(record["score"] - record["reply_tokens"], abs=1e-5)
+    section = _section(sim, "rloo", rloo={**GROUP, "rounds": 1, "kl_coef": 0.5})
+    policy, run = _run(sim, section)
+    record = METHODS["rloo"].train(run)["rounds"][0]
+    # a fresh adapter is the reference: KL 0, so the reward is the score
+    assert record["kl_to_reference"] == pytest.approx(0.0, abs=1e-5) and record["reward"] == pytest.approx(record["score"], abs=1e-5)
+
+
+def test_online_rl_needs_a_reward_model_and_refuses_fsdp(sim):  # noqa: F811
+    for method in ("rloo", "grpo"):
+        policy, run = _run(sim, _section(sim, method), reward=False)
+        with pytest.raises(ValueError, match="reward model"):
+            METHODS[method].train(run)
+        assert not METHODS[method].supports_fsdp and METHODS[method].online
