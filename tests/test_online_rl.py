@@ -237,8 +237,35 @@ def test_length_penalty_and_kl_enter_rloo_reward(sim):  # noqa: F811
 
 
 def test_online_rl_needs_a_reward_model_and_refuses_fsdp(sim):  # noqa: F811
-    for method in ("rloo", "grpo"):
+    for method in ("rloo", "grpo", "online_dpo"):
         policy, run = _run(sim, _section(sim, method), reward=False)
         with pytest.raises(ValueError, match="reward model"):
             METHODS[method].train(run)
         assert not METHODS[method].supports_fsdp and METHODS[method].online
+
+
+def test_online_dpo_pairs_the_best_and_worst_and_skips_near_ties():
+    from rlhf_organic.policy.methods.online_dpo import best_and_worst
+
+    ranking = torch.tensor([[0.1, 0.9, 0.5], [2.0, 2.0, 2.0], [1.0, 0.0, 0.95]])
+    assert best_and_worst(ranking, 0.0) == [(0, 1, 0), (2, 0, 1)]  # equal scores: no pair
+    assert best_and_worst(ranking, 0.85) == [(2, 0, 1)]  # context 0's gap 0.8 is a near-tie at min_gap 0.85
+
+
+def test_online_dpo_two_steps_train_the_lora_on_pairs_of_its_own_samples(sim):  # noqa: F811
+    section = _section(sim, "online_dpo", online_dpo={**GROUP, "minibatch_size": 2, "trust": "both"})
+    policy, run = _run(sim, section)
+    before = {n: p.detach().clone() for n, p in policy.peft.named_parameters()}
+    result = METHODS["online_dpo"].train(run)
+    assert 1 <= len(result["history"]) <= 2 and all(np.isfinite(h["loss"]) for h in result["history"])
+    # the first step's pairs are scored by the fresh adapter, which is the reference: DPO's loss is log 2
+    assert result["history"][0]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+    changed = {n for n, p in policy.peft.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all("lora_" in n and ".default." in n for n in changed)
+    for record in result["rounds"]:
+        if record["pairs"]:
+            assert record["chosen_score"] > record["rejected_score"]
+    assert result["items"] == sum(r["pairs"] for r in result["rounds"])
+    with pytest.raises(ValueError, match="no pairs"):
+        _, run = _run(sim, _section(sim, "online_dpo", online_dpo={**GROUP, "min_gap": 1e6}))
+        METHODS["online_dpo"].train(run)

@@ -4,7 +4,7 @@ and what it needs and returns. A new method is one module + one line here (or on
 call, for a method defined outside the package)."""
 
 from ...contracts import MethodContract, Registry
-from . import cringe, dpo, grpo, kto, ppo, rejection_sampling, rloo
+from . import cringe, dpo, grpo, kto, online_dpo, ppo, rejection_sampling, rloo
 
 METHODS: Registry[MethodContract] = Registry("policy method", [
     dpo.CONTRACT,
@@ -14,6 +14,7 @@ METHODS: Registry[MethodContract] = Registry("policy method", [
     ppo.CONTRACT,
     rloo.CONTRACT,
     grpo.CONTRACT,
+    online_dpo.CONTRACT,
 ])
 
 
