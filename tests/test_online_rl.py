@@ -145,7 +145,7 @@ from test_policy import _run, _section, sim  # noqa: E402, F401 - the module-sco
 from rlhf_organic.policy.methods import METHODS  # noqa: E402
 
 # two rounds of 2 contexts x 2 replies, all 4 replies in one step: exactly two optimizer steps
-GROUP = {"rounds": 2, "contexts_per_round": 2, "k": 2, "minibatch_size": 4, "max_new_tokens": 8}
+GROUP = {"rounds": 2, "contexts_per_round": 2, "k": 2, "epochs": 1, "minibatch_size": 4, "max_new_tokens": 8}
 ONLINE = {"rloo": {"rloo": GROUP}, "grpo": {"grpo": GROUP}}
 
 

@@ -38,8 +38,10 @@ class GroupSampling(Section):
     rounds: int = Field(20, ge=1, description="sample-score-update rounds")
     contexts_per_round: int = Field(16, ge=1, description="contexts drawn per round")
     k: int = Field(4, ge=2, description="replies sampled per context (the group its baseline comes from)")
-    epochs: int = Field(1, ge=1, description="passes over each round's replies (above 1, the clip matters)")
-    minibatch_size: int = Field(64, ge=1, description="replies per optimizer step")
+    epochs: int = Field(2, ge=1, description="passes over each round's replies (above 1, the clip matters)")
+    minibatch_size: int = Field(16, ge=1, description=(
+        "replies per optimizer step; with epochs 1 and every reply of a round in one step, the sampling "
+        "log-probs need no pass of their own"))
     trust: Trust = Field("draw", description=(
         "draw: contexts drawn in proportion to their user's trust, every reply weighs 1; weight: contexts drawn "
         "uniformly among trusted users', each reply's loss weighted by that trust; both: drawn and weighted"))
