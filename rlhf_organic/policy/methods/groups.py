@@ -211,7 +211,8 @@ def train_rounds(run: MethodRun, name: str, advantages: Advantages, *, kl_in_los
         ref = token_logps(run, groups, reference=True) if cfg.kl_coef > 0 else None
         # the sampling policy's log-probs: for the ratio after the first step, and for a KL in the reward (RLOO)
         old = token_logps(run, groups, reference=False) if not one_step or (ref is not None and not kl_in_loss) else None
-        kl = None if old is None or ref is None else ((old - ref) * reply_mask(groups)).sum(1).reshape(groups.scores.shape)
+        # per reply, on the CPU beside the scores (the log-probs are on the model's device)
+        kl = None if old is None or ref is None else ((old - ref).cpu() * reply_mask(groups)).sum(1).reshape(groups.scores.shape)
         reward, advantage = advantages(groups, kl)
         objective = clipped_objective(run, groups, advantage, None if one_step else old, ref if kl_in_loss else None,
                                       cfg.kl_coef if kl_in_loss else 0.0)
