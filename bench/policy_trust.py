@@ -10,7 +10,7 @@ trained on the simulator's true reply quality only, never on user feedback) and 
 fine-tunes a LoRA adapter on that base twice:
 
 * **uniform**: every thumbs and A/B choice weight 1 (standard training); the online methods
-  (rejection_sampling, ppo), which learn from the reward model, also get a reward model trained with
+  (rejection_sampling, ppo, rloo, grpo, online_dpo), which learn from the reward model, also get a reward model trained with
   uniform weights (``reward_uniform``, trained once per seed) and draw contexts uniformly;
 * **weighted**: each label weighted by the ``combined`` trust folder.
 
@@ -30,7 +30,7 @@ judge and trust metrics, machine, versions, git commit and any uncommitted packa
 
 Run (from the repository root)::
 
-    .venv/bin/python bench/policy_trust.py            # 3 seeds x 5 methods x 2 arms
+    .venv/bin/python bench/policy_trust.py            # 3 seeds x 8 methods x 2 arms
     .venv/bin/python bench/policy_trust.py --quick    # smoke run: 1 seed, 300 users, fewer eval contexts
     # other flags: --seeds N, --users N, --methods dpo,kto, --arms uniform,weighted,oracle,
     #              --set key=value (a PolicySection field for every run, e.g. train.epochs=2; repeatable),
@@ -57,8 +57,9 @@ MAX_CPUS = 2
 DEFAULT_SEEDS = 3
 DEFAULT_USERS = 1000  # the realistic preset's own size: about 10,000 thumbs and 1,000 A/B choices
 QUICK = {"seeds": 1, "users": 300, "sets": ["eval.contexts=64"]}
-METHODS = ("dpo", "kto", "cringe", "rejection_sampling", "ppo")
-ONLINE = ("rejection_sampling", "ppo")  # learn from the reward model's scores: their uniform arm gets a uniform reward model
+METHODS = ("dpo", "kto", "cringe", "rejection_sampling", "ppo", "rloo", "grpo", "online_dpo")
+# learn from the reward model's scores: their uniform arm gets a uniform reward model
+ONLINE = ("rejection_sampling", "ppo", "rloo", "grpo", "online_dpo")
 ARMS = ("uniform", "weighted", "oracle")
 DEFAULT_ARMS = ("uniform", "weighted")
 
@@ -74,6 +75,7 @@ COLUMNS = (
     ("win_rate", "win rate over base", ".3f"),
     ("kl", "KL to base", ".2f"),
     ("reward_tuned", "reward model", "+.2f"),
+    ("tuned_reply_tokens", "reply tokens", ".1f"),  # beside the reward: a reward model that pays for length shows here
     ("train_seconds", "train s", ".0f"),
 )
 

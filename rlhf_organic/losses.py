@@ -290,3 +290,79 @@ def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torc
         stats = {"value_clipfrac": float(masked_mean(((clipped - returns) ** 2 > (values - returns) ** 2).to(values.dtype),
                                                      mask, total))}
     return loss, stats
+
+
+# --- group-relative online RL: RLOO (Ahmadian et al. 2024) and GRPO (Shao et al. 2024) -------------
+# Rewards are [contexts, k]: k replies sampled for each context. Advantages are one number per reply,
+# shared by all of its tokens.
+
+
+def rloo_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """REINFORCE leave-one-out: each reply's reward less the mean reward of the other k - 1 replies to its
+    context (Ahmadian et al. 2024, eq. 5). Unbiased, as the baseline does not depend on the reply itself;
+    k = 1 has no other reply and gives 0 (no signal) rather than a division by 0."""
+    k = rewards.shape[1]
+    if k < 2:
+        return torch.zeros_like(rewards)
+    others = (rewards.sum(1, keepdim=True) - rewards) / (k - 1)
+    return rewards - others
+
+
+GRPO_SCALES = ("group", "batch", "none")
+
+
+def grpo_advantages(rewards: torch.Tensor, scale_rewards: str = "group", eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's group-relative advantages: reward less its context's mean reward, divided by the standard
+    deviation of its group (``group``, Shao et al. 2024 eq. 3), of the whole batch (``batch``) or by
+    nothing (``none``; Dr. GRPO, Liu et al. 2025, which finds the group scaling favours easy and hopeless
+    contexts). The deviations are unbiased (n - 1); a group of one, or of equal rewards, gives 0, not NaN."""
+    if scale_rewards not in GRPO_SCALES:
+        raise ValueError(f"unknown scale_rewards {scale_rewards!r}; choose one of {', '.join(GRPO_SCALES)}")
+    centred = rewards - rewards.mean(1, keepdim=True)
+    if scale_rewards == "none":
+        return centred
+    if scale_rewards == "group":
+        std = (centred.pow(2).sum(1, keepdim=True) / max(rewards.shape[1] - 1, 1)).sqrt()
+    else:
+        std = (rewards - rewards.mean()).pow(2).sum().div(max(rewards.numel() - 1, 1)).sqrt()
+    return centred / (std + eps)
+
+
+def length_penalised(rewards: torch.Tensor, lengths: torch.Tensor, cap: int = 0, coef: float = 0.0) -> torch.Tensor:
+    """``rewards`` less ``coef`` per reply token beyond ``cap``: the guard against a reward model that pays
+    for length (RLUF, Han et al. 2025, saw replies grow under its reward). ``coef`` 0 leaves them as they are."""
+    over = (lengths.to(rewards.dtype) - cap).clamp(min=0)
+    return rewards - coef * over
+
+
+def clipped_token_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
+                       ref_logps: torch.Tensor | None = None, kl_coef: float = 0.0, clip: float = 0.2,
+                       weights: torch.Tensor | None = None, total: float | None = None) -> tuple[torch.Tensor, dict]:
+    """The clipped policy-gradient loss of RLOO and GRPO, over tokens.
+
+    ``logps``, ``old_logps`` (the sampling policy's, no gradient), ``ref_logps``, ``mask``: [batch, steps] over
+    the reply tokens; ``advantages``, ``weights``: [batch], one per reply. Per token, with r = pi / pi_old,
+    ``max(-A r, -A clip(r, 1 - clip, 1 + clip))`` (PPO's surrogate; r is 1 on fresh samples, where the
+    gradient is the plain policy gradient -A grad log pi), plus with ``ref_logps`` ``kl_coef`` x the k3
+    estimate of KL(pi || pi_ref), exp(q) - q - 1 with q = log pi_ref - log pi (Schulman 2020; GRPO eq. 4):
+    non-negative and unbiased on samples from pi. The mean is over tokens, each weighted by its reply's
+    weight (``token_mean``); ``total`` is the step's sum of token weights, so that micro-batches add up
+    to the whole step. Returns the loss and floats (clip fraction, ratio, KL) that add up the same way."""
+    mask = mask.bool()
+    zero = torch.zeros_like(logps)
+    log_ratio = torch.where(mask, logps - old_logps.detach(), zero)
+    ratio = torch.exp(log_ratio)
+    a = advantages.detach().to(logps.dtype)[:, None]
+    unclipped, clipped = -a * ratio, -a * ratio.clamp(1 - clip, 1 + clip)
+    per_token = torch.maximum(unclipped, clipped)
+    kl = zero
+    if ref_logps is not None:
+        q = torch.where(mask, ref_logps.detach() - logps, zero)
+        kl = torch.exp(q) - q - 1
+        per_token = per_token + kl_coef * kl
+    loss = token_mean(per_token, mask, weights, total)
+    with torch.no_grad():
+        stats = {"clipfrac": float(token_mean((clipped > unclipped).to(logps.dtype), mask, weights, total)),
+                 "ratio": float(token_mean(ratio, mask, weights, total)),
+                 "kl": float(token_mean(kl, mask, weights, total))}
+    return loss, stats

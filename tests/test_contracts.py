@@ -192,8 +192,9 @@ def test_a_recipe_whose_method_needs_a_reward_model_needs_a_reward_section(tmp_p
 
 
 def test_the_contracts_say_what_the_methods_need():
-    assert [name for name, c in METHODS.items() if not c.supports_fsdp] == ["ppo"]
-    assert {name for name, c in METHODS.items() if c.needs_reward_model is True} == {"rejection_sampling", "ppo"}
+    assert [name for name, c in METHODS.items() if not c.supports_fsdp] == ["ppo", "rloo", "grpo", "online_dpo"]
+    online_rl = {"ppo", "rloo", "grpo", "online_dpo"}
+    assert {name for name, c in METHODS.items() if c.needs_reward_model is True} == {"rejection_sampling"} | online_rl
     dpo = METHODS["dpo"]
     assert not dpo.requires_reward(dpo.settings()) and dpo.requires_reward(dpo.settings(on_policy={"contexts": 1}))
     assert METHODS["cringe"].requires_reward(METHODS["cringe"].settings(iterations=2))

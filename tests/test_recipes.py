@@ -29,6 +29,9 @@ TINY = ["data.source=simulate", "data.format=auto", "data.simulate.preset=realis
         "policy.ppo.rounds=1", "policy.ppo.contexts_per_round=4", "policy.ppo.minibatch_size=2",
         "policy.ppo.ppo_epochs=1", "policy.ppo.max_new_tokens=8",
         "policy.cringe.contexts_per_iteration=4", "output.report_to=none"]
+TINY += [f"policy.{m}.{key}" for m in ("rloo", "grpo", "online_dpo")
+         for key in ("rounds=1", "contexts_per_round=2", "k=2", "epochs=1", "minibatch_size=4", "max_new_tokens=8")]
+TINY += ["policy.online_dpo.min_gap=0"]  # two contexts' replies from a barely trained reward model: near-ties are likely
 
 
 @pytest.fixture(scope="module")

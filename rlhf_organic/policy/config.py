@@ -51,7 +51,7 @@ class PolicyTrain(Section):
     gradient_checkpointing: bool = Field(
         False, description="recompute each layer's activations in the backward pass: far less memory, about a third slower")
     keep_optimizer: bool = Field(
-        True, description="online methods (rejection sampling, iterative Cringe, PPO): one optimizer state and one "
+        True, description="online methods (rejection sampling, iterative Cringe, PPO, RLOO, GRPO, online DPO): one optimizer state and one "
         "learning-rate schedule across rounds; false: a fresh optimizer and warm-up every round")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     on_nonfinite: Literal["stop", "skip"] = Field(

@@ -225,6 +225,12 @@ def _policy_section(doc: Doc, out: Path, plots: Path, m: dict, samples_shown: in
     if extra:
         sentence = "; ".join(extra)
         doc.text(sentence[0].upper() + sentence[1:] + ".")
+    rounds = t.get("rounds") or []
+    if rounds and {"score", "reply_tokens"} <= set(rounds[0]):
+        # the online methods' samples, first round against last: a reward that rises only with length is hacked
+        doc.text(f"Over {len(rounds)} rounds the policy's samples went from a reward-model score of {rounds[0]['score']:.3f} "
+                 f"to {rounds[-1]['score']:.3f}, and from {rounds[0]['reply_tokens']:.1f} to {rounds[-1]['reply_tokens']:.1f} "
+                 "reply tokens.")
     if "judge" in e and plot_before_after(plots / "policy_before_after.png", e["judge"]):
         doc.image(plots / "policy_before_after.png", "policy before and after, clean judge")
     history = out / "policy" / "history.json"

@@ -341,9 +341,12 @@ ONLINE = {"dpo": {"dpo": {"on_policy": {"contexts": 4, "n": 2}}},
           "rejection_sampling": {"rejection_sampling": {"rounds": 2, "contexts_per_round": 4, "n": 3, "max_new_tokens": 8}},
           "ppo": {"ppo": {"rounds": 2, "contexts_per_round": 4, "minibatch_size": 2, "ppo_epochs": 1, "max_new_tokens": 8,
                           "target_kl": None}}}
+# RLOO, GRPO, online DPO: 2 rounds of 4 contexts x 2 replies, 2 epochs in minibatches (the ratio and clip path)
+GROUPS = {"rounds": 2, "contexts_per_round": 4, "k": 2, "epochs": 2, "minibatch_size": 4, "max_new_tokens": 8}
+ONLINE |= {"rloo": {"rloo": GROUPS}, "grpo": {"grpo": GROUPS}, "online_dpo": {"online_dpo": {**GROUPS, "min_gap": 0.0}}}
 
 
-@pytest.mark.parametrize("method", ["dpo", "kto", "cringe", "rejection_sampling", "ppo"])
+@pytest.mark.parametrize("method", ["dpo", "kto", "cringe", "rejection_sampling", "ppo", "rloo", "grpo", "online_dpo"])
 def test_each_method_moves_only_the_policy_lora_with_finite_values(sim, base, reward, method, measured):
     """A few steps of each method on the 4-bit base with the shared QLoRA reward model: finite losses,
     scores and weights (training stops on a NaN loss or gradient norm: ``train.on_nonfinite: stop``), and

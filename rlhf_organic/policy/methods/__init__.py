@@ -4,7 +4,7 @@ and what it needs and returns. A new method is one module + one line here (or on
 call, for a method defined outside the package)."""
 
 from ...contracts import MethodContract, Registry
-from . import cringe, dpo, kto, ppo, rejection_sampling
+from . import cringe, dpo, grpo, kto, online_dpo, ppo, rejection_sampling, rloo
 
 METHODS: Registry[MethodContract] = Registry("policy method", [
     dpo.CONTRACT,
@@ -12,6 +12,9 @@ METHODS: Registry[MethodContract] = Registry("policy method", [
     cringe.CONTRACT,
     rejection_sampling.CONTRACT,
     ppo.CONTRACT,
+    rloo.CONTRACT,
+    grpo.CONTRACT,
+    online_dpo.CONTRACT,
 ])
 
 
