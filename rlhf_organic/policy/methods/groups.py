@@ -21,13 +21,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from ...section import Section
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where it runs: the CLI lists methods without loading it
+    import torch
+
     from ..train import MethodRun
+
+    Advantages = Callable[["Groups", "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
 
 Trust = Literal["draw", "weight", "both"]
 
@@ -94,6 +97,8 @@ def pick_contexts(run: MethodRun, trust: np.ndarray, n: int, mode: str) -> tuple
 def sample_groups(run: MethodRun, contexts: list, weights: np.ndarray, seed: int) -> Groups:
     """``k`` replies per context from the current policy, scored by the reward model; the length penalty
     is not applied here (the scores are the reward model's own, for the round's record)."""
+    import torch
+
     cfg, policy = run.config, run.policy
     prompts = run.prompts(contexts)
     eos = policy.tokenizer.eos_token_id
@@ -121,26 +126,29 @@ def penalised(groups: Groups, cfg) -> torch.Tensor:
     return length_penalised(groups.scores, groups.lengths, cfg.length_cap, cfg.length_coef)
 
 
-@torch.no_grad()
 def token_logps(run: MethodRun, groups: Groups, *, reference: bool) -> torch.Tensor:
     """[replies, steps] per-token log-probs of the replies (0 past each one's end) under the policy or the
     reference, from the same right-padded pass that training uses (``PolicyModel.token_stats``), at the
     sampling temperature, in minibatches: memory peaks in the update, not here."""
+    import torch
     import torch.nn.functional as F
 
     cfg, policy = run.config, run.policy
     steps = int(groups.lengths.max())
     parts = []
-    for start in range(0, len(groups.prompts), cfg.minibatch_size):
-        rows = slice(start, start + cfg.minibatch_size)
-        logps, _, _ = policy.token_stats(groups.prompts[rows], groups.completions[rows], reference=reference,
-                                         temperature=cfg.temperature)
-        parts.append(F.pad(logps, (0, steps - logps.shape[1])))
+    with torch.no_grad():
+        for start in range(0, len(groups.prompts), cfg.minibatch_size):
+            rows = slice(start, start + cfg.minibatch_size)
+            logps, _, _ = policy.token_stats(groups.prompts[rows], groups.completions[rows], reference=reference,
+                                             temperature=cfg.temperature)
+            parts.append(F.pad(logps, (0, steps - logps.shape[1])))
     return torch.cat(parts)
 
 
 def reply_mask(groups: Groups) -> torch.Tensor:
     """[replies, steps]: 1 on each reply's tokens."""
+    import torch
+
     lengths = groups.lengths.reshape(-1)
     return (torch.arange(int(lengths.max()))[None] < lengths[:, None]).long()
 
@@ -150,6 +158,8 @@ def clipped_objective(run: MethodRun, groups: Groups, advantages: torch.Tensor, 
     """The clipped token-level loss over a round's replies as an ``Objective``. ``old``: the sampling
     policy's log-probs, None when every reply is used in one step right after sampling (then the policy's
     own, detached, are the same numbers: one pass fewer). ``ref`` with ``kl_coef``: KL in the loss (GRPO)."""
+    import torch
+
     from ...losses import clipped_token_loss, token_weight_sum
     from ...training import Objective
     from ..train import weights_tensor
@@ -176,13 +186,11 @@ def clipped_objective(run: MethodRun, groups: Groups, advantages: torch.Tensor, 
     return Objective(totals, loss)
 
 
-Advantages = Callable[[Groups, "torch.Tensor | None"], tuple[torch.Tensor, torch.Tensor]]
-
-
 def train_rounds(run: MethodRun, name: str, advantages: Advantages, *, kl_in_loss: bool) -> dict:
     """RLOO's and GRPO's rounds. ``advantages(groups, kl)`` turns a round's samples and each reply's summed
     KL to the reference [contexts, k] (None when not computed: no KL, or
     GRPO's one step right after sampling, whose loss reports it) into (the reward it optimises, its advantage), both [contexts, k]."""
+    import torch
     from tqdm.auto import tqdm
 
     from ...training import plan_length
