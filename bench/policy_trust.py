@@ -110,7 +110,9 @@ def prepare_seed(spec: dict) -> dict:
         if done["stamp"] == stamp:
             return {**done, "reused": True}
     started = time.perf_counter()
-    results = run_pipeline(folder / "run", seed, spec["users"])
+    # each stage's completion marker holds its metrics (the ingest stage's are the dataset's)
+    results = {stage: marker["metrics"] for stage, marker in run_pipeline(folder / "run", seed, spec["users"]).items()}
+    results["dataset"] = results.pop("ingest")
     piped = time.perf_counter()
     judge = train_judge(folder, seed)
     judged = time.perf_counter()
