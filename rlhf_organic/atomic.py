@@ -146,13 +146,15 @@ def _running(pid: int) -> bool:
 
 def remove_stale_partials(out: Path) -> list[Path]:
     """Delete the ``.NAME.partial-PID`` folders beside ``out`` left by killed processes: the PID is not
-    running (or is this process's own: an earlier attempt) and the folder carries the marker. Returns
-    what it deleted. A partial folder of a live process is being written: it is left alone."""
+    running (or is this process's own: an earlier attempt) and the folder carries the marker, or holds
+    nothing but the package's own files (a process killed between creating the folder and marking it).
+    Returns what it deleted. A partial folder of a live process is being written: it is left alone."""
     out = Path(out)
     removed = []
     for partial in out.parent.glob(f".{glob.escape(out.name)}{_PARTIAL}*"):
         pid = partial.name.rpartition(_PARTIAL)[2]
-        if not pid.isdigit() or (int(pid) != os.getpid() and _running(int(pid))) or not is_output(partial):
+        if not pid.isdigit() or (int(pid) != os.getpid() and _running(int(pid))) or not (
+                is_output(partial) or is_empty(partial)):
             continue
         shutil.rmtree(partial, ignore_errors=True)
         removed.append(partial)

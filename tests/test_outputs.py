@@ -216,13 +216,18 @@ def test_stale_partial_folders_of_dead_processes_are_cleaned(tmp_path):
     dead = tmp_path / f".model.partial-{_dead_pid()}"
     alive = tmp_path / f".model.partial-{os.getppid()}"
     unmarked = tmp_path / f".model.partial-{_dead_pid()}9"
+    # killed between creating its folder and marking it: nothing in it to lose
+    unmarked_empty = tmp_path / f".model.partial-{_dead_pid()}8"
     for folder in (dead, alive):
         folder.mkdir()
         atomic.mark_output(folder, "partial")
     unmarked.mkdir()
+    (unmarked / "data.csv").write_text("someone's file")
+    unmarked_empty.mkdir()
     with atomic.atomic_dir(out) as tmp:
         (tmp / "f").write_text("1")
-    assert not dead.exists() and alive.is_dir() and unmarked.is_dir()
+    assert not dead.exists() and alive.is_dir() and not unmarked_empty.exists()
+    assert (unmarked / "data.csv").read_text() == "someone's file"  # not ours: never deleted
 
 
 def test_standalone_trust_cleans_what_a_killed_one_left(tmp_path):
