@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..data.ray_engine import connect
-from .reference import CLASSIFIERS, ReferenceConfig, capped_rows, user_folds
+from .reference import CLASSIFIERS, ReferenceConfig, capped_rows, text_fold_plan, user_folds
 
 
 def _fit_fold(model: str, cfg, texts: list[str], labels: np.ndarray, weights: np.ndarray):
@@ -92,20 +92,15 @@ def held_out_text_probabilities(
 ) -> np.ndarray:
     """``trust.reference.held_out_text_probabilities`` on Ray (the replies of A/B choices): per fold asked
     about, one task fits on the same bounded, seeded sample of the examples and scores that fold's texts."""
-    text_user = np.asarray(text_user, np.int64)
     out = np.full(len(texts), 0.5)
     if len(texts) == 0 or len(labels) == 0:
         return out
     ray = connect(address)
     labels = np.asarray(labels)
     weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
-    fold = user_folds(n_users, cfg.folds, seed)
-    example_fold, text_fold = fold[user], np.where(text_user >= 0, fold[np.maximum(text_user, 0)], -1)
     task = ray.remote(num_cpus=1)(_fit_and_predict)
     pending = []
-    for k in np.unique(text_fold):
-        train = capped_rows((example_fold != k) & (weights > 0), cfg.max_train, seed + int(k))
-        rows = np.flatnonzero(text_fold == k)
+    for rows, train in text_fold_plan(text_user, user, n_users, cfg, seed=seed, weights=weights):
         pending.append((rows, task.remote(cfg.model, cfg, [example_texts[i] for i in train], labels[train],
                                           weights[train], [texts[i] for i in rows])))
     for rows, ref in pending:

@@ -144,25 +144,32 @@ def held_out_probabilities(
     return p
 
 
+def text_fold_plan(text_user: np.ndarray, user: np.ndarray, n_users: int, cfg: ReferenceConfig, *, seed: int,
+                   weights: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(rows of the texts, rows of the examples to train on) per fold asked about, for scoring texts that
+    are not labelled examples: a text is scored by a classifier that never saw its user's fold (the folds
+    of ``held_out_probabilities``), trained on that fold's bounded, seeded sample of the examples with
+    weight > 0; texts without a user (-1) by one trained on every such example. Both engines use it."""
+    fold = user_folds(n_users, cfg.folds, seed)
+    text_user = np.asarray(text_user, np.int64)
+    example_fold, text_fold = fold[user], np.where(text_user >= 0, fold[np.maximum(text_user, 0)], -1)
+    return [(np.flatnonzero(text_fold == k), capped_rows((example_fold != k) & (weights > 0), cfg.max_train, seed + int(k)))
+            for k in np.unique(text_fold)]
+
+
 def held_out_text_probabilities(
     texts: list[str], text_user: np.ndarray, x, labels: np.ndarray, user: np.ndarray, n_users: int,
     cfg: ReferenceConfig, *, seed: int = 0, weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """P(thumbs up) of texts that are not labelled examples (the replies of A/B choices), each from a
-    classifier that never saw the fold of the text's user: the same folds as ``held_out_probabilities``,
-    trained on the examples (features ``x``) with weight > 0. A text without a user (-1) is scored by
-    a classifier trained on every such example. Only the folds asked about are fitted."""
-    text_user = np.asarray(text_user, np.int64)
+    classifier that never saw the fold of the text's user (``text_fold_plan``), on the examples' features
+    ``x``. Only the folds asked about are fitted."""
     out = np.full(len(texts), 0.5)
     if len(texts) == 0 or len(labels) == 0:
         return out
     labels = np.asarray(labels)
     weights = np.ones(len(labels)) if weights is None else np.asarray(weights, np.float64)
-    fold = user_folds(n_users, cfg.folds, seed)
-    example_fold, text_fold = fold[user], np.where(text_user >= 0, fold[np.maximum(text_user, 0)], -1)
     clf = CLASSIFIERS[cfg.model].from_config(cfg)
-    for k in np.unique(text_fold):
-        train = capped_rows((example_fold != k) & (weights > 0), cfg.max_train, seed + int(k))
-        rows = np.flatnonzero(text_fold == k)
+    for rows, train in text_fold_plan(text_user, user, n_users, cfg, seed=seed, weights=weights):
         out[rows] = clf.fit(x[train], labels[train], weights[train]).predict_proba([texts[i] for i in rows])
     return out
