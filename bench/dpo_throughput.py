@@ -12,7 +12,10 @@ copy). Rows:
 - ``ours (reference every step)``: ``precompute_ref: false``;
 - ``ours (checkpointing)``: with ``train.gradient_checkpointing``;
 - ``ours (micro-batch 1)``, ``ours (micro-batch 2)``: ``train.micro_batch_size`` 1 or 2 (the same steps, fewer pairs per forward);
-- ``ours (bf16)``, ``ours (bf16, micro-batch 1 / 2)``: ``train.precision: bf16`` (autocast, fp32 master weights).
+- ``ours (bf16)``, ``ours (bf16, micro-batch 1 / 2)``: ``train.precision: bf16`` (autocast, fp32 master weights);
+- ``ours (bf16 base)``, ``ours (bf16 base, micro-batch 2)``: the frozen base loaded in bfloat16 (``dtype: bfloat16``;
+  ``precision: auto`` then autocasts), the LoRA weights and AdamW state still float32: autocast no longer
+  casts the frozen float32 weights to bf16 in every forward pass (it caches casts of trained weights only).
 
 ``--rows "ours;trl (defaults)"`` runs only the named rows.
 
@@ -55,7 +58,9 @@ ROWS = [("trl", {"checkpointing": True, "precompute": False}, "trl (defaults)"),
         ("ours", {"precompute": True, "micro_batch_size": 2}, "ours (micro-batch 2)"),
         ("ours", {"precompute": True, "precision": "bf16"}, "ours (bf16)"),
         ("ours", {"precompute": True, "precision": "bf16", "micro_batch_size": 1}, "ours (bf16, micro-batch 1)"),
-        ("ours", {"precompute": True, "precision": "bf16", "micro_batch_size": 2}, "ours (bf16, micro-batch 2)")]
+        ("ours", {"precompute": True, "precision": "bf16", "micro_batch_size": 2}, "ours (bf16, micro-batch 2)"),
+        ("ours", {"precompute": True, "dtype": "bfloat16"}, "ours (bf16 base)"),
+        ("ours", {"precompute": True, "dtype": "bfloat16", "micro_batch_size": 2}, "ours (bf16 base, micro-batch 2)")]
 
 
 def log(message: str) -> None:
@@ -110,14 +115,14 @@ def worker_ours(spec: dict) -> dict:
 
     rows = read_pairs(spec["pairs"])
     section = PolicySection.model_validate({
-        "method": "dpo", "base": spec["model"], "lora": {**LORA, "target_modules": "all-linear"},
+        "method": "dpo", "base": spec["model"], "dtype": spec.get("dtype", "float32"), "lora": {**LORA, "target_modules": "all-linear"},
         "max_prompt_length": 1024, "max_completion_length": 1024,
         "train": {"epochs": 1, "batch_size": spec["batch_size"], "lr": LR, "warmup_ratio": 0.0,
                   "micro_batch_size": spec.get("micro_batch_size"), "precision": spec.get("precision", "auto"),
                   "gradient_checkpointing": spec.get("gradient_checkpointing", False)},
         "dpo": {"beta": BETA, "pairs": ["preferences"], "precompute_ref": spec["precompute"]},
     })
-    policy = build_policy(section.base, section.lora, log=lambda m: None)
+    policy = build_policy(section.base, section.lora, dtype=section.dtype, log=lambda m: None)
     policy.precision = section.train.precision  # as the policy stage sets it
     pairs = pd.DataFrame({"context": [r["context"] for r in rows], "chosen": [r["chosen"] for r in rows],
                           "rejected": [r["rejected"] for r in rows], "weight": np.ones(len(rows)), "user_id": "u"})

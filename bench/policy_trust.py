@@ -32,7 +32,7 @@ Run (from the repository root)::
 
     .venv/bin/python bench/policy_trust.py            # 3 seeds x 8 methods x 2 arms
     .venv/bin/python bench/policy_trust.py --quick    # smoke run: 1 seed, 300 users, fewer eval contexts
-    # other flags: --seeds N, --users N, --methods dpo,kto, --arms uniform,weighted,oracle,
+    # other flags: --seeds N (or a list: --seeds 1,2), --users N, --methods dpo,kto, --arms uniform,weighted,oracle,
     #              --set key=value (a PolicySection field for every run, e.g. train.epochs=2; repeatable),
     #              --workdir /tmp/rlhf_bench_policy_trust, --out PATH
 """
@@ -298,9 +298,26 @@ def per_run_table(runs: list[dict]) -> str:
 # ---- main ---------------------------------------------------------------------------------------
 
 
+def seed_list(text: str) -> list[int]:
+    """``--seeds``: "3" is seeds 0, 1, 2; with a comma, the seeds listed: "1,2", or "2," for seed 2 alone (to
+    add seeds to an earlier run's)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or a comma-separated list of seeds, got {text!r}") from None
+    if "," not in text:
+        if values[0] < 1:
+            raise argparse.ArgumentTypeError("the number of seeds must be at least 1")
+        return list(range(values[0]))
+    if not values or min(values) < 0 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"seeds must be distinct and non-negative, got {text!r}")
+    return values
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, help=f"number of seeds, 0..N-1 (default {DEFAULT_SEEDS}; {QUICK['seeds']} with --quick)")
+    parser.add_argument("--seeds", type=seed_list, help=(
+        f"N: seeds 0..N-1 (default {DEFAULT_SEEDS}; {QUICK['seeds']} with --quick); with a comma, the seeds listed: 1,2 or 2,"))
     parser.add_argument("--users", type=int, help=f"simulated users (default {DEFAULT_USERS}; {QUICK['users']} with --quick)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default {','.join(METHODS)})")
     parser.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated, of {', '.join(ARMS)} (default uniform,weighted)")
@@ -318,7 +335,7 @@ def run(args) -> None:
 
     started = time.perf_counter()
     machine = {**git_state(), **machine_info("numpy", "torch", "transformers", "peft", "pyarrow")}
-    seeds = list(range(args.seeds or (QUICK["seeds"] if args.quick else DEFAULT_SEEDS)))
+    seeds = args.seeds or list(range(QUICK["seeds"] if args.quick else DEFAULT_SEEDS))
     users = args.users or (QUICK["users"] if args.quick else DEFAULT_USERS)
     methods, arms = args.methods.split(","), args.arms.split(",")
     if bad := [m for m in methods if m not in METHODS] + [a for a in arms if a not in ARMS]:

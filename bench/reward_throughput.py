@@ -10,7 +10,9 @@ so its peak RSS is its own. Rows:
 - ``ours (no grouping)``: the same with ``group_by_length`` off, to show what the grouping buys;
 - ``ours (checkpointing)``: with ``train.gradient_checkpointing``, the memory TRL's default buys;
 - ``ours (micro-batch 2)``: ``train.micro_batch_size: 2`` (the same steps, two pairs per forward);
-- ``ours (bf16)``, ``ours (bf16, micro-batch 2)``: ``train.precision: bf16`` (autocast, fp32 master weights).
+- ``ours (bf16)``, ``ours (bf16, micro-batch 2)``: ``train.precision: bf16`` (autocast, fp32 master weights);
+- ``ours (bf16 base)``, ``ours (bf16 base, micro-batch 2)``: the frozen base loaded in bfloat16 (``dtype: bfloat16``;
+  ``precision: auto`` then autocasts), the LoRA weights, score head and AdamW state still float32.
 
 ``--rows "ours;trl (defaults)"`` runs only the named rows.
 
@@ -54,7 +56,9 @@ ROWS = [("trl", {"checkpointing": True}, "trl (defaults)"),
         ("ours", {"group_by_length": True, "gradient_checkpointing": True}, "ours (checkpointing)"),
         ("ours", {"group_by_length": True, "micro_batch_size": 2}, "ours (micro-batch 2)"),
         ("ours", {"group_by_length": True, "precision": "bf16"}, "ours (bf16)"),
-        ("ours", {"group_by_length": True, "precision": "bf16", "micro_batch_size": 2}, "ours (bf16, micro-batch 2)")]
+        ("ours", {"group_by_length": True, "precision": "bf16", "micro_batch_size": 2}, "ours (bf16, micro-batch 2)"),
+        ("ours", {"group_by_length": True, "dtype": "bfloat16"}, "ours (bf16 base)"),
+        ("ours", {"group_by_length": True, "dtype": "bfloat16", "micro_batch_size": 2}, "ours (bf16 base, micro-batch 2)")]
 
 
 def log(message: str) -> None:
@@ -149,7 +153,7 @@ def worker_ours(spec: dict) -> dict:
 
     rows = [json.loads(line) for line in Path(spec["pairs"]).read_text().splitlines()]
     rspec = RewardSpec.model_validate({
-        "base": spec["model"], "signals": ["preferences"], "head": {"pooling": "last"},
+        "base": spec["model"], "dtype": spec.get("dtype", "float32"), "signals": ["preferences"], "head": {"pooling": "last"},
         "loss": {"pointwise": 0.0, "pairwise": 1.0},
         "lora": {**LORA, "target_modules": "all-linear"}, "max_length": spec["max_length"],
         "train": {"epochs": 1, "batch_size": spec["batch_size"], "lr": LR, "warmup_ratio": 0.0,
