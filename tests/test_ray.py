@@ -13,10 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from rlhf_organic.data.dataset_files import part_name, parts, read_table, table_path
 from rlhf_organic.data.ingest import ingest
 from rlhf_organic.data.schema import OUTPUT_TABLES
 from rlhf_organic.errors import InputError, UserError
@@ -62,9 +64,17 @@ def test_ray_ingest_gives_the_local_dataset_row_for_row(ray_local, logs, tmp_pat
     assert on_ray == local  # every count, reject reason, input, unreadable and skipped entry
     assert [m.replace(str(tmp_path / 'ray'), 'OUT') for m in said_ray] == [m.replace(str(tmp_path / 'local'), 'OUT') for m in said_local]
     assert local["rejected"] >= 3 and local["read_errors"] == 1 and local["skipped"]  # the corrupt inputs counted
+    n_files = len(list(logs.iterdir()))  # the empty one and the truncated one included
     for name in OUTPUT_TABLES:  # same rows in the same order: input file order, then line order
-        a, b = pq.read_table(tmp_path / "local" / f"{name}.parquet"), pq.read_table(tmp_path / "ray" / f"{name}.parquet")
+        a, b = read_table(table_path(tmp_path / "local", name)), read_table(table_path(tmp_path / "ray", name))
         assert a.num_rows == b.num_rows and a.equals(b), name
+        assert table_path(tmp_path / "local", name).is_file()  # the local engine: one file per table
+        if name == "users":  # summed on the driver from every file's partial counts: one file
+            assert table_path(tmp_path / "ray", name).is_file()
+            continue
+        # partitioned: one part per input file, written by its task, names in input order
+        assert [p.name for p in parts(table_path(tmp_path / "ray", name))] == [part_name(i, n_files) for i in range(n_files)]
+        assert pq.read_table(table_path(tmp_path / "ray", name)).equals(a), name  # plain pyarrow reads it as one table
     assert (tmp_path / "ray" / "rejects.jsonl").read_bytes() == (tmp_path / "local" / "rejects.jsonl").read_bytes()
     assert sorted(p.name for p in (tmp_path / "ray").iterdir()) == sorted(p.name for p in (tmp_path / "local").iterdir())
     assert orjson.loads((tmp_path / "ray" / "summary.json").read_bytes())["rejected"] == local["rejected"]
@@ -99,6 +109,72 @@ def dataset(logs, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("ray_dataset") / "dataset"
     ingest([str(logs)], out, progress=False, log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="module")
+def ray_dataset(ray_local, logs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ray_dataset_parts") / "dataset"
+    ingest([str(logs)], out, engine="ray", progress=False, log=lambda _: None)
+    return out
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and bool(np.all(a == b))
+    return a == b
+
+
+def test_stages_read_a_partitioned_dataset_as_the_single_file_one(dataset, ray_dataset, tmp_path):
+    """inspect, trust (its data and its whole output), reward data and the policy's evaluation contexts
+    give the same from the Ray dataset (tables as folders of parts) as from the local one."""
+    import dataclasses
+
+    from rlhf_organic.data.inspect import inspect_dataset
+    from rlhf_organic.evaluation.policy import eval_contexts
+    from rlhf_organic.reward.data import load_reward_data
+    from rlhf_organic.trust.config import settings_from_cli
+    from rlhf_organic.trust.data import load_feedback
+    from rlhf_organic.trust.stage import compute_trust
+
+    assert table_path(ray_dataset, "examples").is_dir() and table_path(dataset, "examples").is_file()
+    a, b = inspect_dataset(dataset), inspect_dataset(ray_dataset)
+    assert a.pop("dataset") != b.pop("dataset") and a == b
+    a, b = load_feedback(dataset), load_feedback(ray_dataset)
+    for field in dataclasses.fields(a):
+        assert _same(getattr(a, field.name), getattr(b, field.name)), field.name
+    assert len(a.example_ids) and len(a.preference_ids) and any(a.prompt)
+    for name, data in (("local", dataset), ("ray", ray_dataset)):
+        compute_trust(data, tmp_path / name, settings_from_cli("per_user", []), seed=7, progress=False,
+                      log=lambda _: None)
+    for name in ("users", "examples", "preferences"):
+        assert pq.read_table(tmp_path / "local" / f"{name}.parquet").equals(pq.read_table(tmp_path / "ray" / f"{name}.parquet")), name
+    a, b = load_reward_data(dataset, tmp_path / "local"), load_reward_data(ray_dataset, tmp_path / "ray")
+    pd.testing.assert_frame_equal(a.point, b.point)
+    pd.testing.assert_frame_equal(a.pairs, b.pairs)
+    assert len(a.point) and len(a.pairs)
+    pd.testing.assert_frame_equal(eval_contexts(dataset, 0.3, 1, 20), eval_contexts(ray_dataset, 0.3, 1, 20))
+
+
+def test_ray_tables_of_no_rows_at_all_keep_their_columns(ray_local, logs, tmp_path):
+    """A/B choices only (no conversation), a file of nothing but bad lines, an empty file: every part of
+    the conversation tables holds no row, and the tables read with the dataset's columns."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(logs / "preferences.jsonl", inputs / "a.jsonl")
+    (inputs / "b.jsonl").write_bytes(b'{"broken\n[1, 2]\n')
+    (inputs / "c.jsonl").write_bytes(b"")
+    local, _ = _ingest(inputs, tmp_path / "local", "local", fmt="preference")
+    on_ray, _ = _ingest(inputs, tmp_path / "ray", "ray", fmt="preference")
+    assert on_ray == local and local["conversations"] == 0 and local["rejected"] == 2 and local["preferences"] > 0
+    for name, schema in OUTPUT_TABLES.items():
+        a, b = read_table(table_path(tmp_path / "local", name)), read_table(table_path(tmp_path / "ray", name))
+        assert a.equals(b) and b.schema.equals(schema), name
+        if name != "users":
+            assert len(parts(table_path(tmp_path / "ray", name))) == 3, name
+    assert read_table(table_path(tmp_path / "ray", "examples")).num_rows == 0
+    assert (tmp_path / "ray" / "rejects.jsonl").read_bytes() == (tmp_path / "local" / "rejects.jsonl").read_bytes()
 
 
 @pytest.mark.parametrize("scheme", ["combined", "per_user"])

@@ -1,7 +1,8 @@
 """``rlhf-organic ingest``: organic logs in, a folder of Parquet tables out, every bad line accounted for.
 
 Output folder (readable with pandas / pyarrow / datasets, no rlhf_organic needed):
-``conversations``, ``messages``, ``examples``, ``feedback``, ``preferences``, ``users`` (``.parquet``),
+``conversations``, ``messages``, ``examples``, ``feedback``, ``preferences``, ``users`` (``.parquet``; with
+``engine: ray`` each but ``users`` is a folder of part files, one per input file: ``dataset_files``),
 ``rejects.jsonl`` (file, line, reason, excerpt of every line that could not be used) and
 ``summary.json`` (counts; and, each with its reason, the files and folders that could not be read and
 those left out on purpose: empty files, output folders of rlhf-organic). The folder is assembled under a

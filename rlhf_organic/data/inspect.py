@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ..errors import UserError
+from .dataset_files import read_table, table_path
 from .reasons import NONE_GIVEN, public_reasons
 
 FEEDBACK_BUCKETS = ((0, 0), (1, 1), (2, 5), (6, 10), (11, 50), (51, None))
@@ -29,12 +29,12 @@ def inspect_dataset(path: str | Path, *, show_user_text: bool = False, how_to_sh
     if not summary_file.is_file():
         raise UserError(f"{path} is not an ingested dataset (no summary.json); run `rlhf-organic ingest` first")
     summary = json.loads(summary_file.read_text())
-    examples = pq.read_table(path / "examples.parquet", columns=["thumbs", "dislike_reason"])
+    examples = read_table(table_path(path, "examples"), columns=["thumbs", "dislike_reason"])
     n_examples = examples.num_rows
     down = examples.filter(pc.equal(examples.column("thumbs"), -1))
     reasons = pc.value_counts(down.column("dislike_reason").fill_null(NONE_GIVEN)).to_pylist()
     reasons = {r["values"]: r["counts"] for r in sorted(reasons, key=lambda r: -r["counts"])}
-    n_feedback = pq.read_table(path / "users.parquet", columns=["n_feedback"]).column("n_feedback").to_numpy()
+    n_feedback = read_table(table_path(path, "users"), columns=["n_feedback"]).column("n_feedback").to_numpy()
     buckets = {}
     for low, high in FEEDBACK_BUCKETS:
         label = str(low) if low == high else f"{low}+" if high is None else f"{low}-{high}"

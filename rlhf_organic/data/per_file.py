@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError, UserError
 from . import tables
+from .dataset_files import table_path
 from .readers import READERS, Parsed, Reject
 from .schema import OUTPUT_TABLES
 from .sources import ReadFailure, display_name, iter_chunks
@@ -42,19 +43,21 @@ SUMMARY_COUNTS = (
 
 
 class Sink:
-    """Derives the output tables from parsed chunks and appends them to one Parquet file per table.
+    """Derives the output tables from parsed chunks and appends them to one Parquet file per table:
+    ``<name>.parquet`` in ``folder``, or with ``part`` (a file name, ``dataset_files.part_name``) the part
+    file ``<name>.parquet/<part>`` of a partitioned table, whose folder must exist.
 
     The work runs on one background thread (Arrow compute and Parquet encoding release the GIL), so
     it overlaps with reading and parsing the next chunk. At most ``max_pending`` parsed chunks wait,
     which keeps memory bounded by a few chunks.
     """
 
-    def __init__(self, folder: Path, max_context: int, max_pending: int = 2):
-        self.writers = {
-            name: pq.ParquetWriter(folder / f"{name}.parquet", schema, compression="zstd")
-            for name, schema in OUTPUT_TABLES.items()
-            if name != "users"
-        }
+    def __init__(self, folder: Path, max_context: int, max_pending: int = 2, part: str | None = None):
+        self.writers = {}  # opened now, so that a file without rows still leaves its tables (or parts), columns and all
+        for name, schema in OUTPUT_TABLES.items():
+            if name != "users":
+                path = table_path(folder, name)
+                self.writers[name] = pq.ParquetWriter(path / part if part else path, schema, compression="zstd")
         self.max_context = max_context
         self.counts: Counter[str] = Counter()
         self.partials: list[pa.Table] = []  # per-user partial counts, summed at the end
@@ -205,7 +208,7 @@ def finish(tmp: Path, files, formats, counts: Counter, reasons: Counter, users: 
     """Write users.parquet, check the accounting rule and return the summary: the end both engines share."""
     if unopened == len(files):  # some unreadable files are accounted for; all of them is nothing to ingest
         raise UserError(nothing_message([(u["path"], u["reason"]) for u in unreadable], []))
-    pq.write_table(users, tmp / "users.parquet", compression="zstd")
+    pq.write_table(users, table_path(tmp, "users"), compression="zstd")
     counts["users"] = users.num_rows
     records = counts["conversations"] + counts["preferences"]
     if records + counts["rejected"] != counts["lines"]:  # the accounting rule; a failure here is a bug

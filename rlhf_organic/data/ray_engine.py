@@ -3,13 +3,16 @@
 Nothing here parses, derives or scores on its own: every Ray task runs the very functions the local
 engine runs (``per_file.ingest_file`` per input file, ``NgramClassifier`` per fold), so a line's fate, its
 reject message and every weight are the same whichever engine ran. What this module adds is the
-splitting and the merging, both in a fixed order, so the output does not depend on which task finished
+splitting and the joining, both in a fixed order, so the output does not depend on which task finished
 first:
 
-- ingest: one task per input file writes its tables, its rejects and its per-user counts under the
-  output's temporary folder; the driver then appends them to the dataset in input order (the local
-  engine's order), row group by row group without parsing anything again, and sums the counts.
-  The dataset is the local one, row for row and in the same order.
+- ingest: the dataset is partitioned. Each table but ``users`` is a folder ``<name>.parquet/`` of part
+  files, and the task of input file ``i`` writes part ``i`` of every table itself
+  (``dataset_files.part_name``: the names sort in input order), straight into the output's temporary
+  folder: the driver never reads or rewrites a table. Read in name order the parts are the local
+  engine's file, row for row (``dataset_files``; every stage reads both layouts). The driver joins the
+  tasks' rejects into ``rejects.jsonl`` in input order (small: one line per bad line), sums the counts
+  and the per-user partial counts, and writes ``users.parquet`` as the local engine does.
 - trust: the k-fold reference on Ray is ``trust.ray_reference``, which connects through ``connect`` here.
 
 On a cluster every node must see the inputs and the output folder at the same path (a shared file
@@ -18,6 +21,7 @@ system), and have rlhf-organic installed (docs/distributed.md).
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from collections import Counter
@@ -25,15 +29,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from ..errors import InputError, UserError
 from . import tables
+from .dataset_files import part_name, table_path
 from .per_file import SUMMARY_COUNTS, Sink, finish, ingest_file
 from .schema import OUTPUT_TABLES
 
 _CONNECT_SECONDS = 10
-_PARTS = "_parts"  # under the output's temporary folder; removed once merged
+_REJECTS = "_rejects"  # under the output's temporary folder: each task's rejects, removed once joined
 
 
 def connect(address: str | None, num_cpus: int | None = None):
@@ -85,17 +88,15 @@ def _ray_get(ray, ref):
         raise
 
 
-def _ingest_one(index: int, path: Path, fmt: str | None, parts: Path, strict: bool, chunk_bytes: int,
+def _ingest_one(index: int, path: Path, fmt: str | None, tmp: Path, part: str, strict: bool, chunk_bytes: int,
                 max_context: int, scrub) -> dict[str, Any]:
-    """One input file, in a Ray task: the local engine's per-file ingest into a folder of its own."""
-
-    folder = parts / f"{index:06d}"
-    folder.mkdir(parents=True)
+    """One input file, in a Ray task: the local engine's per-file ingest into part ``part`` of every
+    table of the dataset being written in ``tmp``, and its rejects into a file of its own."""
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
     messages: list[str] = []  # logged by the driver, in input order
-    sink = Sink(folder, max_context)
-    with open(folder / "rejects.jsonl", "wb") as rejects:
+    sink = Sink(tmp, max_context, part=part)
+    with open(_rejects_file(tmp, index), "wb") as rejects:
         try:
             outcome = ingest_file(path, fmt, chunk_bytes, sink, rejects, counts, reasons,
                                   strict=strict, scrub=scrub, log=messages.append)
@@ -105,13 +106,23 @@ def _ingest_one(index: int, path: Path, fmt: str | None, parts: Path, strict: bo
     return {"counts": counts, "reasons": reasons, "outcome": outcome, "messages": messages, "users": sink.users()}
 
 
+def _rejects_file(tmp: Path, index: int) -> Path:
+    return tmp / _REJECTS / f"{index:06d}.jsonl"
+
+
 def ingest_into(tmp: Path, found, formats: dict, strict: bool, chunk_bytes: int, max_context: int, scrub,
                 log: Callable[[str], None], address: str | None) -> dict:
-    """``ingest._ingest_into`` on Ray: the same folder contents, the same summary."""
+    """``ingest._ingest_into`` on Ray: the same summary, and the same tables, partitioned (one part per
+    input file)."""
     ray = connect(address)
-    task = ray.remote(num_cpus=1, max_retries=0)(_ingest_one)  # a retry would find its folder written
-    parts = tmp / _PARTS
-    refs = [task.remote(i, path, formats[path], parts, strict, chunk_bytes, max_context, scrub)
+    task = ray.remote(num_cpus=1, max_retries=0)(_ingest_one)  # a retry would find its parts written
+    tmp = Path(os.path.abspath(tmp))  # the tasks write there: a path that does not depend on their working folder
+    for name in OUTPUT_TABLES:
+        if name != "users":  # users.parquet: one file, written by the driver from the summed partials
+            table_path(tmp, name).mkdir()
+    (tmp / _REJECTS).mkdir()
+    n = len(found.files)
+    refs = [task.remote(i, path, formats[path], tmp, part_name(i, n), strict, chunk_bytes, max_context, scrub)
             for i, path in enumerate(found.files)]
     counts = Counter({key: 0 for key in SUMMARY_COUNTS})
     reasons: Counter[str] = Counter()
@@ -137,26 +148,15 @@ def ingest_into(tmp: Path, found, formats: dict, strict: bool, chunk_bytes: int,
         for ref in refs:
             ray.cancel(ref)
         raise
-    _merge_parts(tmp, parts, len(found.files))
+    _join_rejects(tmp, n)
     return finish(tmp, found.files, formats, counts, reasons, tables.combine_user_partials(users),
                   unreadable, skipped, not_read, unopened)
 
 
-def _merge_parts(tmp: Path, parts: Path, n_files: int) -> None:
-    """Append every file's tables and rejects to the dataset's, in input order, row group by row group
-    (the local engine writes one row group per parsed batch: the same groups, in the same order)."""
-    folders = [parts / f"{i:06d}" for i in range(n_files)]
-    for name, schema in OUTPUT_TABLES.items():
-        if name == "users":
-            continue
-        with pq.ParquetWriter(tmp / f"{name}.parquet", schema, compression="zstd") as writer:
-            for folder in folders:
-                part = pq.ParquetFile(folder / f"{name}.parquet")
-                for group in range(part.num_row_groups):
-                    writer.write_table(part.read_row_group(group))
-                part.close()
+def _join_rejects(tmp: Path, n_files: int) -> None:
+    """Every file's rejects, one after the other in input order, into ``rejects.jsonl``: the local one."""
     with open(tmp / "rejects.jsonl", "wb") as rejects:
-        for folder in folders:
-            with open(folder / "rejects.jsonl", "rb") as part_rejects:
-                shutil.copyfileobj(part_rejects, rejects)
-    shutil.rmtree(parts)
+        for index in range(n_files):
+            with open(_rejects_file(tmp, index), "rb") as part:
+                shutil.copyfileobj(part, rejects)
+    shutil.rmtree(tmp / _REJECTS)

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_dir
+from ..data.dataset_files import read_table, table_path
 from ..errors import UserError
 from ..reward import evaluate as ev
 from ..reward.data import RewardData
@@ -35,7 +36,7 @@ def clean_examples(dataset: Path, ground_truth: Path, fraction: float, seed: int
     examples_file = truth_file(Path(ground_truth), EXAMPLES)
     if examples_file is None or not examples_file.is_file():
         raise UserError(f"the judge needs the simulator's ground_truth_examples.parquet; not found beside {ground_truth}")
-    frame = pq.read_table(Path(dataset) / "examples.parquet", columns=["example_id", "conversation_id", "context", "response"]).to_pandas()
+    frame = read_table(table_path(dataset, "examples"), columns=["example_id", "conversation_id", "context", "response"]).to_pandas()
     truth = pq.read_table(examples_file, columns=["example_id", "quality", "is_good"]).to_pandas()
     frame = frame.merge(truth, on="example_id")
     frame = frame[held_out(frame["conversation_id"], fraction, seed) == evaluation]

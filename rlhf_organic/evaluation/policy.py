@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from ..data.dataset_files import has_table, read_table, table_path
 from ..policy.model import PolicyModel, encode_prompts
 from ..sequences import batch_sequences, held_out
 
@@ -26,18 +26,18 @@ def eval_contexts(dataset: Path, fraction: float, seed: int, n: int) -> pd.DataF
     give the contexts, with the chosen reply as the logged one.
     """
     columns = ["example_id", "user_id", "context", "response"]
-    path, key, read = Path(dataset) / "examples.parquet", "conversation_id", columns
-    ids = pq.read_table(path, columns=["example_id", key]).to_pandas()
-    prefs = Path(dataset) / "preferences.parquet"
-    if len(ids) == 0 and prefs.is_file():
+    path, key, read = table_path(dataset, "examples"), "conversation_id", columns
+    ids = read_table(path, columns=["example_id", key]).to_pandas()
+    prefs = table_path(dataset, "preferences")
+    if len(ids) == 0 and has_table(prefs):
         path, key, read = prefs, "preference_id", ["preference_id", "user_id", "context", "chosen"]
-        ids = pq.read_table(path, columns=[key]).to_pandas()
+        ids = read_table(path, columns=[key]).to_pandas()
     ids = ids[held_out(ids[key], fraction, seed)]
     if len(ids) > n:
         ids = ids.sample(n, random_state=seed)
     if len(ids) == 0:
         return pd.DataFrame(columns=columns)
-    rows = pq.read_table(path, columns=read, filters=pc.field(read[0]).isin(list(ids[read[0]]))).to_pandas()
+    rows = read_table(path, columns=read, filters=pc.field(read[0]).isin(list(ids[read[0]]))).to_pandas()
     rows.columns = columns  # an A/B choice's id and chosen reply stand for the example's
     return rows.sort_values("example_id").reset_index(drop=True)
 

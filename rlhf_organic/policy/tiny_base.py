@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from ..data.dataset_files import read_table, table_path
 from ..losses import token_nll
 from ..models.tiny import tiny_config, train_tokenizer
 from ..sequences import batch_sequences, held_out
@@ -28,7 +28,7 @@ def build_tiny_base(dataset: Path, folder: Path, section, *, seed: int = 0, prog
     from transformers import AutoModelForCausalLM
 
     t = section.tiny
-    frame = pq.read_table(Path(dataset) / "examples.parquet", columns=["conversation_id", "context", "response"]).to_pandas()
+    frame = read_table(table_path(dataset, "examples"), columns=["conversation_id", "context", "response"]).to_pandas()
     frame = frame[~held_out(frame["conversation_id"], section.eval_fraction, seed)]
     rng = np.random.default_rng(seed)
     if len(frame) > t.imitation_max:

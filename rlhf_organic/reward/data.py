@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..data.dataset_files import has_table, read_table, table_path, table_schema
 from ..errors import UserError
 from ..sequences import held_out
 from ..trust.flips import CAP as FLIP_CAP
@@ -39,27 +40,24 @@ class RewardData:
 
 
 def _read(path: Path, columns: list[str], filters=None) -> pd.DataFrame:
-    """``columns`` of a Parquet file (rows matching the pyarrow expression ``filters``), or a clear error."""
-    import pyarrow.parquet as pq
-
-    if not path.is_file():
+    """``columns`` of a table, one file or partitioned (rows matching the pyarrow expression ``filters``),
+    or a clear error."""
+    if not has_table(path):
         raise RewardDataError(f"{path} not found")
-    have = pq.read_schema(path).names
+    have = table_schema(path).names
     missing = [c for c in columns if c not in have]
     if missing:
         raise RewardDataError(f"{path}: missing column(s) {', '.join(missing)}")
-    return pq.read_table(path, columns=columns, filters=filters).to_pandas()
+    return read_table(path, columns=columns, filters=filters).to_pandas()
 
 
 def _weights(trust_dir: Path, file: str, key: str, ids: pd.Series, column: str = "weight", high: float = 1.0) -> np.ndarray:
     """The trust folder's ``column`` (a number in [0, ``high``]) for each of ``ids``."""
     path = trust_dir / file
-    if not path.is_file():
+    if not has_table(path):
         raise RewardDataError(f"weights file {path} not found (run `rlhf-organic trust` first, or train without --trust)")
     if column != "weight":
-        import pyarrow.parquet as pq
-
-        if column not in pq.read_schema(path).names:
+        if column not in table_schema(path).names:
             raise RewardDataError(f"{path} has no {column} column: the trust scheme that wrote it does not consult the "
                                   "held-out reference, so it estimates no label-flip rates (use an agreement-based "
                                   "scheme such as combined, or turn flip rates off)")
@@ -88,10 +86,10 @@ def load_reward_data(dataset: str | Path, trust_dir: str | Path | None = None, s
         import pyarrow.compute as pc
 
         # only rated rows: at BB3x size most examples have no thumbs, and their contexts are most of the bytes
-        point = _read(dataset / "examples.parquet", POINT_COLUMNS, filters=pc.field("thumbs").is_valid())
+        point = _read(table_path(dataset, "examples"), POINT_COLUMNS, filters=pc.field("thumbs").is_valid())
         point["label"] = (point["thumbs"] > 0).astype(np.float32)
-    if "preferences" in signals and (dataset / "preferences.parquet").is_file():
-        pairs = _read(dataset / "preferences.parquet", PAIR_COLUMNS)
+    if "preferences" in signals and has_table(table_path(dataset, "preferences")):
+        pairs = _read(table_path(dataset, "preferences"), PAIR_COLUMNS)
         same = pairs["chosen"] == pairs["rejected"]
         if same.any():
             raise RewardDataError(

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed, fsdp
 from ..atomic import atomic_dir, check_free, overlap
+from ..data.dataset_files import has_table, read_table, table_path
 from ..errors import UserError
 from ..models.loading import check_bf16
 from ..sequences import held_out
@@ -59,15 +60,15 @@ def _clean_examples(dataset: Path, ground_truth: Path | None, fraction: float, s
 
     from ..trust.data import gold_labels
 
-    path = dataset / "examples.parquet"
+    path = table_path(dataset, "examples")
     examples_file = truth_file(ground_truth, EXAMPLES)
     if examples_file is not None and examples_file.is_file():
-        ids = pq.read_table(path, columns=["example_id", "conversation_id"]).to_pandas()
+        ids = read_table(path, columns=["example_id", "conversation_id"]).to_pandas()
         truth = pq.read_table(examples_file, columns=["example_id", "is_good"]).to_pandas()
         labelled = ids.merge(truth, on="example_id").rename(columns={"is_good": "clean_label"})
         source = "simulator"
     else:
-        table = pq.read_table(path, columns=["example_id", "conversation_id", "gold"])
+        table = read_table(path, columns=["example_id", "conversation_id", "gold"])
         rows, good = gold_labels(table.column("gold"))
         labelled = table.drop_columns(["gold"]).take(pa.array(rows, pa.int64())).to_pandas()
         labelled["clean_label"] = good.astype(bool)
@@ -78,8 +79,8 @@ def _clean_examples(dataset: Path, ground_truth: Path | None, fraction: float, s
         labelled = labelled.sample(cap, random_state=seed)
     if len(labelled) == 0:
         return labelled
-    texts = pq.read_table(path, columns=["example_id", "context", "response"],
-                          filters=pc.field("example_id").isin(list(labelled["example_id"]))).to_pandas()
+    texts = read_table(path, columns=["example_id", "context", "response"],
+                      filters=pc.field("example_id").isin(list(labelled["example_id"]))).to_pandas()
     return labelled.merge(texts, on="example_id").assign(clean_source=source).reset_index(drop=True)
 
 
@@ -205,13 +206,14 @@ def format_metrics(metrics: dict) -> str:
 
 
 def read_examples(path: Path) -> pd.DataFrame:
-    """Examples to score: a dataset folder's examples.parquet, or a Parquet / JSONL file."""
-    if path.is_dir():
-        path = path / "examples.parquet"
-    if not path.is_file():
+    """Examples to score: a dataset folder's examples.parquet (a file, or a folder of parts), or a
+    Parquet / JSONL file."""
+    if path.is_dir() and path.suffix != ".parquet":
+        path = table_path(path, "examples")
+    if not has_table(path):
         raise UserError(f"{path} not found")
     if path.suffix == ".parquet":
-        frame = pq.read_table(path).to_pandas()
+        frame = read_table(path).to_pandas()
     elif path.suffix in (".jsonl", ".json"):
         try:
             frame = pd.read_json(path, lines=path.suffix == ".jsonl")

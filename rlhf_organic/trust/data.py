@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
+from ..data.dataset_files import has_table, iter_batches, read_table, table_path, table_schema
 from ..errors import UserError
 
 _EXAMPLE_COLUMNS = ["example_id", "user_id", "conversation_id", "response", "thumbs",
@@ -131,13 +131,13 @@ def last_user_message(context: pa.Array) -> list[str]:
 
 
 def rated_prompts(path: Path, batch_rows: int = 65_536) -> list[str]:
-    """The last human message before every thumbs-bearing example (every row of a file without
-    ``thumbs``: preferences), in file order. Read in batches and only for rated rows: whole contexts of
+    """The last human message before every thumbs-bearing example (every row of a table without
+    ``thumbs``: preferences), in table order. Read in batches and only for rated rows: whole contexts of
     a BB3x-sized dataset would not fit in memory."""
     out: list[str] = []
-    rated_only = "thumbs" in pq.read_schema(path).names
+    rated_only = "thumbs" in table_schema(path).names
     columns = ["context", "thumbs"] if rated_only else ["context"]
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
+    for batch in iter_batches(path, columns, batch_rows):
         if rated_only:
             batch = batch.filter(pc.is_valid(batch.column("thumbs")))
         out += last_user_message(batch.column("context"))
@@ -151,12 +151,12 @@ def load_feedback(dataset: str | Path, anonymous: bool = False) -> FeedbackData:
     (the uniform scheme, which needs no users): then their ``user`` index is -1.
     """
     dataset = Path(dataset)
-    for name in ("examples.parquet", "users.parquet"):
-        if not (dataset / name).is_file():
-            raise UserError(f"{dataset} is not an ingested dataset: {name} is missing (run rlhf-organic ingest first)")
-    users = pq.read_table(dataset / "users.parquet")
+    for name in ("examples", "users"):
+        if not has_table(table_path(dataset, name)):
+            raise UserError(f"{dataset} is not an ingested dataset: {name}.parquet is missing (run rlhf-organic ingest first)")
+    users = read_table(table_path(dataset, "users"))
     user_ids = users.column("user_id").combine_chunks()
-    examples = pq.read_table(dataset / "examples.parquet", columns=_EXAMPLE_COLUMNS)
+    examples = read_table(table_path(dataset, "examples"), columns=_EXAMPLE_COLUMNS)
     gold_rows, gold_label = gold_labels(examples.column("gold"))
     gold = examples.take(pa.array(gold_rows, pa.int64()))
     rated = examples.filter(pc.is_valid(examples.column("thumbs")))
@@ -175,9 +175,9 @@ def load_feedback(dataset: str | Path, anonymous: bool = False) -> FeedbackData:
                 "(everyone weight 1)"
             )
         raise UserError(f"{dataset}: example {bad} has feedback but its user is not in users.parquet")
-    prefs_path = dataset / "preferences.parquet"
-    prefs = (pq.read_table(prefs_path, columns=["preference_id", "user_id", "chosen", "rejected"])
-             if prefs_path.is_file() else None)
+    prefs_path = table_path(dataset, "preferences")
+    prefs = (read_table(prefs_path, columns=["preference_id", "user_id", "chosen", "rejected"])
+             if has_table(prefs_path) else None)
     return FeedbackData(
         user_ids=np.asarray(user_ids.to_pylist(), dtype=object),
         user_counts={
@@ -194,7 +194,7 @@ def load_feedback(dataset: str | Path, anonymous: bool = False) -> FeedbackData:
         gold_text=gold.column("response").to_pylist(),
         gold_label=gold_label,
         gold_example_ids=np.asarray(gold.column("example_id").to_pylist(), dtype=object),
-        prompt=rated_prompts(dataset / "examples.parquet"),
+        prompt=rated_prompts(table_path(dataset, "examples")),
         preference_prompt=rated_prompts(prefs_path) if prefs else [],
         preference_chosen=prefs.column("chosen").fill_null("").to_pylist() if prefs else [],
         preference_rejected=prefs.column("rejected").fill_null("").to_pylist() if prefs else [],
