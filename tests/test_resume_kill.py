@@ -5,6 +5,7 @@ never interrupted."""
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,32 +104,46 @@ def _numbers(metrics: dict, prefix: str = "") -> dict:
     return out
 
 
-PPO = [s for s in SETTINGS if not s.startswith("policy.method")] + [
-    "policy.method=ppo", "policy.ppo.rounds=3", "policy.ppo.contexts_per_round=4", "policy.ppo.minibatch_size=2",
-    "policy.ppo.ppo_epochs=2", "policy.ppo.max_new_tokens=8"]
+ONLINE = [s for s in SETTINGS if not s.startswith("policy.method")]
+ROUNDS = {  # three rounds of each online method, small enough for seconds a round
+    "ppo": ["policy.ppo.rounds=3", "policy.ppo.contexts_per_round=4", "policy.ppo.minibatch_size=2",
+            "policy.ppo.ppo_epochs=2", "policy.ppo.max_new_tokens=8"],
+    "rloo": ["policy.rloo.rounds=3", "policy.rloo.contexts_per_round=2", "policy.rloo.k=2", "policy.rloo.epochs=2",
+             "policy.rloo.minibatch_size=2", "policy.rloo.max_new_tokens=8"],
+    "online_dpo": ["policy.online_dpo.rounds=3", "policy.online_dpo.contexts_per_round=4", "policy.online_dpo.k=2",
+                   "policy.online_dpo.minibatch_size=2", "policy.online_dpo.max_new_tokens=8"],
+}
 
 
-def test_kill_9_in_the_middle_of_ppo_then_resume_matches_an_uninterrupted_run(tmp_path):
-    """PPO runs on the shared loop: a checkpoint per round, so a run killed in its second round goes on from
-    there (the rollout is sampled again from the restored policy, with the same seed) and ends where an
-    uninterrupted run ends."""
+@pytest.mark.parametrize("method", sorted(ROUNDS))
+def test_kill_9_in_the_middle_of_an_online_method_then_resume_matches_an_uninterrupted_run(tmp_path, method):
+    """PPO, RLOO (GRPO shares its rounds) and online DPO run on the shared loop, one optimizer across rounds:
+    a checkpoint per round, so a run killed in its second round goes on from there (the rounds before are
+    re-sampled from the restored policy with the same seeds) and ends where an uninterrupted run ends.
+
+    One run folder, so the stages before the policy run once: killed in the policy's second round,
+    resumed, then the policy alone trained again from scratch (its folder removed) as the uninterrupted
+    reference."""
     recipe = _recipe(tmp_path)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    settings = [*ONLINE, f"policy.method={method}", *ROUNDS[method]]
+    run = tmp_path / "run"
 
-    def start(out: Path, *extra: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "rlhf_organic", "run", str(recipe), "-q", *PPO, f"output.dir={out}",
+    def start(*extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "rlhf_organic", "run", str(recipe), "-q", *settings, f"output.dir={run}",
                                  *extra], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
-    clean = start(tmp_path / "clean")
-    run = tmp_path / "killed"
+    def finish(process: subprocess.Popen) -> tuple[dict, list]:
+        assert process.wait() == 0, process.stderr.read().decode()[-3000:]
+        return _marker(run, "policy")["metrics"], json.loads((run / "policy" / "history.json").read_text())
+
     second_round = lambda: any(run.glob(".checkpoints/policy-*/fit-001/step-*"))  # noqa: E731
-    _kill_when(start(run), second_round)
-    assert _marker(run, "policy") is None
-    resumed = start(run, "--resume")
-    assert resumed.wait() == 0, resumed.stderr.read().decode()[-3000:]
-    assert clean.wait() == 0, clean.stderr.read().decode()[-3000:]
-    a, b = _marker(tmp_path / "clean", "policy")["metrics"], _marker(run, "policy")["metrics"]
-    assert _numbers(a) == pytest.approx(_numbers(b), rel=1e-5, abs=1e-6)
-    history = json.loads((run / "policy" / "history.json").read_text())
-    assert history == json.loads((tmp_path / "clean" / "policy" / "history.json").read_text())
-    assert {row["round"] for row in history} == {1, 2, 3}
+    _kill_when(start(), second_round)
+    assert _marker(run, "policy") is None and _marker(run, "reward") is not None
+    resumed, resumed_history = finish(start("--resume"))
+    shutil.rmtree(run / "policy")
+    assert not any(run.glob(".checkpoints/policy-*")), "a finished stage leaves no checkpoint behind"
+    clean, clean_history = finish(start("--resume"))  # every stage reused but the policy, trained from its start
+    assert _numbers(resumed) == pytest.approx(_numbers(clean), rel=1e-5, abs=1e-6)
+    assert resumed_history == clean_history
+    assert {row["round"] for row in clean_history} == {1, 2, 3}
