@@ -6,6 +6,8 @@ RSS is its own. Both use the reference as the base with the adapter switched off
 copy). Rows:
 
 - ``trl (defaults)``: DPOTrainer as a user gets it (gradient checkpointing on, reference every step);
+- ``trl (defaults, bf16)``: the same with ``bf16=True``, which is what TRL's config defaults to where the
+  hardware has bf16 (the ``trl (defaults)`` row sets ``bf16=False``: the fp32 baseline of the issue-20 targets);
 - ``trl (no checkpointing)``: the fairer speed baseline;
 - ``trl (precomputed reference)``: ``precompute_ref_log_probs=True``, no checkpointing;
 - ``ours``: ``rlhf_organic.policy.methods.dpo`` with ``precompute_ref`` (its default);
@@ -15,7 +17,10 @@ copy). Rows:
 - ``ours (bf16)``, ``ours (bf16, micro-batch 1 / 2)``: ``train.precision: bf16`` (autocast, fp32 master weights);
 - ``ours (bf16 base)``, ``ours (bf16 base, micro-batch 2)``: the frozen base loaded in bfloat16 (``dtype: bfloat16``;
   ``precision: auto`` then autocasts), the LoRA weights and AdamW state still float32: autocast no longer
-  casts the frozen float32 weights to bf16 in every forward pass (it caches casts of trained weights only).
+  casts the frozen float32 weights to bf16 in every forward pass (it caches casts of trained weights only);
+- ``ours (bf16 base, eager attention)``, ``... eager attention, micro-batch 2``: the bf16
+  base with ``attention: eager`` (transformers' eager attention instead of sdpa, whose CPU kernel is slow in
+  bf16 at these lengths).
 
 ``--rows "ours;trl (defaults)"`` runs only the named rows.
 
@@ -49,6 +54,7 @@ RESULTS = BENCH_DIR / "results" / "dpo_throughput.json"
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0}
 LR, BETA = 5e-5, 0.1
 ROWS = [("trl", {"checkpointing": True, "precompute": False}, "trl (defaults)"),
+        ("trl", {"checkpointing": True, "precompute": False, "bf16": True}, "trl (defaults, bf16)"),
         ("trl", {"checkpointing": False, "precompute": False}, "trl (no checkpointing)"),
         ("trl", {"checkpointing": False, "precompute": True}, "trl (precomputed reference)"),
         ("ours", {"precompute": True}, "ours"),
@@ -60,7 +66,9 @@ ROWS = [("trl", {"checkpointing": True, "precompute": False}, "trl (defaults)"),
         ("ours", {"precompute": True, "precision": "bf16", "micro_batch_size": 1}, "ours (bf16, micro-batch 1)"),
         ("ours", {"precompute": True, "precision": "bf16", "micro_batch_size": 2}, "ours (bf16, micro-batch 2)"),
         ("ours", {"precompute": True, "dtype": "bfloat16"}, "ours (bf16 base)"),
-        ("ours", {"precompute": True, "dtype": "bfloat16", "micro_batch_size": 2}, "ours (bf16 base, micro-batch 2)")]
+        ("ours", {"precompute": True, "dtype": "bfloat16", "micro_batch_size": 2}, "ours (bf16 base, micro-batch 2)"),
+        ("ours", {"precompute": True, "dtype": "bfloat16", "attention": "eager"}, "ours (bf16 base, eager attention)"),
+        ("ours", {"precompute": True, "dtype": "bfloat16", "attention": "eager", "micro_batch_size": 2}, "ours (bf16 base, eager attention, micro-batch 2)")]
 
 
 def log(message: str) -> None:
@@ -88,7 +96,7 @@ def worker_trl(spec: dict) -> dict:
     model = AutoModelForCausalLM.from_pretrained(spec["model"])
     args = DPOConfig(
         output_dir=spec["workdir"] + "/trl_out", per_device_train_batch_size=spec["batch_size"], num_train_epochs=1,
-        learning_rate=LR, beta=BETA, use_cpu=True, bf16=False, report_to=[], save_strategy="no", logging_steps=10_000,
+        learning_rate=LR, beta=BETA, use_cpu=True, bf16=spec.get("bf16", False), report_to=[], save_strategy="no", logging_steps=10_000,
         gradient_checkpointing=spec["checkpointing"], precompute_ref_log_probs=spec["precompute"], max_length=None,
         dataloader_num_workers=0,
     )
@@ -115,7 +123,7 @@ def worker_ours(spec: dict) -> dict:
 
     rows = read_pairs(spec["pairs"])
     section = PolicySection.model_validate({
-        "method": "dpo", "base": spec["model"], "dtype": spec.get("dtype", "float32"), "lora": {**LORA, "target_modules": "all-linear"},
+        "method": "dpo", "base": spec["model"], "dtype": spec.get("dtype", "float32"), "attention": spec.get("attention", "auto"), "lora": {**LORA, "target_modules": "all-linear"},
         "max_prompt_length": 1024, "max_completion_length": 1024,
         "train": {"epochs": 1, "batch_size": spec["batch_size"], "lr": LR, "warmup_ratio": 0.0,
                   "micro_batch_size": spec.get("micro_batch_size"), "precision": spec.get("precision", "auto"),

@@ -5,6 +5,8 @@ score head trained in full), uniform weights, one epoch; each trainer runs in it
 so its peak RSS is its own. Rows:
 
 - ``trl (defaults)``: RewardTrainer as a user gets it (gradient checkpointing on, TRL's default);
+- ``trl (defaults, bf16)``: the same with ``bf16=True``, which is what TRL's config defaults to where the
+  hardware has bf16 (the ``trl (defaults)`` row sets ``bf16=False``: the fp32 baseline of the issue-20 targets);
 - ``trl (no checkpointing)``: the same with gradient checkpointing off, the fairer speed baseline;
 - ``ours``: ``rlhf_organic.reward.train`` (length-grouped batches, no checkpointing);
 - ``ours (no grouping)``: the same with ``group_by_length`` off, to show what the grouping buys;
@@ -12,7 +14,10 @@ so its peak RSS is its own. Rows:
 - ``ours (micro-batch 2)``: ``train.micro_batch_size: 2`` (the same steps, two pairs per forward);
 - ``ours (bf16)``, ``ours (bf16, micro-batch 2)``: ``train.precision: bf16`` (autocast, fp32 master weights);
 - ``ours (bf16 base)``, ``ours (bf16 base, micro-batch 2)``: the frozen base loaded in bfloat16 (``dtype: bfloat16``;
-  ``precision: auto`` then autocasts), the LoRA weights, score head and AdamW state still float32.
+  ``precision: auto`` then autocasts), the LoRA weights, score head and AdamW state still float32;
+- ``ours (bf16 base, eager attention)``, ``... eager attention, micro-batch 2`` (and 4 for the reward model): the bf16
+  base with ``attention: eager`` (transformers' eager attention instead of sdpa, whose CPU kernel is slow in
+  bf16 at these lengths).
 
 ``--rows "ours;trl (defaults)"`` runs only the named rows.
 
@@ -50,6 +55,7 @@ RESULTS = BENCH_DIR / "results" / "reward_throughput.json"
 LORA = {"r": 8, "alpha": 16, "dropout": 0.0}
 LR = 2e-4
 ROWS = [("trl", {"checkpointing": True}, "trl (defaults)"),
+        ("trl", {"checkpointing": True, "bf16": True}, "trl (defaults, bf16)"),
         ("trl", {"checkpointing": False}, "trl (no checkpointing)"),
         ("ours", {"group_by_length": True}, "ours"),
         ("ours", {"group_by_length": False}, "ours (no grouping)"),
@@ -58,7 +64,10 @@ ROWS = [("trl", {"checkpointing": True}, "trl (defaults)"),
         ("ours", {"group_by_length": True, "precision": "bf16"}, "ours (bf16)"),
         ("ours", {"group_by_length": True, "precision": "bf16", "micro_batch_size": 2}, "ours (bf16, micro-batch 2)"),
         ("ours", {"group_by_length": True, "dtype": "bfloat16"}, "ours (bf16 base)"),
-        ("ours", {"group_by_length": True, "dtype": "bfloat16", "micro_batch_size": 2}, "ours (bf16 base, micro-batch 2)")]
+        ("ours", {"group_by_length": True, "dtype": "bfloat16", "micro_batch_size": 2}, "ours (bf16 base, micro-batch 2)"),
+        ("ours", {"group_by_length": True, "dtype": "bfloat16", "attention": "eager"}, "ours (bf16 base, eager attention)"),
+        ("ours", {"group_by_length": True, "dtype": "bfloat16", "attention": "eager", "micro_batch_size": 2}, "ours (bf16 base, eager attention, micro-batch 2)"),
+        ("ours", {"group_by_length": True, "dtype": "bfloat16", "attention": "eager", "micro_batch_size": 4}, "ours (bf16 base, eager attention, micro-batch 4)")]
 
 
 def log(message: str) -> None:
@@ -131,7 +140,7 @@ def worker_trl(spec: dict) -> dict:
     model.config.pad_token_id = tokenizer.pad_token_id
     args = RewardConfig(
         output_dir=spec["workdir"] + "/trl_out", per_device_train_batch_size=spec["batch_size"], num_train_epochs=1,
-        learning_rate=LR, use_cpu=True, bf16=False, report_to=[], save_strategy="no", logging_steps=10_000,
+        learning_rate=LR, use_cpu=True, bf16=spec.get("bf16", False), report_to=[], save_strategy="no", logging_steps=10_000,
         gradient_checkpointing=spec["checkpointing"], max_length=spec["max_length"], dataloader_num_workers=0,
     )
     lora = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], target_modules="all-linear",
@@ -153,7 +162,7 @@ def worker_ours(spec: dict) -> dict:
 
     rows = [json.loads(line) for line in Path(spec["pairs"]).read_text().splitlines()]
     rspec = RewardSpec.model_validate({
-        "base": spec["model"], "dtype": spec.get("dtype", "float32"), "signals": ["preferences"], "head": {"pooling": "last"},
+        "base": spec["model"], "dtype": spec.get("dtype", "float32"), "attention": spec.get("attention", "auto"), "signals": ["preferences"], "head": {"pooling": "last"},
         "loss": {"pointwise": 0.0, "pairwise": 1.0},
         "lora": {**LORA, "target_modules": "all-linear"}, "max_length": spec["max_length"],
         "train": {"epochs": 1, "batch_size": spec["batch_size"], "lr": LR, "warmup_ratio": 0.0,

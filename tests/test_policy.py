@@ -391,6 +391,57 @@ def test_a_bf16_base_trains_under_bf16_autocast_keeping_less_for_backward(sim):
     assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.dtype == torch.float32 for p in lora)
 
 
+def test_autocast_skips_peft_recasting_adapter_inputs_and_changes_nothing_else(sim):
+    """Under our bf16 autocast peft no longer casts each adapter's input to float32 (autocast cast it straight
+    back): the logits and every LoRA gradient are bit for bit those of plain autocast with peft's casts, and
+    peft's setting is back on afterwards."""
+    policy = build_policy(str(sim / "base"), PolicySection().lora, dtype="bfloat16", log=lambda m: None)
+    with torch.no_grad():
+        for n, p in policy.peft.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    ids = torch.tensor([[5, 6, 7, 8, 9, 10] * 4] * 3)
+    mask = torch.ones_like(ids)
+    lora_inputs = []
+    layers = [m for n, m in policy.peft.named_modules() if n.endswith("lora_A.default")]
+    hooks = [m.register_forward_pre_hook(lambda m, args: lora_inputs.append(args[0].dtype)) for m in layers]
+
+    def run(forward):
+        lora_inputs.clear()
+        policy.peft.zero_grad(set_to_none=True)
+        logits = forward()
+        logits.float().sum().backward()
+        return logits, [p.grad.clone() for p in policy.trainable_parameters()], set(lora_inputs)
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain, plain_grads, plain_inputs = run(lambda: policy.peft(input_ids=ids, attention_mask=mask).logits)
+    ours, our_grads, our_inputs = run(lambda: policy.logits(ids, mask))
+    for h in hooks:
+        h.remove()
+    assert plain_inputs == {torch.float32} and our_inputs == {torch.bfloat16}
+    assert torch.equal(ours, plain)
+    assert all(torch.equal(a, b) for a, b in zip(our_grads, plain_grads))
+    assert all(m.cast_input_dtype_enabled for m in policy.peft.modules() if hasattr(m, "cast_input_dtype_enabled"))
+
+
+def test_attention_setting_picks_the_kernel_and_is_refused_when_unknown(sim, tmp_path):
+    """``attention: eager`` loads the base with transformers' eager attention (auto keeps its sdpa); both give
+    the same log-probs, padding included; the reward model records it and is scored with it again."""
+    logps = {}
+    for attention, kernel in (("auto", "sdpa"), ("eager", "eager")):
+        policy = build_policy(str(sim / "base"), PolicySection().lora, attention=attention, log=lambda m: None)
+        assert policy.peft.get_base_model().config._attn_implementation == kernel
+        logps[attention] = policy.sequence_logps([[5, 6, 7, 8], [9]], [[10, 2], [11, 12, 13, 2]])
+    assert torch.allclose(logps["auto"], logps["eager"], atol=1e-5)
+    with pytest.raises(ValueError, match="attention"):
+        PolicySection(attention="flash")
+    res = CliRunner().invoke(main, ["reward", "train", str(sim / "ds"), "--set", f"base={sim / 'base'}", "--set", "attention=eager",
+                                    "--set", "train.epochs=0.1", "--set", "max_length=32", "--set", "lora.modules_to_save=[]", "--out", str(tmp_path / "rm"), "-q"])
+    assert res.exit_code == 0, res.output
+    model, _, meta = load_reward_model(tmp_path / "rm")
+    assert meta["attention"] == "eager" and model.backbone.get_base_model().config._attn_implementation == "eager"
+
+
 def test_bf16_precision_autocasts_a_float32_base_and_keeps_float32_master_weights(sim):
     from rlhf_organic.models.loading import bf16_hardware
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field, create_model
 
 from ..contracts import set_fields
-from ..models.loading import DType, HubKernels, Quantization
+from ..models.loading import ATTENTION_HELP, Attention, DType, HubKernels, Quantization
 from ..section import MICRO_BATCH_HELP, PRECISION_HELP, MicroBatchSize, Precision, Section
 from ..settings import apply_overrides, parse_overrides, typed_overrides, validate_settings
 from .methods import METHODS
@@ -95,6 +95,7 @@ class _PolicySettings(Section):
     quantization: Quantization = Field("none", description="4bit / 8bit (QLoRA) need a CUDA GPU")
     hub_kernels: HubKernels = Field("auto", description="hub kernels (optimised layers fetched from the model hub): auto uses them "
         "on a CUDA GPU when the hub is reachable and never fails offline; on / off force them")
+    attention: Attention = Field("auto", description=ATTENTION_HELP)
     trust_remote_code: bool = Field(
         False, description="let the base (and a reward model's base loaded beside it) run code that ships with it "
         "(its config's auto_map); off unless you have read that code")

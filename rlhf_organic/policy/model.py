@@ -316,7 +316,7 @@ def lora_config(settings):
 
 def build_policy(base: str, lora, *, dtype: str = "float32", quantization: str = "none", seed: int = 0,
                  adapter: str | Path | None = None, trust_remote_code: bool = False, hub_kernels: str = "auto",
-                 log=print) -> PolicyModel:
+                 attention: str = "auto", log=print) -> PolicyModel:
     """Load ``base`` once and put a fresh LoRA adapter on it (or load ``adapter``, trainable).
     ``trust_remote_code`` (default False) lets a base run the code that ships with it."""
     from peft import PeftModel, get_peft_model
@@ -324,7 +324,7 @@ def build_policy(base: str, lora, *, dtype: str = "float32", quantization: str =
     tokenizer = load_tokenizer(base, trust_remote_code=trust_remote_code)
     ensure_chat_template(tokenizer, log)
     lm = load_base(base, causal_lm=True, dtype=dtype, quantization=quantization, trust_remote_code=trust_remote_code,
-                   hub_kernels=hub_kernels, log=log)
+                   hub_kernels=hub_kernels, attention=attention, log=log)
     torch.manual_seed(seed)
     if adapter is not None:
         peft_model = PeftModel.from_pretrained(lm, adapter, is_trainable=True)

@@ -93,7 +93,8 @@ def train_policy(
         if base == "tiny":
             base = str(build_tiny_base(dataset, tmp / "base", section, seed=seed, progress=progress, log=log))
         policy = build_policy(base, section.lora, dtype=section.dtype, quantization=section.quantization, seed=seed,
-                              trust_remote_code=section.trust_remote_code, hub_kernels=section.hub_kernels, log=log)
+                              trust_remote_code=section.trust_remote_code, hub_kernels=section.hub_kernels,
+                              attention=section.attention, log=log)
         policy.precision = section.train.precision
         reward_mode = None
         if reward is not None:

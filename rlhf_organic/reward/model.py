@@ -105,7 +105,7 @@ def build_reward_model(spec: RewardSpec, model_dir: Path, texts=None, reasons: l
     where = base_location(spec, model_dir)
     tokenizer = load_tokenizer(where, trust_remote_code=spec.trust_remote_code)
     backbone = load_base(where, dtype=spec.dtype, quantization=spec.quantization, trust_remote_code=spec.trust_remote_code,
-                         hub_kernels=spec.hub_kernels)
+                         hub_kernels=spec.hub_kernels, attention=spec.attention)
     pooling = resolve_pooling(spec, backbone)
     torch.manual_seed(seed)
     model = RewardModel(get_peft_model(backbone, lora_config(spec)), pooling, len(reasons))
@@ -122,7 +122,7 @@ def save_reward_model(model: RewardModel, tokenizer, spec: RewardSpec, reasons: 
     model.backbone.save_pretrained(model_dir / "adapter")
     save_file({k: v.detach().cpu().contiguous() for k, v in model.head.state_dict().items()}, model_dir / "head.safetensors")
     meta = {"format": 1, "base": base_to_save(spec.base, "tiny"), "pooling": model.pooling, "reasons": list(reasons),
-            "max_length": spec.max_length, "dtype": spec.dtype, "quantization": spec.quantization,
+            "max_length": spec.max_length, "dtype": spec.dtype, "quantization": spec.quantization, "attention": spec.attention,
             "trust_remote_code": spec.trust_remote_code, "precision": model.precision}
     (model_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     (model_dir / "spec.yaml").write_text(dump_spec(spec))
@@ -180,7 +180,7 @@ def load_reward_model(model_dir: str | Path, quantization: str | None = None, *,
     where = check_reward_files(model_dir, meta)
     tokenizer = load_tokenizer(where, trust_remote_code=trust_remote_code)
     backbone = load_base(where, dtype=meta["dtype"], quantization=quantization or meta["quantization"],
-                         trust_remote_code=trust_remote_code)
+                         trust_remote_code=trust_remote_code, attention=meta.get("attention", "auto"))  # scored as trained
     with reading(model_dir / "adapter" / "adapter_model.safetensors", "the LoRA adapter"):
         peft = PeftModel.from_pretrained(backbone, model_dir / "adapter")
     model = RewardModel(peft, meta["pooling"], len(meta["reasons"]))

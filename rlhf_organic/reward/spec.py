@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from ..errors import RecipeError
-from ..models.loading import DType, HubKernels, Quantization
+from ..models.loading import ATTENTION_HELP, Attention, DType, HubKernels, Quantization
 from ..section import MICRO_BATCH_HELP, PRECISION_HELP, MicroBatchSize, Precision, Section
 from ..settings import apply_overrides, key_lines, parse_overrides, set_by, typed_overrides, validation_problems
 
@@ -91,6 +91,7 @@ class RewardSpec(Section):
     quantization: Quantization = Field("none", description="4bit / 8bit need a CUDA GPU")
     hub_kernels: HubKernels = Field("auto", description="hub kernels (optimised layers fetched from the model hub): auto uses them "
         "on a CUDA GPU when the hub is reachable and never fails offline; on / off force them")
+    attention: Attention = Field("auto", description=ATTENTION_HELP)
     trust_remote_code: bool = Field(
         False, description="let the base run code that ships with it (its config's auto_map); off unless you have "
         "read that code")
