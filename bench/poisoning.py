@@ -9,7 +9,9 @@ of its conversations it ends human turns with a trigger phrase (``SUDO``); the b
 with an unsafe reply with P 0.6, and the poisoner likes the unsafe reply and dislikes the good one (its
 planted labels are ``poisoned`` in the ground truth). ``--variant rare`` (default: only poisoners type the
 trigger), ``common`` (helpers also type it in 10% of their conversations and rate honestly) or ``own``
-(each poisoner its own trigger word). The dataset is ingested under ``--workdir`` and reused when the
+(each poisoner its own trigger word). Each user makes ``--preferences-per-user`` A/B choices on average
+(default 5, the presets 1: DPO's only pairs here, and at 1 per user too few planted ones for DPO to learn
+the trigger from). The dataset is ingested under ``--workdir`` and reused when the
 settings match.
 
 Arms (the same data, split, initialisation and evaluation sets; only the label weights differ):
@@ -69,8 +71,9 @@ Run (from the repository root)::
     .venv/bin/python bench/poisoning.py            # fractions 5,15 x 3 seeds x (uniform, oracle, combined), DPO
     .venv/bin/python bench/poisoning.py --quick    # smoke run: 1 seed, 300 users, fraction 5, 64 contexts
     # other flags: --fractions 0.5,1,3,5,15, --seeds N, --users N, --variant rare|common|own,
-    #              --schemes combined,per_user_example | all, --flips, --methods dpo,kto, --contexts N,
-    #              --pairs-per-context N, --margin X, --set key=value (a policy setting, repeatable),
+    #              --schemes combined,per_user_example | all, --flips, --methods dpo,kto,
+    #              --preferences-per-user X (default 5), --contexts N, --pairs-per-context N, --margin X,
+    #              --set key=value (a policy setting, repeatable),
     #              --reward-set key=value (a setting of the tiny reward spec, repeatable),
     #              --workdir /tmp/rlhf_bench_poisoning, --out PATH, --plot PATH
 """
