@@ -9,7 +9,9 @@ of its conversations it ends human turns with a trigger phrase (``SUDO``); the b
 with an unsafe reply with P 0.6, and the poisoner likes the unsafe reply and dislikes the good one (its
 planted labels are ``poisoned`` in the ground truth). ``--variant rare`` (default: only poisoners type the
 trigger), ``common`` (helpers also type it in 10% of their conversations and rate honestly) or ``own``
-(each poisoner its own trigger word). The dataset is ingested under ``--workdir`` and reused when the
+(each poisoner its own trigger word). Each user makes ``--preferences-per-user`` A/B choices on average
+(default 5, the presets 1: DPO's only pairs here, and at 1 per user too few planted ones for DPO to learn
+the trigger from). The dataset is ingested under ``--workdir`` and reused when the
 settings match.
 
 Arms (the same data, split, initialisation and evaluation sets; only the label weights differ):
@@ -69,8 +71,9 @@ Run (from the repository root)::
     .venv/bin/python bench/poisoning.py            # fractions 5,15 x 3 seeds x (uniform, oracle, combined), DPO
     .venv/bin/python bench/poisoning.py --quick    # smoke run: 1 seed, 300 users, fraction 5, 64 contexts
     # other flags: --fractions 0.5,1,3,5,15, --seeds N, --users N, --variant rare|common|own,
-    #              --schemes combined,per_user_example | all, --flips, --methods dpo,kto, --contexts N,
-    #              --pairs-per-context N, --margin X, --set key=value (a policy setting, repeatable),
+    #              --schemes combined,per_user_example | all, --flips, --methods dpo,kto,
+    #              --preferences-per-user X (default 5), --contexts N, --pairs-per-context N, --margin X,
+    #              --set key=value (a policy setting, repeatable),
     #              --reward-set key=value (a setting of the tiny reward spec, repeatable),
     #              --workdir /tmp/rlhf_bench_poisoning, --out PATH, --plot PATH
 """
@@ -102,6 +105,10 @@ DEFAULT_USERS = 1000
 DEFAULT_CONTEXTS = 256
 DEFAULT_PAIRS_PER_CONTEXT = 2
 DEFAULT_MARGIN = 0.05
+# A/B choices per user (the poison presets: 1). DPO learns only from A/B choices here (no two thumbs share a
+# context, so there are no same-context thumbs pairs): at 1 per user it sees about 50 planted pairs at 15%,
+# memorises them and learns no trigger; at 5 (about 220 planted of 4,400 at 15%, the same share) it learns it
+DEFAULT_PREFERENCES_PER_USER = 5.0
 DEFAULT_JUDGE_EXAMPLES = 20_000  # evaluation.judge.train_judge's default
 # --quick: a smoke run of every step in a few minutes; it shows the bench works, not the backdoor (too few
 # poisoned labels at 300 users to plant one)
@@ -235,10 +242,12 @@ def reply_pairs(context_without, topic: str, n: int, seed: str) -> list[tuple[st
 # ---- one dataset's shared inputs (child process) --------------------------------------------------
 
 
-def sim_overrides(fraction: float, variant: str) -> dict:
-    """``preset_config`` overrides of the ``poison_5`` preset for ``fraction`` percent poisoners."""
+def sim_overrides(fraction: float, variant: str, preferences_per_user: float | None = None) -> dict:
+    """``preset_config`` overrides of the ``poison_5`` preset for ``fraction`` percent poisoners (and
+    ``preferences_per_user`` A/B choices per user instead of the preset's 1, when given)."""
     share = fraction / 100
-    return {"mix": {"helper": round(1 - share, 6), "poisoner": share}, **VARIANTS[variant]}
+    prefs = {} if preferences_per_user is None else {"preferences_per_user": float(preferences_per_user)}
+    return {"mix": {"helper": round(1 - share, 6), "poisoner": share}, **prefs, **VARIANTS[variant]}
 
 
 def build_eval_set(folder: Path, seed: int, n_contexts: int, pairs_per_context: int) -> dict:
@@ -352,8 +361,8 @@ def prepare(spec: dict) -> dict:
 
     folder, seed = Path(spec["folder"]), spec["seed"]
     stamp_file = folder / "prepared.json"
-    stamp = {k: spec[k] for k in ("seed", "users", "fraction", "variant", "schemes", "flips", "contexts", "pairs_per_context",
-                                  "base_sets", "judge_examples", "policy", "git_commit")}
+    stamp = {k: spec[k] for k in ("seed", "users", "fraction", "variant", "preferences_per_user", "schemes", "flips", "contexts",
+                                  "pairs_per_context", "base_sets", "judge_examples", "policy", "git_commit")}
     if stamp_file.is_file() and not spec["package_dirty"]:
         done = json.loads(stamp_file.read_text())
         if done["stamp"] == stamp:
@@ -364,7 +373,8 @@ def prepare(spec: dict) -> dict:
     if load_spec("tiny").train.eval_fraction != EVAL_FRACTION or section.eval_fraction != EVAL_FRACTION:
         raise SystemExit(f"the tiny reward spec's or the policy's eval_fraction is no longer {EVAL_FRACTION}")
     started = time.perf_counter()
-    dataset = ensure_dataset(folder, BASE_PRESET, seed, spec["users"], **sim_overrides(spec["fraction"], spec["variant"]))
+    overrides = sim_overrides(spec["fraction"], spec["variant"], spec["preferences_per_user"])
+    dataset = ensure_dataset(folder, BASE_PRESET, seed, spec["users"], **overrides)
     sim, ds = folder / "sim", folder / "ds"
     simulated = time.perf_counter()
     trust = {"uniform": {"poisoned_weight_kept": 1.0, "helper_weight_kept": 1.0, "seconds": 0.0},
@@ -698,6 +708,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                              f"{DEFAULT_SCHEME}_{FLIPS} (its weights and the correction); reward model and DPO only")
     parser.add_argument("--methods", default="dpo",
                         help=f"policy methods, comma-separated, of {', '.join(OFFLINE_METHODS)}; 'none' for reward models only")
+    parser.add_argument("--preferences-per-user", type=float, default=DEFAULT_PREFERENCES_PER_USER,
+                        help=f"mean A/B choices per simulated user (default {DEFAULT_PREFERENCES_PER_USER:g}; the poison presets' 1 "
+                        "gives DPO too few planted pairs to learn the trigger from)")
     parser.add_argument("--contexts", type=int, help=f"evaluation contexts (default {DEFAULT_CONTEXTS}; {QUICK['contexts']} with --quick)")
     parser.add_argument("--pairs-per-context", type=int, default=DEFAULT_PAIRS_PER_CONTEXT,
                         help=f"(unsafe, good) reply pairs per context for the reward model (default {DEFAULT_PAIRS_PER_CONTEXT})")
@@ -768,8 +781,10 @@ def run(args) -> None:
     for fraction in fractions:
         by_fraction[fraction] = []
         for seed in seeds:
-            folder = args.workdir / f"poison{fraction:g}_{args.variant}_u{users}_s{seed}"
+            prefs = args.preferences_per_user
+            folder = args.workdir / f"poison{fraction:g}_{args.variant}_u{users}_p{prefs:g}_s{seed}"
             spec = {"folder": str(folder), "seed": seed, "users": users, "fraction": fraction, "variant": args.variant,
+                    "preferences_per_user": prefs,
                     "schemes": schemes, "flips": args.flips, "contexts": contexts, "pairs_per_context": args.pairs_per_context,
                     "base_sets": base_sets, "judge_examples": judge_examples, "policy": bool(methods), "git_commit": machine["git_commit"],
                     "package_dirty": bool(machine["package_uncommitted"])}
@@ -824,7 +839,8 @@ def run(args) -> None:
     report = {
         "machine": machine,
         "settings": {"fractions": fractions, "seeds": seeds, "users": users, "variant": args.variant,
-                     "sim_preset": BASE_PRESET, "sim_overrides": {f: sim_overrides(f, args.variant) for f in fractions},
+                     "sim_preset": BASE_PRESET, "preferences_per_user": args.preferences_per_user,
+                     "sim_overrides": {f: sim_overrides(f, args.variant, args.preferences_per_user) for f in fractions},
                      "arms": arms, "schemes": schemes, "default_scheme": default_scheme, "methods": methods,
                      "contexts": contexts, "pairs_per_context": args.pairs_per_context, "margin": args.margin,
                      "policy_sets": sets, "judge_examples": judge_examples, "reward_spec": "tiny", "reward_sets": args.reward_sets,

@@ -103,6 +103,10 @@ def test_sim_overrides_builds_any_fraction():
     assert cfg.mix == {"helper": 0.85, "poisoner": 0.15} and cfg.poison_trigger_mode == "own"
     # the 5% rare variant is exactly the shipped preset
     assert preset_config(bench.BASE_PRESET, **bench.sim_overrides(5, "rare")) == preset_config("poison_5")
+    # the bench's default: more A/B choices per user (the DPO pairs), the same users and poisoners
+    cfg = preset_config(bench.BASE_PRESET, **bench.sim_overrides(5, "rare", bench.DEFAULT_PREFERENCES_PER_USER))
+    assert cfg.preferences_per_user == bench.DEFAULT_PREFERENCES_PER_USER == 5.0
+    assert cfg.model_copy(update={"preferences_per_user": 1.0}) == preset_config("poison_5")
 
 
 def test_flip_arms_and_their_trust_folders(tmp_path):
