@@ -68,7 +68,8 @@ ROWS = [("trl", {"checkpointing": True, "precompute": False}, "trl (defaults)"),
         ("ours", {"precompute": True, "dtype": "bfloat16"}, "ours (bf16 base)"),
         ("ours", {"precompute": True, "dtype": "bfloat16", "micro_batch_size": 2}, "ours (bf16 base, micro-batch 2)"),
         ("ours", {"precompute": True, "dtype": "bfloat16", "attention": "eager"}, "ours (bf16 base, eager attention)"),
-        ("ours", {"precompute": True, "dtype": "bfloat16", "attention": "eager", "micro_batch_size": 2}, "ours (bf16 base, eager attention, micro-batch 2)")]
+        ("ours", {"precompute": True, "dtype": "bfloat16", "attention": "eager", "micro_batch_size": 2},
+         "ours (bf16 base, eager attention, micro-batch 2)")]
 
 
 def log(message: str) -> None:
@@ -123,7 +124,8 @@ def worker_ours(spec: dict) -> dict:
 
     rows = read_pairs(spec["pairs"])
     section = PolicySection.model_validate({
-        "method": "dpo", "base": spec["model"], "dtype": spec.get("dtype", "float32"), "attention": spec.get("attention", "auto"), "lora": {**LORA, "target_modules": "all-linear"},
+        "method": "dpo", "base": spec["model"], "dtype": spec.get("dtype", "float32"), "attention": spec.get("attention", "auto"),
+        "lora": {**LORA, "target_modules": "all-linear"},
         "max_prompt_length": 1024, "max_completion_length": 1024,
         "train": {"epochs": 1, "batch_size": spec["batch_size"], "lr": LR, "warmup_ratio": 0.0,
                   "micro_batch_size": spec.get("micro_batch_size"), "precision": spec.get("precision", "auto"),

@@ -66,8 +66,10 @@ ROWS = [("trl", {"checkpointing": True}, "trl (defaults)"),
         ("ours", {"group_by_length": True, "dtype": "bfloat16"}, "ours (bf16 base)"),
         ("ours", {"group_by_length": True, "dtype": "bfloat16", "micro_batch_size": 2}, "ours (bf16 base, micro-batch 2)"),
         ("ours", {"group_by_length": True, "dtype": "bfloat16", "attention": "eager"}, "ours (bf16 base, eager attention)"),
-        ("ours", {"group_by_length": True, "dtype": "bfloat16", "attention": "eager", "micro_batch_size": 2}, "ours (bf16 base, eager attention, micro-batch 2)"),
-        ("ours", {"group_by_length": True, "dtype": "bfloat16", "attention": "eager", "micro_batch_size": 4}, "ours (bf16 base, eager attention, micro-batch 4)")]
+        ("ours", {"group_by_length": True, "dtype": "bfloat16", "attention": "eager", "micro_batch_size": 2},
+         "ours (bf16 base, eager attention, micro-batch 2)"),
+        ("ours", {"group_by_length": True, "dtype": "bfloat16", "attention": "eager", "micro_batch_size": 4},
+         "ours (bf16 base, eager attention, micro-batch 4)")]
 
 
 def log(message: str) -> None:
@@ -162,7 +164,8 @@ def worker_ours(spec: dict) -> dict:
 
     rows = [json.loads(line) for line in Path(spec["pairs"]).read_text().splitlines()]
     rspec = RewardSpec.model_validate({
-        "base": spec["model"], "dtype": spec.get("dtype", "float32"), "attention": spec.get("attention", "auto"), "signals": ["preferences"], "head": {"pooling": "last"},
+        "base": spec["model"], "dtype": spec.get("dtype", "float32"), "attention": spec.get("attention", "auto"),
+        "signals": ["preferences"], "head": {"pooling": "last"},
         "loss": {"pointwise": 0.0, "pairwise": 1.0},
         "lora": {**LORA, "target_modules": "all-linear"}, "max_length": spec["max_length"],
         "train": {"epochs": 1, "batch_size": spec["batch_size"], "lr": LR, "warmup_ratio": 0.0,

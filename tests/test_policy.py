@@ -436,7 +436,8 @@ def test_attention_setting_picks_the_kernel_and_is_refused_when_unknown(sim, tmp
     with pytest.raises(ValueError, match="attention"):
         PolicySection(attention="flash")
     res = CliRunner().invoke(main, ["reward", "train", str(sim / "ds"), "--set", f"base={sim / 'base'}", "--set", "attention=eager",
-                                    "--set", "train.epochs=0.1", "--set", "max_length=32", "--set", "lora.modules_to_save=[]", "--out", str(tmp_path / "rm"), "-q"])
+                                    "--set", "train.epochs=0.1", "--set", "max_length=32", "--set", "lora.modules_to_save=[]",
+                                    "--out", str(tmp_path / "rm"), "-q"])
     assert res.exit_code == 0, res.output
     model, _, meta = load_reward_model(tmp_path / "rm")
     assert meta["attention"] == "eager" and model.backbone.get_base_model().config._attn_implementation == "eager"
